@@ -1,0 +1,55 @@
+/**
+ * Every failure presync expects carries a stable code so scripts can branch on
+ * it and the CLI can print a one-line explanation instead of a stack trace.
+ */
+export const ErrorCodes = {
+  BAD_ARGUMENT: 'PRESYNC_ERR_BAD_ARGUMENT',
+  BAD_TRACE: 'PRESYNC_ERR_BAD_TRACE',
+  BAD_PHASE: 'PRESYNC_ERR_BAD_PHASE',
+  BAD_POLICY: 'PRESYNC_ERR_BAD_POLICY',
+  NO_CONVERGENCE: 'PRESYNC_ERR_NO_CONVERGENCE',
+  AUTH: 'PRESYNC_ERR_AUTH',
+  PROTOCOL: 'PRESYNC_ERR_PROTOCOL',
+  FRAME_TOO_LARGE: 'PRESYNC_ERR_FRAME_TOO_LARGE',
+  CHECKSUM: 'PRESYNC_ERR_CHECKSUM',
+  VERSION: 'PRESYNC_ERR_VERSION',
+  GEOMETRY: 'PRESYNC_ERR_GEOMETRY',
+  PAGE_RANGE: 'PRESYNC_ERR_PAGE_RANGE',
+  VERIFY: 'PRESYNC_ERR_VERIFY',
+  CONNECTION: 'PRESYNC_ERR_CONNECTION',
+  TIMEOUT: 'PRESYNC_ERR_TIMEOUT',
+  IMAGE: 'PRESYNC_ERR_IMAGE',
+  IMAGE_EXISTS: 'PRESYNC_ERR_IMAGE_EXISTS',
+  BUSY: 'PRESYNC_ERR_BUSY',
+  QMP: 'PRESYNC_ERR_QMP',
+  QEMU: 'PRESYNC_ERR_QEMU',
+  GUEST: 'PRESYNC_ERR_GUEST',
+  ABORTED: 'PRESYNC_ERR_ABORTED',
+  INTERNAL: 'PRESYNC_ERR_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class PresyncError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PresyncError';
+    this.code = code;
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function isPresyncError(e: unknown): e is PresyncError {
+  return e instanceof PresyncError;
+}
+
+/** Wraps anything thrown into a PresyncError, keeping a known code. */
+export function toPresyncError(e: unknown, fallback: ErrorCode = ErrorCodes.INTERNAL): PresyncError {
+  if (e instanceof PresyncError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  return new PresyncError(fallback, msg, { cause: e });
+}

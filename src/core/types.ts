@@ -1,0 +1,84 @@
+import type { ReadonlyPageSet } from './pageset.ts';
+
+/** Shape of a guest's memory. */
+export interface Geometry {
+  readonly pageSize: number;
+  readonly pageCount: number;
+}
+
+/** What the shell knows about the network at the start of an epoch. */
+export interface NetObservation {
+  /** Estimated bottleneck bandwidth available to us, bytes/s. */
+  readonly bandwidthBytesPerSec: number;
+  /** Round-trip time, ms (smoothed). */
+  readonly rttMs: number;
+  /** Bytes handed to the transport and not yet acknowledged by the target. */
+  readonly bytesInFlight: number;
+  /** Bytes handed to the transport during the previous epoch. */
+  readonly offeredBytes: number;
+  /** Bytes the target acknowledged during the previous epoch. */
+  readonly deliveredBytes: number;
+}
+
+/**
+ * The observation a policy receives once per epoch. Everything a decision may
+ * depend on is in here: policies read no clock and do no I/O.
+ */
+export interface EpochObservation {
+  readonly epoch: number;
+  /** Time since the migration started (virtual in the simulator, real in the engine), ms. */
+  readonly timeMs: number;
+  /** Length of the interval this observation covers, ms. */
+  readonly epochMs: number;
+  readonly phase: 'presync' | 'launched';
+  readonly geometry: Geometry;
+  /** Pages written since the previous observation. */
+  readonly dirty: ReadonlyPageSet;
+  /** Pages whose current content the target does not hold and that are not on their way to it. */
+  readonly stale: ReadonlyPageSet;
+  readonly net: NetObservation;
+  /** Guest slowdown attributed to us over the previous epoch, 0..1 (modelled or measured). */
+  readonly guestSlowdown: number;
+  /** When the launch command came, if it has. */
+  readonly launchedAtMs?: number;
+  /** Average wire bytes per page sent recently (header + payload after elision and compression). */
+  readonly wireBytesPerPage: number;
+}
+
+/** What a policy returns. The shell sends a prefix of `send` that fits `budgetBytes`. */
+export interface EpochDecision {
+  /** Pages to send, most important first. Every page must be in `stale`. */
+  readonly send: Uint32Array;
+  /** Upper bound on bytes to put on the wire this epoch. */
+  readonly budgetBytes: number;
+  /** After launch: pause the guest now and copy what is left. */
+  readonly switchover: boolean;
+  /** With switchover: false when the policy gave up converging (expected downtime above its limit). */
+  readonly converged?: boolean;
+  /** With switchover and converged=false: the policy asks the shell to roll back rather than pause long. */
+  readonly abort?: boolean;
+  /** Diagnostic state for the time series (rate-control window, predicted-hot pages, …). */
+  readonly diag?: Readonly<Record<string, number>>;
+}
+
+export interface MigrationPolicy {
+  readonly name: string;
+  decide(obs: EpochObservation): EpochDecision;
+}
+
+/** Options shared by every policy factory. */
+export interface PolicyContext {
+  readonly geometry: Geometry;
+  /** Seed for any randomness the policy uses. */
+  readonly seed: number;
+  /**
+   * Only the oracle may use this: the pages written in [fromMs, toMs) in the future,
+   * and the launch moment. Real shells do not provide it.
+   */
+  readonly future?: FutureKnowledge;
+}
+
+export interface FutureKnowledge {
+  readonly launchAtMs: number;
+  writes(fromMs: number, toMs: number): ReadonlyPageSet;
+}
