@@ -9,6 +9,8 @@ export interface ReadonlyPageSet {
   readonly size: number;
   has(page: number): boolean;
   count(): number;
+  isEmpty(): boolean;
+  forEach(fn: (page: number) => void): void;
   [Symbol.iterator](): Iterator<number>;
   toArray(): Uint32Array;
   words(): Readonly<Uint32Array>;
@@ -35,6 +37,10 @@ export class PageSet implements ReadonlyPageSet {
     s.bits.fill(0xffffffff);
     s.maskTail();
     return s;
+  }
+
+  static copyOf(other: ReadonlyPageSet): PageSet {
+    return new PageSet(other.size, other.words().slice());
   }
 
   static of(size: number, pages: Iterable<number>): PageSet {

@@ -1,0 +1,77 @@
+import { PageSet, type ReadonlyPageSet } from './pageset.ts';
+import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './switchover.ts';
+import type { EpochDecision, EpochObservation } from './types.ts';
+
+/**
+ * Iterative live copy after launch, as QEMU's pre-copy does it (ram.c,
+ * migration.c): a round sends the pages that were stale when it began; when it
+ * ends, the pages dirtied meanwhile form the next round; the guest is paused
+ * once what is left fits the downtime limit. Every policy uses this after
+ * launch; they differ in how much is left by then.
+ */
+export interface LiveRoundConfig {
+  /** Pause only when the expected downtime is at most this. QEMU's default is 300 ms. */
+  readonly downtimeLimitMs: number;
+  /** Give up converging after this many rounds (QEMU has no bound and can loop forever). */
+  readonly maxRounds: number;
+  /** Live rounds to run even when the residual already fits: each one shrinks the pause. */
+  readonly minRounds: number;
+  /** Cap on the live copy rate, bytes/s (QEMU's max-bandwidth). Infinity = the link. */
+  readonly maxBandwidthBytesPerSec: number;
+  /** After maxRounds without convergence: pause anyway ('force') or roll back ('abort'). */
+  readonly onNoConvergence: 'force' | 'abort';
+  readonly switchoverCosts: SwitchoverCosts;
+}
+
+export const QEMU_LIKE_LIVE_ROUNDS: LiveRoundConfig = {
+  downtimeLimitMs: 300,
+  maxRounds: 30,
+  minRounds: 0,
+  maxBandwidthBytesPerSec: 128 * 1024 * 1024,
+  onNoConvergence: 'force',
+  switchoverCosts: DEFAULT_SWITCHOVER_COSTS,
+};
+
+export class LiveRounds {
+  private round = 0;
+  /** Pages of the current round not yet handed to the shell. */
+  private roundPages: PageSet | null = null;
+
+  constructor(private readonly cfg: LiveRoundConfig) {}
+
+  get rounds(): number {
+    return this.round;
+  }
+
+  decide(obs: EpochObservation): EpochDecision {
+    const stale: ReadonlyPageSet = obs.stale;
+    const bw = Math.min(obs.net.bandwidthBytesPerSec, this.cfg.maxBandwidthBytesPerSec);
+    // The current round is done when none of its pages are still stale.
+    if (this.roundPages) this.roundPages.intersectWith(stale);
+    if (!this.roundPages || this.roundPages.isEmpty()) {
+      const est = estimateDowntime(stale.count(), obs.wireBytesPerPage, bw, obs.net.rttMs, this.cfg.switchoverCosts);
+      const fits = shouldSwitchover(est, this.cfg.downtimeLimitMs);
+      const diag = { round: this.round, expectedDowntimeMs: est.expectedDowntimeMs };
+      if (this.round >= this.cfg.minRounds && fits) {
+        return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };
+      }
+      if (this.round >= this.cfg.maxRounds) {
+        const abort = this.cfg.onNoConvergence === 'abort';
+        return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: false, abort, diag };
+      }
+      this.round++;
+      this.roundPages = PageSet.copyOf(stale);
+      if (this.roundPages.isEmpty()) {
+        // Nothing stale yet not fitting: only fixed costs exceed the limit; pause anyway.
+        return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: fits, diag };
+      }
+    }
+    const budget = Number.isFinite(bw) ? (bw * obs.epochMs) / 1000 : Number.MAX_SAFE_INTEGER;
+    return {
+      send: this.roundPages.toArray(),
+      budgetBytes: budget,
+      switchover: false,
+      diag: { round: this.round },
+    };
+  }
+}

@@ -1,0 +1,29 @@
+import { LiveRounds } from '../live-rounds.ts';
+import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
+import { liveRoundConfig, type PolicyOptions } from './options.ts';
+
+/**
+ * Pre-synchronization without judgement: every epoch, every page the target
+ * lacks is sent, lowest index first, as fast as the link allows. It keeps the
+ * target closest to the source at any moment and is the baseline the paper's
+ * transfer reduction is measured against; it resends hot pages every epoch.
+ * After launch it runs one more live round before pausing, so the pause
+ * covers only what was written during that round.
+ */
+export class NaivePresyncPolicy implements MigrationPolicy {
+  readonly name = 'presync-naive';
+  private readonly live: LiveRounds;
+
+  constructor(_ctx: PolicyContext, opts: PolicyOptions = {}) {
+    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, maxBandwidthBytesPerSec: Infinity }));
+  }
+
+  decide(obs: EpochObservation): EpochDecision {
+    if (obs.phase === 'launched') return this.live.decide(obs);
+    return {
+      send: obs.stale.toArray(),
+      budgetBytes: (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000,
+      switchover: false,
+    };
+  }
+}
