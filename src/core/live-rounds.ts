@@ -36,6 +36,7 @@ export class LiveRounds {
   private round = 0;
   /** Pages of the current round not yet handed to the shell. */
   private roundPages: PageSet | null = null;
+  private lastSend: Uint32Array = new Uint32Array(0);
 
   constructor(private readonly cfg: LiveRoundConfig) {}
 
@@ -46,8 +47,11 @@ export class LiveRounds {
   decide(obs: EpochObservation): EpochDecision {
     const stale: ReadonlyPageSet = obs.stale;
     const bw = Math.min(obs.net.bandwidthBytesPerSec, this.cfg.maxBandwidthBytesPerSec);
-    // The current round is done when none of its pages are still stale.
-    if (this.roundPages) this.roundPages.intersectWith(stale);
+    // A round sends each of its pages once; pages written after being sent wait for the next round.
+    if (this.roundPages) {
+      for (let i = 0; i < obs.consumed && i < this.lastSend.length; i++) this.roundPages.delete(this.lastSend[i]);
+      this.roundPages.intersectWith(stale);
+    }
     if (!this.roundPages || this.roundPages.isEmpty()) {
       const est = estimateDowntime(stale.count(), obs.wireBytesPerPage, bw, obs.net.rttMs, this.cfg.switchoverCosts);
       const fits = shouldSwitchover(est, this.cfg.downtimeLimitMs);
@@ -63,12 +67,14 @@ export class LiveRounds {
       this.roundPages = PageSet.copyOf(stale);
       if (this.roundPages.isEmpty()) {
         // Nothing stale yet not fitting: only fixed costs exceed the limit; pause anyway.
-        return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: fits, diag };
+        this.lastSend = new Uint32Array(0);
+        return { send: this.lastSend, budgetBytes: 0, switchover: true, converged: fits, diag };
       }
     }
     const budget = Number.isFinite(bw) ? (bw * obs.epochMs) / 1000 : Number.MAX_SAFE_INTEGER;
+    this.lastSend = this.roundPages.toArray();
     return {
-      send: this.roundPages.toArray(),
+      send: this.lastSend,
       budgetBytes: budget,
       switchover: false,
       diag: { round: this.round },

@@ -41,6 +41,12 @@ export interface EpochObservation {
   readonly guestSlowdown: number;
   /** When the launch command came, if it has. */
   readonly launchedAtMs?: number;
+  /**
+   * How many entries of the previous decision's `send` list the shell got
+   * through (sent, or skipped because they were no longer stale); the rest did
+   * not fit the budget or the link.
+   */
+  readonly consumed: number;
   /** Average wire bytes per page sent recently (header + payload after elision and compression). */
   readonly wireBytesPerPage: number;
 }

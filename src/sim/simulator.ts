@@ -79,8 +79,11 @@ export function simulate(cfg: SimConfig): SimResult {
   const guest = new SimGuest(pageCount, cfg.workload.initialNonZero());
   const acct = new Accounting(pageCount);
   const phases = new PhaseMachine();
-  const zeroCost = wire.pageHeaderBytes + wire.frameHeaderBytes / wire.pagesPerFrame;
-  const fullCost = fullPageWireBytes(pageSize, wire);
+  // Whole bytes: a page record costs its header (+ payload unless elided), and
+  // every pagesPerFrame records a frame header.
+  const zeroCost = wire.pageHeaderBytes;
+  const fullCost = wire.pageHeaderBytes + pageSize;
+  const frameCost = wire.frameHeaderBytes;
 
   const stale = guest.differing();
   let dirty = new PageSet(pageCount);
@@ -99,14 +102,16 @@ export function simulate(cfg: SimConfig): SimResult {
   let epoch = 0;
   let t = 0;
 
+  let consumed = 0;
   const enqueue = (d: EpochDecision): { bytes: number; pages: number } => {
     let bytes = 0;
     let pages = 0;
     const budget = d.budgetBytes;
-    for (let i = 0; i < d.send.length; i++) {
+    let i = 0;
+    for (; i < d.send.length; i++) {
       const p = d.send[i];
       if (!stale.has(p)) continue; // a policy may only send what the target lacks
-      const c = guest.isZero(p) ? zeroCost : fullCost;
+      const c = (guest.isZero(p) ? zeroCost : fullCost) + (pages % wire.pagesPerFrame === 0 ? frameCost : 0);
       if (bytes + c > budget) break;
       bytes += c;
       pages++;
@@ -115,6 +120,7 @@ export function simulate(cfg: SimConfig): SimResult {
       queue.push({ page: p, version: guest.source[p], end: enqueuedTotal });
       acct.onPageSent(p);
     }
+    consumed = i;
     link.enqueue(bytes);
     recentBytes += bytes;
     recentPages += pages;
@@ -165,7 +171,8 @@ export function simulate(cfg: SimConfig): SimResult {
     },
     guestSlowdown: slowdownTime > 0 ? lastSlowdown : 0,
     ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs } : {}),
-    wireBytesPerPage: recentPages > 0 ? recentBytes / recentPages : fullCost,
+    consumed,
+    wireBytesPerPage: recentPages > 0 ? recentBytes / recentPages : fullPageWireBytes(pageSize, wire),
   });
   let lastSlowdown = 0;
 
