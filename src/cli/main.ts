@@ -1,0 +1,45 @@
+import { isPresyncError, toPresyncError, ErrorCodes } from '../core/errors.ts';
+import type { CommandIO } from './io.ts';
+import { processIO } from './io.ts';
+
+type Command = (argv: string[], io: CommandIO) => Promise<number>;
+
+/** Subcommands load lazily so `presync demo` does not pay for QEMU or sockets. */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  demo: { summary: 'simulate the embedded default scenario and print a table', load: async () => (await import('./commands/demo.ts')).demoCommand },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)}${c.summary}`);
+  return `usage: presync <command> [flags]\n\ncommands:\n${lines.join('\n')}\n\nRun "presync <command> --help" for a command's flags.\n`;
+}
+
+export async function run(argv: string[], io: CommandIO = processIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.out(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    io.err(`presync: unknown command "${name}"\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await cmd.load())(rest, io);
+  } catch (e) {
+    const err = toPresyncError(e);
+    // Expected failures get one line; only internal errors show a stack.
+    if (isPresyncError(e) && err.code !== ErrorCodes.INTERNAL) {
+      io.err(`presync ${name}: ${err.code}: ${err.message}\n`);
+    } else {
+      io.err(`presync ${name}: ${err.code}: ${err.message}\n${e instanceof Error && e.stack ? e.stack + '\n' : ''}`);
+    }
+    return err.code === ErrorCodes.BAD_ARGUMENT ? 2 : 1;
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && /(?:^|[\\/])(?:main\.(?:ts|js)|presync(?:\.js)?)$/.test(process.argv[1]);
+if (invokedDirectly) {
+  process.exitCode = await run(process.argv.slice(2));
+}
