@@ -1,0 +1,87 @@
+import { readFileSync } from 'node:fs';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+
+/** The state letter from /proc/PID/stat (R, S, T, Z…), or null if the process is gone. */
+export function processState(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name may contain spaces and parentheses: the state follows the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How the engine stops and restarts the guest around the switchover. The
+ * general migration model needs only these: pause on the source, resume on
+ * rollback, release (stop for good) after a successful handover.
+ */
+export interface GuestController {
+  readonly kind: string;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** The guest now runs on the target: stop the source copy for good. */
+  release(): Promise<void>;
+  isAlive(): boolean;
+}
+
+/** A RAM image with no process attached: nothing to pause, for images at rest or tests. */
+export class ImageOnlyController implements GuestController {
+  readonly kind = 'image';
+  async pause(): Promise<void> {}
+  async resume(): Promise<void> {}
+  async release(): Promise<void> {}
+  isAlive(): boolean {
+    return true;
+  }
+}
+
+/**
+ * A plain process whose state lives in the image: SIGSTOP pauses it between
+ * two instructions, SIGCONT resumes it exactly where it was, and after a
+ * handover SIGKILL (which works on a stopped process) ends the source copy so
+ * the application never runs twice.
+ */
+export class ProcessController implements GuestController {
+  readonly kind = 'process';
+  constructor(readonly pid: number) {
+    if (!Number.isInteger(pid) || pid <= 1) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--pid must be a process id > 1, got ${pid}`);
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    try {
+      process.kill(this.pid, sig);
+    } catch (e) {
+      throw new PresyncError(ErrorCodes.GUEST, `cannot send ${sig} to process ${this.pid}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async pause(): Promise<void> {
+    this.signal('SIGSTOP');
+    // kill() returns before the kernel has stopped every thread; the final scan
+    // must not start while the process can still write, so wait for state T.
+    for (let i = 0; i < 200; i++) {
+      if (processState(this.pid) === 'T' || processState(this.pid) === null) return;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    throw new PresyncError(ErrorCodes.GUEST, `process ${this.pid} did not stop within 200 ms of SIGSTOP`);
+  }
+
+  async resume(): Promise<void> {
+    this.signal('SIGCONT');
+  }
+
+  async release(): Promise<void> {
+    if (this.isAlive()) this.signal('SIGKILL');
+  }
+
+  isAlive(): boolean {
+    try {
+      process.kill(this.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}

@@ -1,0 +1,158 @@
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync, constants as fsc } from 'node:fs';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import type { Geometry } from '../core/types.ts';
+import { digestPages } from '../wire/digest.ts';
+
+/** Sidecar that says which migration an image belongs to and whether it may be used. */
+export interface ImageMeta {
+  readonly format: 'presync-image/1';
+  readonly imageId: string;
+  readonly pageSize: number;
+  readonly pageCount: number;
+  /** syncing: being filled; valid: verified and handed over; invalid: a failed migration's leftovers. */
+  readonly state: 'syncing' | 'valid' | 'invalid';
+}
+
+export function metaPath(imagePath: string): string {
+  return `${imagePath}.presync`;
+}
+
+function readMeta(path: string): ImageMeta | null {
+  const p = metaPath(path);
+  if (!existsSync(p)) return null;
+  try {
+    const m = JSON.parse(readFileSync(p, 'utf8')) as Partial<ImageMeta>;
+    if (m.format !== 'presync-image/1' || typeof m.imageId !== 'string' || !Number.isInteger(m.pageSize) || !Number.isInteger(m.pageCount)) return null;
+    return m as ImageMeta;
+  } catch {
+    return null;
+  }
+}
+
+export interface OpenTargetOptions {
+  /** Reuse or overwrite an existing file that does not belong to this image. */
+  readonly force?: boolean;
+}
+
+/**
+ * The target's copy of a guest's RAM. Pages are written in place (pwrite), so
+ * the file may already be mapped by a target QEMU; it is never truncated once
+ * it has the right size. The target only ever writes inside this one file, at
+ * validated page offsets.
+ */
+export class TargetImage {
+  readonly digests: BigUint64Array;
+  private fd: number;
+  private metaState: ImageMeta['state'];
+  pagesWritten = 0;
+
+  private constructor(readonly path: string, readonly geometry: Geometry, readonly imageId: string, fd: number, state: ImageMeta['state']) {
+    this.fd = fd;
+    this.metaState = state;
+    this.digests = new BigUint64Array(geometry.pageCount);
+  }
+
+  static open(path: string, geometry: Geometry, imageId: string, opts: OpenTargetOptions = {}): TargetImage {
+    const size = geometry.pageSize * geometry.pageCount;
+    const meta = readMeta(path);
+    const exists = existsSync(path);
+    if (exists && !opts.force) {
+      const ours = meta !== null && meta.imageId === imageId;
+      if (!ours) {
+        throw new PresyncError(
+          ErrorCodes.IMAGE_EXISTS,
+          `${path} exists and does not hold image "${imageId}"${meta ? ` (it holds "${meta.imageId}")` : ''}; pass --force to overwrite it`,
+        );
+      }
+      if (meta.pageSize !== geometry.pageSize || meta.pageCount !== geometry.pageCount) {
+        throw new PresyncError(ErrorCodes.GEOMETRY, `${path} holds ${meta.pageCount} pages of ${meta.pageSize} B, the source has ${geometry.pageCount} of ${geometry.pageSize} B`);
+      }
+    }
+    let fd: number;
+    try {
+      fd = openSync(path, fsc.O_RDWR | fsc.O_CREAT, 0o600);
+    } catch (e) {
+      throw new PresyncError(ErrorCodes.IMAGE, `cannot open target image ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new PresyncError(ErrorCodes.IMAGE, `${path} is not a regular file`);
+      // A file of the right size (perhaps mapped by the target QEMU) is kept as is.
+      if (st.size !== size) ftruncateSync(fd, size);
+    } catch (e) {
+      closeSync(fd);
+      if (e instanceof PresyncError) throw e;
+      throw new PresyncError(ErrorCodes.IMAGE, `cannot size target image ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    const img = new TargetImage(path, geometry, imageId, fd, 'syncing');
+    img.writeMeta('syncing');
+    img.rescan();
+    return img;
+  }
+
+  get state(): ImageMeta['state'] {
+    return this.metaState;
+  }
+
+  /** Recomputes every page digest from the file: what the target really holds. */
+  rescan(): void {
+    const { pageSize, pageCount } = this.geometry;
+    const chunk = 1024;
+    const buf = Buffer.allocUnsafe(chunk * pageSize);
+    for (let first = 0; first < pageCount; first += chunk) {
+      const n = Math.min(chunk, pageCount - first);
+      const len = n * pageSize;
+      let done = 0;
+      while (done < len) {
+        const r = readSync(this.fd, buf, done, len - done, first * pageSize + done);
+        if (r === 0) throw new PresyncError(ErrorCodes.IMAGE, `${this.path} is shorter than expected`);
+        done += r;
+      }
+      digestPages(buf, pageSize, 0, n, this.digests, first);
+    }
+  }
+
+  /** Writes one verified page. `digest` is the page content's digest, already checked by the decoder. */
+  writePage(page: number, data: Uint8Array, digest: bigint): void {
+    const { pageSize, pageCount } = this.geometry;
+    if (!Number.isInteger(page) || page < 0 || page >= pageCount) {
+      throw new PresyncError(ErrorCodes.PAGE_RANGE, `page ${page} outside the image's ${pageCount} pages`);
+    }
+    if (data.length !== pageSize) throw new PresyncError(ErrorCodes.PROTOCOL, `page ${page} has ${data.length} bytes, ${pageSize} expected`);
+    let done = 0;
+    try {
+      while (done < pageSize) done += writeSync(this.fd, data, done, pageSize - done, page * pageSize + done);
+    } catch (e) {
+      throw new PresyncError(ErrorCodes.IMAGE, `writing page ${page} of ${this.path} failed: ${(e as Error).message}`, { cause: e });
+    }
+    this.digests[page] = digest;
+    this.pagesWritten++;
+  }
+
+  private writeMeta(state: ImageMeta['state']): void {
+    const meta: ImageMeta = { format: 'presync-image/1', imageId: this.imageId, pageSize: this.geometry.pageSize, pageCount: this.geometry.pageCount, state };
+    const tmp = `${metaPath(this.path)}.tmp`;
+    writeFileSync(tmp, JSON.stringify(meta) + '\n');
+    renameSync(tmp, metaPath(this.path));
+    this.metaState = state;
+  }
+
+  markValid(): void {
+    this.writeMeta('valid');
+  }
+
+  markInvalid(): void {
+    try {
+      this.writeMeta('invalid');
+    } catch {
+      // The image is already unusable; failing to say so must not mask the original error.
+    }
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
