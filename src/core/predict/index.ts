@@ -1,0 +1,24 @@
+import { ErrorCodes, PresyncError } from '../errors.ts';
+import { EwmaPredictor, type EwmaConfig } from './ewma.ts';
+import { MarkovPredictor, type MarkovConfig } from './markov.ts';
+import { PREDICTOR_NAMES, type PredictorName, type RewritePredictor } from './types.ts';
+
+export { EwmaPredictor, DEFAULT_EWMA, type EwmaConfig } from './ewma.ts';
+export { MarkovPredictor, DEFAULT_MARKOV, type MarkovConfig } from './markov.ts';
+export { PREDICTOR_NAMES, type PredictorName, type RewritePredictor } from './types.ts';
+
+export interface PredictorOptions {
+  readonly markov?: Partial<MarkovConfig>;
+  readonly ewma?: Partial<EwmaConfig>;
+}
+
+export function createPredictor(name: string, pageCount: number, o: PredictorOptions = {}): RewritePredictor {
+  switch (name as PredictorName) {
+    case 'markov':
+      return new MarkovPredictor(pageCount, o.markov);
+    case 'ewma':
+      return new EwmaPredictor(pageCount, o.ewma);
+    default:
+      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown predictor "${name}"; known: ${PREDICTOR_NAMES.join(', ')}`);
+  }
+}
