@@ -31,5 +31,7 @@ export const hasNativeCrc32: boolean = typeof native === 'function';
 
 /** CRC-32 of `data`, continuing from `previous` (the CRC of the bytes before it). */
 export const crc32: Crc32 = hasNativeCrc32
-  ? (data, previous = 0) => (native as NativeCrc)(data, previous) >>> 0
+  ? // zlib's crc32() restarts at 0 when handed a NULL buffer, which is what a view
+    // on a zero-length ArrayBuffer becomes: an empty part must not reset the CRC.
+    (data, previous = 0) => (data.length === 0 ? previous >>> 0 : (native as NativeCrc)(data, previous) >>> 0)
   : crc32Table;
