@@ -1,0 +1,294 @@
+/**
+ * Launching QEMU VMs whose RAM presync can reach (a shared memory-backend-file),
+ * attaching to one that is already running, and describing the target that
+ * must be started to receive it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import type { QmpCommands } from './qmp-commands.ts';
+import { QmpClient, QmpCommandError } from './qmp.ts';
+import { isBool, isNonNegInt, isString } from './qmp-validate.ts';
+import { SerialLog } from './serial.ts';
+
+export type Accel = 'tcg' | 'kvm';
+
+/** Guest RAM: a file presync can read and write (share=on), or plain anonymous RAM (stock baseline). */
+export type RamBackend = { kind: 'file'; memPath: string; share?: boolean } | { kind: 'anonymous' };
+
+export interface MachineSpec {
+  memBytes: number;
+  ram: RamBackend;
+  kernel: string;
+  initrd?: string;
+  append?: string;
+  /** Machine type; a versioned one (pc-i440fx-7.2) keeps both ends compatible. Default 'pc'. */
+  machine?: string;
+  smp?: number;
+  /**
+   * Default 'tcg'. KVM is only used when asked for: on some hosts /dev/kvm
+   * exists but cannot run ordinary guests, so its presence proves nothing.
+   */
+  accel?: Accel;
+}
+
+export interface LaunchOptions extends MachineSpec {
+  qmpSocket: string;
+  serialLog: string;
+  /** Start as a migration target waiting for `migrate-incoming`. */
+  incoming?: 'defer';
+  qemuBinary?: string;
+  extraArgs?: string[];
+  /** How long to wait for QMP to come up. */
+  startTimeoutMs?: number;
+}
+
+export const RAM_BACKEND_ID = 'ram0';
+
+/** The QEMU command line for `opts` (pure; exported for inspection and for scripts). */
+export function buildQemuArgs(opts: LaunchOptions): string[] {
+  if (!Number.isSafeInteger(opts.memBytes) || opts.memBytes <= 0 || opts.memBytes % (1 << 20) !== 0) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `memBytes must be a positive whole number of MiB, got ${opts.memBytes}`);
+  }
+  const backend =
+    opts.ram.kind === 'file'
+      ? `memory-backend-file,id=${RAM_BACKEND_ID},size=${opts.memBytes},mem-path=${qemuOptValue(opts.ram.memPath)},share=${opts.ram.share === false ? 'off' : 'on'}`
+      : `memory-backend-ram,id=${RAM_BACKEND_ID},size=${opts.memBytes}`;
+  const args = [
+    '-accel', opts.accel ?? 'tcg',
+    '-machine', `${opts.machine ?? 'pc'},memory-backend=${RAM_BACKEND_ID}`,
+    '-m', `${opts.memBytes / (1 << 20)}M`,
+    '-object', backend,
+    '-smp', String(opts.smp ?? 1),
+    // No default devices: no VGA RAM or NIC ROMs to move at switchover, no monitor on stdio.
+    '-nodefaults', '-vga', 'none', '-display', 'none', '-no-user-config',
+    '-serial', `file:${opts.serialLog}`,
+    '-qmp', `unix:${qemuOptValue(opts.qmpSocket)},server=on,wait=off`,
+    '-kernel', opts.kernel,
+  ];
+  if (opts.initrd) args.push('-initrd', opts.initrd);
+  if (opts.append) args.push('-append', opts.append);
+  if (opts.incoming) args.push('-incoming', opts.incoming);
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  return args;
+}
+
+/** Commas inside a -object/-qmp value must be doubled. */
+function qemuOptValue(v: string): string {
+  return v.replaceAll(',', ',,');
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class Vm {
+  readonly qmp: QmpClient;
+  readonly serial: SerialLog;
+  readonly options: LaunchOptions;
+  readonly pid: number;
+  /** Resolves when the QEMU process has exited. */
+  readonly exited: Promise<VmExit>;
+  #child: ChildProcess;
+  #stderr: () => string;
+
+  constructor(child: ChildProcess, qmp: QmpClient, serial: SerialLog, options: LaunchOptions, exited: Promise<VmExit>, stderr: () => string) {
+    this.#child = child;
+    this.qmp = qmp;
+    this.serial = serial;
+    this.options = options;
+    this.pid = child.pid ?? -1;
+    this.exited = exited;
+    this.#stderr = stderr;
+  }
+
+  get hasExited(): boolean {
+    return this.#child.exitCode !== null || this.#child.signalCode !== null;
+  }
+
+  /** What QEMU printed on stderr (last 64 KiB). */
+  get stderr(): string {
+    return this.#stderr();
+  }
+
+  /** Kills QEMU (SIGKILL unless told otherwise) and waits for it to exit. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<VmExit> {
+    if (!this.hasExited) this.#child.kill(signal);
+    const ex = await this.exited;
+    this.qmp.close();
+    return ex;
+  }
+
+  /** Asks QEMU to quit over QMP, falling back to SIGKILL. */
+  async shutdown(timeoutMs = 5000): Promise<void> {
+    if (!this.hasExited) {
+      await Promise.race([this.qmp.quit(timeoutMs).catch(() => {}), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    }
+    if (!this.hasExited) this.#child.kill('SIGKILL');
+    await this.exited;
+    this.qmp.close();
+  }
+
+  /** Kills QEMU, stops following the serial log, removes the QMP socket (the RAM file and log are the caller's). */
+  async dispose(): Promise<void> {
+    await this.kill();
+    await this.serial.close();
+    await rm(this.options.qmpSocket, { force: true });
+  }
+}
+
+export async function launchVm(opts: LaunchOptions): Promise<Vm> {
+  const args = buildQemuArgs(opts);
+  await rm(opts.qmpSocket, { force: true });
+  await rm(opts.serialLog, { force: true });
+  const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-65536);
+  });
+  const exited = new Promise<VmExit>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const spawnFailed = new Promise<never>((_, reject) => {
+    child.once('error', (e) => reject(new PresyncError(ErrorCodes.QEMU, `cannot start ${opts.qemuBinary ?? 'qemu-system-x86_64'}: ${e.message}`, { cause: e })));
+  });
+  const diedEarly = exited.then((ex): never => {
+    throw new PresyncError(ErrorCodes.QEMU, `QEMU exited during startup (code ${ex.code}, signal ${ex.signal}): ${stderr.trim() || 'no stderr'}`);
+  });
+  let qmp: QmpClient;
+  try {
+    qmp = await Promise.race([QmpClient.connect(opts.qmpSocket, { connectTimeoutMs: opts.startTimeoutMs ?? 15_000 }), spawnFailed, diedEarly]);
+  } catch (e) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    throw e;
+  } finally {
+    diedEarly.catch(() => {});
+    spawnFailed.catch(() => {});
+  }
+  return new Vm(child, qmp, new SerialLog(opts.serialLog), opts, exited, () => stderr);
+}
+
+/** What presync needs to know about a running VM, read over QMP. */
+export interface VmDescription {
+  memBytes: number;
+  /** The RAM file presync syncs; absolute path on the VM's host. */
+  memPath: string;
+  backendId: string;
+  machine: string;
+  smp: number;
+  kernel: string;
+  initrd: string;
+  append: string;
+  accel: Accel;
+}
+
+export interface AttachedVm extends VmDescription {
+  qmp: QmpClient;
+}
+
+/**
+ * Connects to a running VM and checks that its RAM is a shared file backend
+ * (otherwise presync cannot see or write its pages). Throws PRESYNC_ERR_QEMU
+ * with what to change on the QEMU command line if not.
+ */
+export async function attachVm(qmpSocketPath: string, opts: { connectTimeoutMs?: number } = {}): Promise<AttachedVm> {
+  const qmp = await QmpClient.connect(qmpSocketPath, { connectTimeoutMs: opts.connectTimeoutMs ?? 5000 });
+  try {
+    return { qmp, ...(await describeVm(qmp)) };
+  } catch (e) {
+    qmp.close();
+    throw e;
+  }
+}
+
+export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
+  const fix = `start QEMU with -object memory-backend-file,id=${RAM_BACKEND_ID},size=<ram>,mem-path=<file>,share=on -machine memory-backend=${RAM_BACKEND_ID}`;
+  const qomGet = async (path: string, property: string): Promise<QmpCommands['qom-get']['ret'] | undefined> => {
+    try {
+      return await qmp.execute('qom-get', { path, property });
+    } catch (e) {
+      if (e instanceof QmpCommandError) return undefined;
+      throw e;
+    }
+  };
+  const backendPath = await qomGet('/machine', 'memory-backend');
+  if (!isString(backendPath) || backendPath === '') {
+    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM is not a memory backend object; ${fix}`);
+  }
+  const backendId = backendPath.replace(/^\/objects\//, '');
+  const memdevs = await qmp.execute('query-memdev');
+  const dev = memdevs.find((m) => m.id === backendId);
+  const share = dev?.share ?? (await qomGet(backendPath, 'share'));
+  const memPath = await qomGet(backendPath, 'mem-path');
+  if (!isString(memPath) || memPath === '') {
+    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${backendId} is not a memory-backend-file; ${fix}`);
+  }
+  if (!isBool(share) || !share) {
+    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${backendId} (${memPath}) is not shared, so its pages never reach the file; ${fix}`);
+  }
+  const size = dev?.size ?? (await qomGet(backendPath, 'size'));
+  if (!isNonNegInt(size) || size === 0) throw new PresyncError(ErrorCodes.QMP, `cannot read the size of RAM backend ${backendId}`);
+  const type = await qomGet('/machine', 'type');
+  const smp = await qomGet('/machine', 'smp');
+  const str = async (p: string) => {
+    const v = await qomGet('/machine', p);
+    return isString(v) ? v : '';
+  };
+  let accel: Accel = 'tcg';
+  try {
+    const kvm = await qmp.execute('query-kvm');
+    if (typeof kvm === 'object' && kvm !== null && (kvm as { enabled?: unknown }).enabled === true) accel = 'kvm';
+  } catch (e) {
+    if (!(e instanceof QmpCommandError)) throw e;
+  }
+  return {
+    memBytes: size,
+    memPath,
+    backendId,
+    machine: isString(type) ? type.replace(/-machine$/, '') : 'pc',
+    smp: typeof smp === 'object' && smp !== null && !Array.isArray(smp) && isNonNegInt(smp.cpus) ? smp.cpus : 1,
+    kernel: await str('kernel'),
+    initrd: await str('initrd'),
+    append: await str('append'),
+    accel,
+  };
+}
+
+/**
+ * Launch options for a target that can receive `source`: same machine type,
+ * CPUs, RAM size and backend id (migration matches RAM blocks by id), its own
+ * RAM file (on one host it must be a different file), waiting with `-incoming defer`.
+ */
+export function matchingTargetOptions(
+  source: VmDescription | MachineSpec,
+  target: { memPath: string; qmpSocket: string; serialLog: string; accel?: Accel; qemuBinary?: string; extraArgs?: string[] },
+): LaunchOptions {
+  const isDesc = 'memPath' in source;
+  if (isDesc && source.backendId !== RAM_BACKEND_ID) {
+    throw new PresyncError(ErrorCodes.QEMU, `the source's RAM backend is "${source.backendId}"; a matching target must use the same id, start the source with id=${RAM_BACKEND_ID}`);
+  }
+  const spec: MachineSpec = isDesc
+    ? {
+        memBytes: source.memBytes,
+        ram: { kind: 'file', memPath: source.memPath },
+        kernel: source.kernel,
+        initrd: source.initrd || undefined,
+        append: source.append || undefined,
+        machine: source.machine,
+        smp: source.smp,
+        accel: source.accel,
+      }
+    : source;
+  return {
+    ...spec,
+    ram: spec.ram.kind === 'file' ? { kind: 'file', memPath: target.memPath, share: true } : { kind: 'anonymous' },
+    accel: target.accel ?? spec.accel,
+    qmpSocket: target.qmpSocket,
+    serialLog: target.serialLog,
+    incoming: 'defer',
+    qemuBinary: target.qemuBinary,
+    extraArgs: target.extraArgs,
+  };
+}
