@@ -28,6 +28,11 @@ test('markov: per-page transition estimates from counts (no pooling)', () => {
   assert.equal(t1.dirtyNow, true);
   close(m.probRewrite(1, 1), 0.5);
   close(m.probRewrite(1, 3), 1 - 0.5 * 0.25);
+  // Write duty = stationary P(dirty) = b / (1 − a + b).
+  const duty = new Float64Array(2);
+  m.dutyMany(Uint32Array.of(0, 1), duty);
+  close(duty[0], (2 / 3) / (1 - 1 / 3 + 2 / 3));
+  close(duty[1], 0.5);
 });
 
 test('markov: a page with no history borrows its region estimate (shrinkage)', () => {
@@ -80,6 +85,10 @@ test('ewma: lazily decayed write rate and Poisson rewrite probability', () => {
   e.probRewriteMany(Uint32Array.of(0, 1, 2), 1, out);
   close(out[0], 1 - Math.exp(-0.1875), 1e-4);
   close(out[1], 1 - Math.exp(-0.125), 1e-4);
+  assert.equal(out[2], 0);
+  e.dutyMany(Uint32Array.of(0, 1, 2), out);
+  close(out[0], 0.1875, 1e-4);
+  close(out[1], 0.125, 1e-4);
   assert.equal(out[2], 0);
 });
 

@@ -72,14 +72,24 @@ test('cut on the RTT signal: RTT above the baseline by the factor', () => {
   assert.ok(c.baselineRttMs < 2.1, 'the baseline follows increases slowly');
 });
 
-test('cut on the guest signal: slowdown above the budget', () => {
+test('cut on the guest signal: slowdown above the tracking floor by more than the budget', () => {
   const c = new SlowStartController(cfg);
-  let d = c.update(ok(0));
-  d = c.update(ok(d.windowBytes)); // 2000
-  d = c.update(ok(2000, { guestSlowdown: DEFAULT_SLOW_START.slowdownBudget + 0.01 }));
+  let d = c.update(ok(0, { guestSlowdown: 0.02 })); // floor: tracking alone costs 2 %
+  d = c.update(ok(d.windowBytes, { guestSlowdown: 0.06 })); // 4 % above the floor: grows to 2000
+  assert.equal(d.cut, null);
+  assert.equal(d.windowBytes, 2000);
+  d = c.update(ok(2000, { guestSlowdown: 0.02 + DEFAULT_SLOW_START.slowdownBudget + 0.01 }));
   assert.equal(d.cut, 'guest');
   assert.equal(d.windowBytes, 1000);
   assert.deepEqual({ ...c.cutCounts }, { link: 0, rtt: 0, guest: 1 });
+});
+
+test('guest signal: a slowdown that stays high whatever we send (tracking) does not starve the sync', () => {
+  const c = new SlowStartController({ ...cfg, slowdownFloorEpochs: 5 });
+  let d = c.update(ok(0, { guestSlowdown: 0.09 }));
+  for (let i = 0; i < 6; i++) d = c.update(ok(d.windowBytes, { guestSlowdown: 0.09 }));
+  assert.equal(c.cutCounts.guest, 0);
+  assert.equal(d.windowBytes, 1000 * 2 ** 6);
 });
 
 test('cuts never go below the floor and are held while the queue drains', () => {

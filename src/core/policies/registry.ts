@@ -1,6 +1,10 @@
 import { ErrorCodes, PresyncError } from '../errors.ts';
 import type { MigrationPolicy, PolicyContext } from '../types.ts';
 import { NaivePresyncPolicy } from './naive.ts';
+import { OraclePolicy } from './oracle.ts';
+import { createPresyncPredict } from './predict.ts';
+import { createPresync } from './presync.ts';
+import { createPresyncSlowstart } from './slowstart.ts';
 import type { PolicyOptions } from './options.ts';
 import { PrecopyPolicy } from './precopy.ts';
 
@@ -13,6 +17,10 @@ export type PolicyFactory = (ctx: PolicyContext, opts: PolicyOptions) => Migrati
 const FACTORIES = new Map<string, PolicyFactory>([
   ['precopy', (ctx, o) => new PrecopyPolicy(ctx, o)],
   ['presync-naive', (ctx, o) => new NaivePresyncPolicy(ctx, o)],
+  ['presync-predict', (ctx, o) => createPresyncPredict(ctx, o)],
+  ['presync-slowstart', (ctx, o) => createPresyncSlowstart(ctx, o)],
+  ['presync', (ctx, o) => createPresync(ctx, o)],
+  ['oracle', (ctx, o) => new OraclePolicy(ctx, o)],
 ]);
 
 export function policyNames(): string[] {

@@ -92,4 +92,9 @@ export class EwmaPredictor implements RewritePredictor {
     checkHorizon(horizonEpochs);
     for (let i = 0; i < pages.length; i++) out[i] = clamp01(1 - Math.exp(-this.rateNow(pages[i]) * horizonEpochs));
   }
+
+  /** The decayed rate is the fraction of recent epochs with a write. */
+  dutyMany(pages: Uint32Array, out: Float64Array): void {
+    for (let i = 0; i < pages.length; i++) out[i] = clamp01(this.rateNow(pages[i]));
+  }
 }

@@ -201,6 +201,18 @@ export class MarkovPredictor implements RewritePredictor {
       out[i] = clamp01(1 - quiet);
     }
   }
+
+  /** Stationary P(dirty) of the page's chain: b / (1 − a + b). */
+  dutyMany(pages: Uint32Array, out: Float64Array): void {
+    const t = this.transitions();
+    const g = this.globalParams(t);
+    const o = new Float64Array(3);
+    for (let i = 0; i < pages.length; i++) {
+      this.params(pages[i], t, g, o);
+      const den = 1 - o[0] + o[1];
+      out[i] = den > 0 ? clamp01(o[1] / den) : 1;
+    }
+  }
 }
 
 export function checkPage(page: number, pageCount: number): void {

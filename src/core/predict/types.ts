@@ -20,6 +20,13 @@ export interface RewritePredictor {
   probRewrite(page: number, horizonEpochs: number): number;
   /** Batch form: out[i] = probRewrite(pages[i], horizonEpochs). */
   probRewriteMany(pages: Uint32Array, horizonEpochs: number, out: Float64Array): void;
+  /**
+   * Long-run fraction of epochs in which the page is written ("write duty"),
+   * 0..1: out[i] for pages[i]. Holding a page back for good saves about this
+   * many sends per epoch and leaves it differing at a launch with probability
+   * about 1 − duty; the hold-back rule ranks pages by it.
+   */
+  dutyMany(pages: Uint32Array, out: Float64Array): void;
   /** Bytes of per-page state, for the memory budget (a few bytes per page). */
   readonly stateBytes: number;
 }

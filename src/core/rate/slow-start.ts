@@ -36,8 +36,16 @@ export interface SlowStartConfig {
   readonly rttSlackMs: number;
   /** Smoothing of the RTT baseline upwards (it follows decreases at once: a min filter with slow release). Default 0.01. */
   readonly rttBaselineGain: number;
-  /** Guest signal: modelled or measured slowdown above this fraction. Default 0.05 (5 %). */
+  /**
+   * Guest signal: slowdown above the tracking floor by more than this fraction.
+   * Default 0.05 (5 %). The floor is the smallest slowdown seen over the last
+   * `slowdownFloorEpochs` epochs: dirty tracking costs the guest the same
+   * whatever we send, so only the part above it is ours to reduce; cutting
+   * for the rest would starve the sync and grow the residual for nothing.
+   */
   readonly slowdownBudget: number;
+  /** Window of the slowdown floor, epochs. Default 50. */
+  readonly slowdownFloorEpochs: number;
   /** After a cut, signals are ignored for this many epochs while the queue drains. Default 2. */
   readonly cutHoldEpochs: number;
   /** Epochs with nothing to send before the window restarts from the initial value. Default 10. */
@@ -60,6 +68,7 @@ export const DEFAULT_SLOW_START: SlowStartConfig = {
   rttSlackMs: 5,
   rttBaselineGain: 0.01,
   slowdownBudget: 0.05,
+  slowdownFloorEpochs: 50,
   cutHoldEpochs: 2,
   idleAfterEpochs: 10,
   minUseToGrow: 0.5,
@@ -102,6 +111,8 @@ export class SlowStartController {
   /** Window granted last epoch: growth is judged against it. */
   private granted = 0;
   private cuts = { link: 0, rtt: 0, guest: 0 };
+  private readonly slowRing: Float64Array;
+  private slowN = 0;
 
   constructor(cfg: Partial<SlowStartConfig> = {}) {
     const c = { ...DEFAULT_SLOW_START, ...cfg };
@@ -110,7 +121,9 @@ export class SlowStartController {
     for (const k of positive) if (!(c[k] > 0)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `slow-start ${k} must be positive, got ${c[k]}`);
     if (!(c.cutFactor > 0 && c.cutFactor < 1)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `slow-start cutFactor must be in (0, 1), got ${c.cutFactor}`);
     if (!(c.slowdownBudget > 0 && c.slowdownBudget <= 1)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `slow-start slowdownBudget must be in (0, 1]`);
+    if (!(Number.isInteger(c.slowdownFloorEpochs) && c.slowdownFloorEpochs >= 1)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'slow-start slowdownFloorEpochs must be a positive integer');
     this.cfg = c;
+    this.slowRing = new Float64Array(c.slowdownFloorEpochs);
     this.win = c.initialWindowBytes;
     this.thresh = c.initialSsthreshBytes;
   }
@@ -137,7 +150,9 @@ export class SlowStartController {
     if (Number.isFinite(s.rttMs) && s.rttMs >= 0) {
       this.baseRtt = s.rttMs < this.baseRtt ? s.rttMs : this.baseRtt + c.rttBaselineGain * (s.rttMs - this.baseRtt);
     }
-    const reason = this.signal(s);
+    const g = Number.isFinite(s.guestSlowdown) ? Math.max(0, s.guestSlowdown) : 0;
+    this.slowRing[this.slowN++ % this.slowRing.length] = g;
+    const reason = this.signal(s, g);
     let cut: CutReason | null = null;
     const held = this.hold > 0;
     if (held) this.hold--;
@@ -172,11 +187,19 @@ export class SlowStartController {
     return { windowBytes: this.win, state: this.st, cut };
   }
 
-  private signal(s: RateSignal): CutReason | null {
+  /** Smallest slowdown over the last slowdownFloorEpochs epochs (the current one included). */
+  get slowdownFloor(): number {
+    const n = Math.min(this.slowN, this.slowRing.length);
+    let m = Infinity;
+    for (let i = 0; i < n; i++) m = Math.min(m, this.slowRing[i]);
+    return n > 0 ? m : 0;
+  }
+
+  private signal(s: RateSignal, slowdown: number): CutReason | null {
     const c = this.cfg;
     if (s.offeredBytes > 0 && s.deliveredBytes < s.offeredBytes * (1 - c.deliveryTolerance) && s.bytesInFlight > c.queueToleranceBytes) return 'link';
     if (Number.isFinite(this.baseRtt) && s.rttMs > this.baseRtt * c.rttFactor + c.rttSlackMs) return 'rtt';
-    if (s.offeredBytes > 0 && s.guestSlowdown > c.slowdownBudget) return 'guest';
+    if (s.offeredBytes > 0 && slowdown - this.slowdownFloor > c.slowdownBudget) return 'guest';
     return null;
   }
 }

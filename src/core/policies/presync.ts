@@ -1,0 +1,87 @@
+import { LiveRounds } from '../live-rounds.ts';
+import { createPredictor, type PredictorOptions } from '../predict/index.ts';
+import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
+import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
+import { HoldBack, type HoldBackConfig } from './hold-back.ts';
+import { liveRoundConfig, type PolicyOptions } from './options.ts';
+
+/** The knobs of the presync family beyond the shared PolicyOptions; every field has a default. */
+export interface PresyncTuning {
+  /** Which rewrite predictor feeds the hold-back rule. Default 'markov'. */
+  readonly predictor?: string;
+  readonly predictorOptions?: PredictorOptions;
+  readonly holdBack?: Partial<HoldBackConfig>;
+  readonly rate?: Partial<SlowStartConfig>;
+}
+
+/**
+ * Pre-synchronization with the paper's two ideas, each switchable:
+ * `predict` holds back pages likely to be rewritten soon (memory change
+ * probabilistic prediction, see hold-back.ts), `slowStart` paces the sync with
+ * a TCP-like window (slow-start adaptive policy, see rate/slow-start.ts).
+ * With both it is `presync`, the paper's policy and presync's default. After
+ * launch it runs live rounds over the whole link like presync-naive.
+ */
+export class PresyncPolicy implements MigrationPolicy {
+  readonly name: string;
+  private readonly live: LiveRounds;
+  private readonly hold: HoldBack | null;
+  private readonly rate: SlowStartController | null;
+
+  constructor(
+    ctx: PolicyContext,
+    opts: PolicyOptions,
+    mode: { readonly name: string; readonly predict: boolean; readonly slowStart: boolean },
+    tuning: PresyncTuning = {},
+  ) {
+    this.name = mode.name;
+    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, maxBandwidthBytesPerSec: Infinity }));
+    const pages = ctx.geometry.pageCount;
+    this.hold = mode.predict
+      ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
+      : null;
+    this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
+  }
+
+  decide(obs: EpochObservation): EpochDecision {
+    if (obs.phase === 'launched') return this.live.decide(obs);
+    const linkBudget = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
+    const diag: Record<string, number> = {};
+    let send: Uint32Array;
+    if (this.hold) {
+      this.hold.predictor.observe(obs.dirty, obs.epoch);
+      const r = this.hold.decide({
+        epoch: obs.epoch,
+        stale: obs.stale,
+        dirtyPages: obs.dirty.count(),
+        bandwidthBytesPerSec: obs.net.bandwidthBytesPerSec,
+        wireBytesPerPage: obs.wireBytesPerPage,
+      });
+      send = r.send;
+      diag.heldPages = r.held;
+      diag.expectedExtraResidual = r.expectedExtraResidual;
+      diag.forcedPages = r.forced;
+    } else {
+      send = obs.stale.toArray();
+    }
+    let budget = linkBudget;
+    if (this.rate) {
+      const d = this.rate.update({
+        offeredBytes: obs.net.offeredBytes,
+        deliveredBytes: obs.net.deliveredBytes,
+        bytesInFlight: obs.net.bytesInFlight,
+        rttMs: obs.net.rttMs,
+        guestSlowdown: obs.guestSlowdown,
+        sendable: send.length > 0,
+      });
+      budget = Math.min(linkBudget, d.windowBytes);
+      diag.windowBytes = d.windowBytes;
+      diag.ssthreshBytes = Number.isFinite(this.rate.ssthreshBytes) ? this.rate.ssthreshBytes : -1;
+    }
+    return { send, budgetBytes: budget, switchover: false, diag };
+  }
+}
+
+export function createPresync(ctx: PolicyContext, opts: PolicyOptions = {}, tuning: PresyncTuning = {}): PresyncPolicy {
+  return new PresyncPolicy(ctx, opts, { name: 'presync', predict: true, slowStart: true }, tuning);
+}
