@@ -149,22 +149,18 @@ export class StreamConnection implements Connection {
     } catch {
       // Already broken: `closed` carries the reason; nothing is left to flush.
       this.destroy();
-      await this.closed;
       return;
     }
-    if (!this.#isClosed) {
+    if (!this.#isClosed && !this.#discarding) {
       // The caller is done with this connection: unread input is dropped so
-      // the peer's graceful end can reach us, then the stream closes itself.
+      // the peer's end can reach us and the stream can close itself. We do
+      // not wait for that; a peer that never closes is cut after the linger.
       this.#discarding = true;
       this.#discard();
       for (const w of [...this.#waiters]) w();
-      const linger = options.lingerMs ?? DEFAULT_LINGER_MS;
-      const timer = setTimeout(() => this.destroy(), linger);
-      try {
-        await this.closed;
-      } finally {
-        clearTimeout(timer);
-      }
+      const timer = setTimeout(() => this.destroy(), options.lingerMs ?? DEFAULT_LINGER_MS);
+      timer.unref();
+      void this.closed.then(() => clearTimeout(timer));
     }
   }
 

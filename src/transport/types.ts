@@ -69,9 +69,10 @@ export interface Connection extends AsyncIterable<Uint8Array> {
   closeWrite(): Promise<void>;
 
   /**
-   * Graceful close: `closeWrite()`, then discards unread input until the peer
-   * closes too (or `lingerMs` passes, after which the connection is destroyed).
-   * Resolves when the connection is fully closed.
+   * Graceful close: `closeWrite()`, then stops reading (unread input is
+   * discarded). Resolves once our bytes are flushed; the connection finishes
+   * closing when the peer closes too (see `closed`), or is destroyed if the
+   * peer has not closed `lingerMs` (default 5000) later.
    */
   close(options?: { lingerMs?: number }): Promise<void>;
 
