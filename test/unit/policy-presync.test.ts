@@ -57,7 +57,7 @@ test('hold-back: hot pages are held within the residual budget, cold ones sent f
   const m = new MarkovPredictor(n);
   const hb = new HoldBack(m, n, { residualSlack: 0.5, horizonEpochs: 2, dirtyGain: 1 });
   // Pages 0..9 written every epoch; page 100 written once at epoch 0.
-  let last = { send: new Uint32Array(0), held: 0 };
+  let last: { send: Uint32Array; held: number } = { send: new Uint32Array(0), held: 0 };
   for (let e = 0; e < 40; e++) {
     const dirty = PageSet.of(n, [...Array(10).keys(), ...(e === 0 ? [100] : [])]);
     m.observe(dirty, e);
