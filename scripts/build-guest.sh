@@ -65,7 +65,7 @@ if [ ! -x "$OUT/workload" ] || [ "$SRC" -nt "$OUT/workload" ]; then
 fi
 
 # --- initramfs ------------------------------------------------------------------
-stamp="$(sha256sum "$OUT/workload" "$BUSYBOX" "$0" | sha256sum | cut -c1-16)"
+stamp="$(cat "$OUT/workload" "$BUSYBOX" "$0" | sha256sum | cut -c1-16)"
 if [ -s "$OUT/initrd.img" ] && [ "$(cat "$OUT/initrd.stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi

@@ -253,7 +253,7 @@ export class QmpClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#greetingWaiter = undefined;
-        reject(new PresyncError(ErrorCodes.TIMEOUT, `no QMP greeting on ${this.path} within ${timeoutMs} ms`));
+        reject(new PresyncError(ErrorCodes.TIMEOUT, `no QMP greeting on ${this.path} within ${timeoutMs} ms; QEMU serves one client per QMP socket, is another one connected?`));
       }, timeoutMs);
       this.#greetingWaiter = {
         resolve: () => {

@@ -191,7 +191,9 @@ export interface AttachedVm extends VmDescription {
 /**
  * Connects to a running VM and checks that its RAM is a shared file backend
  * (otherwise presync cannot see or write its pages). Throws PRESYNC_ERR_QEMU
- * with what to change on the QEMU command line if not.
+ * with what to change on the QEMU command line if not. A QMP socket serves
+ * one client at a time: give QEMU a second `-qmp` for presync if something
+ * else (libvirt, a launcher) holds the first.
  */
 export async function attachVm(qmpSocketPath: string, opts: { connectTimeoutMs?: number } = {}): Promise<AttachedVm> {
   const qmp = await QmpClient.connect(qmpSocketPath, { connectTimeoutMs: opts.connectTimeoutMs ?? 5000 });

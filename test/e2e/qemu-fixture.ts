@@ -1,0 +1,89 @@
+/**
+ * Shared set-up for the real-QEMU tests: builds the test guest once, boots
+ * VMs with their RAM in /dev/shm, and cleans everything up.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { SerialLog } from '../../src/qemu/serial.ts';
+import { launchVm, matchingTargetOptions, type LaunchOptions, type MachineSpec, type RamBackend, type Vm } from '../../src/qemu/vm.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Why the real-QEMU tests cannot run here, or undefined if they can. */
+export const qemuMissing: string | undefined = (() => {
+  const r = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  return r.status === 0 ? undefined : 'qemu-system-x86_64 not found (run scripts/install-system-deps.sh)';
+})();
+
+let guest: { kernel: string; initrd: string } | undefined;
+
+export function buildGuest(): { kernel: string; initrd: string } {
+  if (!guest) {
+    execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+    guest = { kernel: join(ROOT, 'guest/build/vmlinuz'), initrd: join(ROOT, 'guest/build/initrd.img') };
+  }
+  return guest;
+}
+
+export class Lab {
+  readonly dir = mkdtempSync(join(tmpdir(), 'presync-e2e-'));
+  readonly shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-e2e-'));
+  readonly vms: Vm[] = [];
+
+  spec(opts: { memMiB?: number; workload?: string; guestMem?: string; ram?: 'file' | 'anonymous'; name: string }): MachineSpec {
+    const g = buildGuest();
+    const ram: RamBackend = opts.ram === 'anonymous' ? { kind: 'anonymous' } : { kind: 'file', memPath: join(this.shm, `${opts.name}.ram`) };
+    return {
+      memBytes: (opts.memMiB ?? 128) << 20,
+      ram,
+      kernel: g.kernel,
+      initrd: g.initrd,
+      append: `console=ttyS0 quiet panic=-1 presync.mem=${opts.guestMem ?? '32M'} presync.workload=${opts.workload ?? 'text'}`,
+      machine: 'pc-i440fx-7.2',
+    };
+  }
+
+  paths(name: string): { qmpSocket: string; serialLog: string; memPath: string } {
+    return { qmpSocket: join(this.dir, `${name}.qmp`), serialLog: join(this.dir, `${name}.serial`), memPath: join(this.shm, `${name}.ram`) };
+  }
+
+  async launch(spec: MachineSpec, name: string, extra: Partial<LaunchOptions> = {}): Promise<Vm> {
+    const p = this.paths(name);
+    const vm = await launchVm({ ...spec, qmpSocket: p.qmpSocket, serialLog: p.serialLog, ...extra });
+    this.vms.push(vm);
+    return vm;
+  }
+
+  async launchTarget(source: MachineSpec, name: string): Promise<Vm> {
+    const p = this.paths(name);
+    const opts = matchingTargetOptions(source, p);
+    if (source.ram.kind === 'anonymous') opts.ram = { kind: 'anonymous' };
+    const vm = await launchVm(opts);
+    this.vms.push(vm);
+    return vm;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const vm of this.vms) await vm.dispose().catch(() => {});
+    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.shm, { recursive: true, force: true });
+  }
+}
+
+/** Heartbeat counters printed since line `since`. */
+export function heartbeats(serial: SerialLog, since = 0): number[] {
+  return serial.matching(/^HB (\d+)$/, since).map((m) => Number(m.match[1]));
+}
+
+export function failures(serial: SerialLog): string[] {
+  return serial.matching(/^FAIL\b/).map((m) => m.text);
+}
+
+/** Boot to the workload's first OK (buffer written and checked once). */
+export async function waitHealthy(vm: Vm, timeoutMs = 60_000): Promise<number> {
+  const ok = await vm.serial.waitForLine(/^OK (\d+)/, timeoutMs);
+  return Number(ok.match[1]);
+}
