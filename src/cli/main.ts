@@ -7,6 +7,7 @@ type Command = (argv: string[], io: CommandIO) => Promise<number>;
 /** Subcommands load lazily so `presync demo` does not pay for QEMU or sockets. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   demo: { summary: 'simulate the embedded default scenario and print a table', load: async () => (await import('./commands/demo.ts')).demoCommand },
+  bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 
 function usage(): string {
