@@ -40,6 +40,8 @@ export interface QmpConnectOptions {
   maxLineBytes?: number;
   /** Events kept per `events()` iterator that has not caught up. */
   maxQueuedEvents?: number;
+  /** Stops the connect retries (e.g. QEMU already exited); rejects with PRESYNC_ERR_ABORTED. */
+  signal?: AbortSignal;
 }
 
 export interface ExecuteOptions {
@@ -91,9 +93,9 @@ export class QmpClient {
   #endReason: PresyncError | undefined;
   #onEnd!: (e: PresyncError) => void;
   #greetingWaiter: { resolve: () => void; reject: (e: PresyncError) => void } | undefined;
-  #opts: Required<QmpConnectOptions>;
+  #opts: typeof DEFAULTS;
 
-  private constructor(path: string, socket: net.Socket, opts: Required<QmpConnectOptions>) {
+  private constructor(path: string, socket: net.Socket, opts: typeof DEFAULTS) {
     this.path = path;
     this.#socket = socket;
     this.#opts = opts;
@@ -110,9 +112,10 @@ export class QmpClient {
 
   /** Connects (retrying while the socket does not exist yet), reads the greeting, negotiates capabilities. */
   static async connect(path: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
-    const opts = { ...DEFAULTS, ...options };
+    const { signal, ...rest } = options;
+    const opts = { ...DEFAULTS, ...rest };
     const deadline = Date.now() + opts.connectTimeoutMs;
-    const socket = await connectWithRetry(path, deadline);
+    const socket = await connectWithRetry(path, deadline, signal);
     const client = new QmpClient(path, socket, opts);
     try {
       await client.#awaitGreeting(Math.max(1, deadline - Date.now()));
@@ -385,9 +388,10 @@ export class QmpClient {
   }
 }
 
-async function connectWithRetry(path: string, deadline: number): Promise<net.Socket> {
+async function connectWithRetry(path: string, deadline: number, signal: AbortSignal | undefined): Promise<net.Socket> {
   let lastErr: unknown;
   for (;;) {
+    if (signal?.aborted) throw new PresyncError(ErrorCodes.ABORTED, `connecting to QMP socket ${path} was abandoned`);
     try {
       return await new Promise<net.Socket>((resolve, reject) => {
         const s = net.createConnection({ path });

@@ -158,9 +158,13 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
     throw new PresyncError(ErrorCodes.QEMU, `QEMU exited during startup (code ${ex.code}, signal ${ex.signal}): ${stderr.trim() || 'no stderr'}`);
   });
   let qmp: QmpClient;
+  const abort = new AbortController();
+  const connecting = QmpClient.connect(opts.qmpSocket, { connectTimeoutMs: opts.startTimeoutMs ?? 15_000, signal: abort.signal });
   try {
-    qmp = await Promise.race([QmpClient.connect(opts.qmpSocket, { connectTimeoutMs: opts.startTimeoutMs ?? 15_000 }), spawnFailed, diedEarly]);
+    qmp = await Promise.race([connecting, spawnFailed, diedEarly]);
   } catch (e) {
+    abort.abort();
+    void connecting.then((c) => c.close(), () => {});
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     throw e;
   } finally {
