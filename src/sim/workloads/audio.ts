@@ -82,10 +82,10 @@ export function audioPatterns(seed: number, stream: number, layout: Layout, page
  * - the compressed file (16 kB/s) is read ahead into the page cache in
  *   128 KiB chunks, one every 8.2 s, each page written once;
  * - the progress display redraws 4 pages once a second; 5 heap pages/s churn;
- * - the idle OS background (≈ 12 pages/s).
+ * - the idle OS background (≈ 11 pages/s).
  *
  * Dirty rate with defaults, 256 MiB guest: 22 + 16 + 8 + 4 (read-ahead on
- * average) + 4 + 5 + 12 ≈ 70 distinct pages/s (≈ 290 kB/s), documented range
+ * average) + 4 + 5 + 11 ≈ 70 distinct pages/s (≈ 290 kB/s), documented range
  * 50–100 pages/s (measured over 1 s windows); 98 % of the writes land in a
  * hot set of ~60 pages.
  *

@@ -18,7 +18,7 @@ export const IDLE_OPTIONS = {
  * Daemons (journald, cron, dbus) wake 0.5 times a second and write 4
  * scattered slab pages each: 2 more pages/s.
  *
- * Dirty rate with defaults, 256 MiB guest: ≈ 12 distinct pages/s (≈ 48 kB/s),
+ * Dirty rate with defaults, 256 MiB guest: ≈ 11 distinct pages/s (≈ 45 kB/s; 10–12 over seeds),
  * documented range 5–25 pages/s (measured over 1 s windows).
  *
  * Non-zero at start: 45 % of the guest: the kernel (32 MiB, low memory) and

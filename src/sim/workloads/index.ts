@@ -21,7 +21,7 @@ export interface WorkloadInfo {
 
 /**
  * Every simulated workload. Dirty rates (distinct pages per 1 s window,
- * defaults, 256 MiB guest): idle ≈ 12, audio ≈ 70, text-editing ≈ 300,
+ * defaults, 256 MiB guest): idle ≈ 11, audio ≈ 70, text-editing ≈ 300,
  * hotspot ≈ 1 770, uniform ≈ 1 970, movie ≈ 4 400. Each module's doc comment
  * derives its number from the write pattern.
  */

@@ -41,13 +41,13 @@ const DEMUX_READ_BYTES = 64 * 1024;
  *   (244 new pages/s, each written once) and copied into a 2 MiB demuxer ring
  *   in 64 KiB reads (244 pages/s);
  * - the soundtrack as in `audio` (≈ 50 pages/s), 50 heap pages/s, the OS
- *   background (≈ 12 pages/s).
+ *   background (≈ 11 pages/s).
  *
  * Raw write traffic is 24 × (338 + 900) pages ≈ 29 700 pages/s ≈ 120 MB/s,
  * but concentrated on a hot set of ≈ 3 800 pages.
  * Dirty rate with defaults, 256 MiB guest: 2028 + 1800 + 244 + 244 + 50 + 50 +
- * 12 ≈ 4 400 distinct pages/s (≈ 18 MB/s), documented range 4 000–4 800
- * pages/s (measured over 1 s windows); a 100 ms epoch sees ≈ 3 000.
+ * 11 ≈ 4 400 distinct pages/s (≈ 18 MB/s), documented range 4 000–4 800
+ * pages/s (measured over 1 s windows); a 100 ms epoch sees ≈ 2 700.
  *
  * Non-zero at start: 60 % of the guest: kernel (32 MiB), the player's regions
  * (frame pools, page cache of the file up to a quarter of the guest), and

@@ -86,7 +86,7 @@ export const KERNEL_HOT_PAGES = 9;
  * An idle Linux guest's background: a tickless kernel still wakes ~25 times a
  * second, each wakeup rewriting the timekeeping page and one of 8 per-CPU
  * pages (run queue, RCU, softirq and vmstat counters); daemons wake a few
- * times a minute and touch scattered slab pages. About 11 distinct pages/s
+ * every 2 s or so and touch scattered slab pages. About 11 distinct pages/s
  * with the defaults.
  */
 export function osBackground(o: { seed: number; stream: number; kernel: Region; tickHz: number; daemonWakeupsPerSec: number; daemonPagesPerWakeup: number }): WriteSource {

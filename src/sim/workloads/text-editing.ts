@@ -50,10 +50,10 @@ const CARET_BLINK_MS = 500;
  * - the runtime allocates 100 KiB/s into a 4 MiB nursery (25 pages/s,
  *   sequential, wrapping every 41 s) and churns 20 random pages/s of an 8 MiB
  *   heap;
- * - the idle OS background (≈ 12 pages/s).
+ * - the idle OS background (≈ 11 pages/s).
  *
  * Dirty rate with defaults, 256 MiB guest: ≈ 6 (keystrokes) + 25 (line) + 90
- * (scrolls) + 128 (autosave) + 25 + 20 + 12 ≈ 300 distinct pages/s (≈ 1.2 MB/s),
+ * (scrolls) + 128 (autosave) + 25 + 20 + 11 ≈ 300 distinct pages/s (≈ 1.2 MB/s),
  * documented range 200–400 pages/s (measured over 1 s windows). Bursty:
  * seconds with an autosave or a scroll see ~1 000 pages, the others ~90.
  *
