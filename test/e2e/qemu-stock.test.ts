@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { ErrorCodes, PresyncError } from '../../src/core/errors.ts';
 import { stockMigrate } from '../../src/qemu/stock.ts';
 import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
 
@@ -48,5 +49,37 @@ describe('stock QEMU pre-copy migration (baseline)', { skip: qemuMissing }, () =
     await dst.serial.waitForLine(/^OK (\d+)/, 30_000, ok.index + 1);
     await dst.serial.waitForLine(/^OK (\d+)/, 30_000, dst.serial.nextIndex);
     assert.deepEqual(failures(dst.serial), []);
+  });
+
+  it('runs with multifd over anonymous (unshared) RAM', async (t) => {
+    const spec = lab.spec({ name: 'mf-src', memMiB: 128, guestMem: '32M', workload: 'audio', ram: 'anonymous' });
+    const src = await lab.launch(spec, 'mf-src');
+    await waitHealthy(src);
+    const dst = await lab.launchTarget(spec, 'mf-dst');
+    const res = await stockMigrate(src.qmp, dst.qmp, { multifdChannels: 2 });
+    t.diagnostic(`multifd: transferred=${res.transferredBytes} multifd=${res.raw.ram?.multifdBytes} downtime=${res.downtimeMs}ms`);
+    assert.ok((res.raw.ram?.multifdBytes ?? 0) >= 32 << 20, 'pages went through the multifd channels');
+    await src.serial.flush();
+    const lastSrc = Math.max(...heartbeats(src.serial));
+    const ok = await dst.serial.waitForLine(/^OK (\d+)/, 30_000);
+    assert.ok(Number(ok.match[1]) > lastSrc);
+    assert.deepEqual(failures(dst.serial), []);
+  });
+
+  it('gives up at timeoutMs with PRESYNC_ERR_NO_CONVERGENCE, cancels, and the source keeps running', async () => {
+    // 2 MiB/s cannot even finish the first pass over a 32 MiB buffer within 3 s.
+    const spec = lab.spec({ name: 'nc-src', memMiB: 128, guestMem: '32M', workload: 'movie' });
+    const src = await lab.launch(spec, 'nc-src');
+    await waitHealthy(src);
+    const dst = await lab.launchTarget(spec, 'nc-dst');
+    await assert.rejects(stockMigrate(src.qmp, dst.qmp, { maxBandwidthBytesPerSec: 2 << 20, timeoutMs: 3000 }), (e: unknown) => {
+      assert.ok(e instanceof PresyncError);
+      assert.equal(e.code, ErrorCodes.NO_CONVERGENCE);
+      return true;
+    });
+    assert.equal((await src.qmp.execute('query-status')).running, true);
+    const mark = src.serial.nextIndex;
+    await src.serial.waitForLine(/^OK/, 30_000, mark);
+    assert.deepEqual(failures(src.serial), []);
   });
 });
