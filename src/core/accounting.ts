@@ -21,7 +21,8 @@ export interface SeriesPoint {
 
 /** The summary metrics of DESIGN.md, the same fields for every shell. */
 export interface MigrationMetrics {
-  readonly outcome: 'done' | 'rolled-back';
+  /** in-doubt: the handover was sent and never confirmed (see PRESYNC_ERR_HANDOVER_IN_DOUBT). */
+  readonly outcome: 'done' | 'rolled-back' | 'in-doubt';
   readonly error: { readonly code: ErrorCode; readonly message: string } | null;
   readonly launchToRunningMs: number | null;
   readonly downtimeMs: number | null;

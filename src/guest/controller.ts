@@ -21,6 +21,11 @@ export interface GuestController {
   readonly kind: string;
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /**
+   * The image is verified on the target and the handover is about to be sent:
+   * last source-side step before the target may run (QEMU: migrate-continue).
+   */
+  commit(): Promise<void>;
   /** The guest now runs on the target: stop the source copy for good. */
   release(): Promise<void>;
   isAlive(): boolean;
@@ -31,6 +36,7 @@ export class ImageOnlyController implements GuestController {
   readonly kind = 'image';
   async pause(): Promise<void> {}
   async resume(): Promise<void> {}
+  async commit(): Promise<void> {}
   async release(): Promise<void> {}
   isAlive(): boolean {
     return true;
@@ -71,6 +77,8 @@ export class ProcessController implements GuestController {
   async resume(): Promise<void> {
     this.signal('SIGCONT');
   }
+
+  async commit(): Promise<void> {}
 
   async release(): Promise<void> {
     if (this.isAlive()) this.signal('SIGKILL');

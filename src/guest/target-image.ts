@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync, constants as fsc } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
-import { digestPages } from '../wire/digest.ts';
+import { digestPages, zeroPageDigest } from '../wire/digest.ts';
 
 /** Sidecar that says which migration an image belongs to and whether it may be used. */
 export interface ImageMeta {
@@ -32,6 +32,11 @@ function readMeta(path: string): ImageMeta | null {
 export interface OpenTargetOptions {
   /** Reuse or overwrite an existing file that does not belong to this image. */
   readonly force?: boolean;
+  /**
+   * Make every page zero (without a resume the source assumes an empty image).
+   * Done in place, only where a page is not zero already: the file may be mapped.
+   */
+  readonly zeroFill?: boolean;
 }
 
 /**
@@ -87,6 +92,7 @@ export class TargetImage {
     const img = new TargetImage(path, geometry, imageId, fd, 'syncing');
     img.writeMeta('syncing');
     img.rescan();
+    if (opts.zeroFill) img.zeroFill();
     return img;
   }
 
@@ -110,6 +116,13 @@ export class TargetImage {
       }
       digestPages(buf, pageSize, 0, n, this.digests, first);
     }
+  }
+
+  private zeroFill(): void {
+    const zd = zeroPageDigest(this.geometry.pageSize);
+    const zero = new Uint8Array(this.geometry.pageSize);
+    for (let p = 0; p < this.geometry.pageCount; p++) if (this.digests[p] !== zd) this.writePage(p, zero, zd);
+    this.pagesWritten = 0;
   }
 
   /** Writes one verified page. `digest` is the page content's digest, already checked by the decoder. */

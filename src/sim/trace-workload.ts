@@ -46,7 +46,7 @@ export interface TraceReplayOptions {
  */
 export function traceWorkload(trace: LoadedTrace, opts: TraceReplayOptions = {}): Workload {
   const h = trace.header;
-  const attribution = opts.attribution ?? 'at-end';
+  const attribution = opts.attribution ?? 'within';
   if (attribution !== 'at-end' && attribution !== 'within') {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `trace attribution must be "at-end" or "within", got ${String(attribution)}`);
   }

@@ -45,7 +45,9 @@ export function encodePage(index: number, data: Uint8Array, opts: PageEncodeOpti
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `page ${index} is ${data.length} bytes, page size ${opts.pageSize}`);
   }
   if (isZeroPage(data)) return { index, digest: zeroPageDigest(opts.pageSize), encoding: PageEncoding.ZERO, payload: new Uint8Array(0) };
-  const snapshot = opts.copyRaw === false ? data : data.slice();
+  // Uint8Array.prototype.slice copies; Buffer#slice would return a view and
+  // the snapshot would change under the digest.
+  const snapshot = opts.copyRaw === false ? data : Uint8Array.prototype.slice.call(data);
   const digest = digestPage(snapshot);
   const compressed = codec?.compress(snapshot);
   if (codec && compressed) return { index, digest, encoding: codec.encoding, payload: compressed };

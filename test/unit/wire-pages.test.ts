@@ -9,7 +9,7 @@ import { digestPage, initDigest, zeroPageDigest } from '../../src/wire/digest.ts
 import { encodeFrame } from '../../src/wire/framing.ts';
 import type { PageRecord, PagesFrame } from '../../src/wire/frames.ts';
 import { deflateCodec, lz4Codec } from '../../src/wire/page-codecs.ts';
-import { applyPageBatch, decodePage, encodePages, maxPagesPerFrame, pagesFrame, pagesFrameBytes } from '../../src/wire/pages.ts';
+import { applyPageBatch, decodePage, encodePage, encodePages, maxPagesPerFrame, pagesFrame, pagesFrameBytes } from '../../src/wire/pages.ts';
 
 const PS = 4096;
 const geometry = { pageSize: PS, pageCount: 16 };
@@ -137,4 +137,13 @@ describe('page batches', () => {
     assert.equal(encodeFrame(frame, { maxFrameBytes: max }).length, pagesFrameBytes(recs));
     expectError(() => encodeFrame(pagesFrame(1, [...recs, recs[0]]), { maxFrameBytes: max }), 'PRESYNC_ERR_FRAME_TOO_LARGE');
   });
+});
+
+it('a raw page encoded from a reused Buffer is a snapshot (Buffer#slice would be a view)', async () => {
+  await initDigest();
+  const buf = Buffer.alloc(4096, 7);
+  const rec = encodePage(3, buf, { pageSize: 4096 });
+  buf.fill(9);
+  assert.equal(digestPage(rec.payload), rec.digest);
+  assert.equal(rec.payload[0], 7);
 });

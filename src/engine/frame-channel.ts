@@ -1,0 +1,121 @@
+import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import type { Geometry } from '../core/types.ts';
+import type { Connection } from '../transport/types.ts';
+import { FrameDecoder } from '../wire/decoder.ts';
+import type { Frame } from '../wire/frames.ts';
+import { encodeFrameParts } from '../wire/framing.ts';
+import { errorFrame, errorFromFrame } from '../wire/handshake.ts';
+
+/**
+ * Frames over a transport connection. Reading is pull-based (recv() reads the
+ * socket only when the queue is empty), so a slow consumer slows the peer down
+ * through the transport's backpressure instead of buffering frames.
+ * A peer's ERROR frame surfaces as a PresyncError with the peer's code.
+ */
+export class FrameChannel {
+  private readonly decoder: FrameDecoder;
+  private readonly queue: Frame[] = [];
+  private failure: PresyncError | undefined;
+  private ended = false;
+  bytesSent = 0;
+
+  constructor(readonly conn: Connection, opts: { maxFrameBytes?: number; geometry?: Geometry } = {}) {
+    this.decoder = new FrameDecoder(opts);
+  }
+
+  setGeometry(g: Geometry): void {
+    this.decoder.setGeometry(g);
+  }
+
+  /** Encodes and writes one frame; resolves when the transport accepted it under its high-water mark. Returns its size. */
+  async send(frame: Frame): Promise<number> {
+    if (this.failure) throw this.failure;
+    const parts = encodeFrameParts(frame);
+    let n = 0;
+    try {
+      for (const p of parts) {
+        n += p.length;
+        await this.conn.write(p);
+      }
+    } catch (e) {
+      throw this.fail(toPresyncError(e, ErrorCodes.CONNECTION));
+    }
+    this.bytesSent += n;
+    return n;
+  }
+
+  /** Next frame. Rejects on a broken connection, a bad frame, a peer's ERROR frame or the timeout. */
+  async recv(timeoutMs?: number): Promise<Frame> {
+    if (timeoutMs === undefined) return this.recvInner();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.recvInner(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            const e = new PresyncError(ErrorCodes.TIMEOUT, `peer ${this.conn.remote} sent nothing for ${timeoutMs} ms`);
+            this.fail(e);
+            this.conn.destroy(e);
+            reject(e);
+          }, timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async recvInner(): Promise<Frame> {
+    for (;;) {
+      const f = this.queue.shift();
+      if (f) {
+        if (f.type === 'error') throw this.fail(errorFromFrame(f));
+        return f;
+      }
+      if (this.failure) throw this.failure;
+      if (this.ended) throw this.fail(new PresyncError(ErrorCodes.CONNECTION, `peer ${this.conn.remote} closed the connection`));
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await this.conn.read();
+      } catch (e) {
+        throw this.fail(toPresyncError(e, ErrorCodes.CONNECTION));
+      }
+      if (chunk === null) {
+        this.ended = true;
+        continue;
+      }
+      try {
+        this.queue.push(...this.decoder.push(chunk));
+      } catch (e) {
+        throw this.fail(toPresyncError(e, ErrorCodes.PROTOCOL));
+      }
+    }
+  }
+
+  private fail(e: PresyncError): PresyncError {
+    this.failure ??= e;
+    return this.failure;
+  }
+
+  /** Tells the peer why we give up (best effort), then closes. */
+  async abortWith(err: unknown): Promise<void> {
+    try {
+      await Promise.race([this.send(errorFrame(err)), new Promise((r) => setTimeout(r, 500))]);
+    } catch {
+      /* the peer may be gone already */
+    }
+    this.conn.destroy();
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.conn.close({ lingerMs: 1000 });
+    } catch {
+      this.conn.destroy();
+    }
+  }
+
+  destroy(): void {
+    this.conn.destroy();
+  }
+}

@@ -1,0 +1,624 @@
+import { randomBytes, createHash } from 'node:crypto';
+import { realpathSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import { channel } from 'node:diagnostics_channel';
+import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
+import { fullPageWireBytes } from '../core/cost.ts';
+import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import { NetEstimator } from '../core/net-estimator.ts';
+import { PageSet } from '../core/pageset.ts';
+import { PhaseMachine, guestPausedIn, type Phase } from '../core/phase.ts';
+import type { EpochDecision, EpochObservation, MigrationPolicy } from '../core/types.ts';
+import type { GuestController } from '../guest/controller.ts';
+import { DirtyScanner } from '../guest/dirty-scanner.ts';
+import { RamImageReader } from '../guest/ram-image.ts';
+import type { Transport, TransportAddress } from '../transport/types.ts';
+import { DigestRunCollector, digestRunFrames } from '../wire/digest-runs.ts';
+import { initDigest, zeroPageDigest } from '../wire/digest.ts';
+import type { Frame, PageRecord, VerifyResponseFrame } from '../wire/frames.ts';
+import { ClientHandshake } from '../wire/handshake.ts';
+import { encodePage, pagesFrame } from '../wire/pages.ts';
+import { FrameChannel } from './frame-channel.ts';
+
+export interface MigrateOptions {
+  readonly transport: Transport;
+  readonly to: TransportAddress;
+  readonly secret: Uint8Array;
+  readonly imagePath: string;
+  readonly pageSize?: number;
+  /** Identity the target files the image under; default derived from the image's real path and size. */
+  readonly imageId?: string;
+  readonly policy: MigrationPolicy;
+  readonly controller: GuestController;
+  /** Epoch length during presync, ms. Default 100. */
+  readonly epochMs?: number;
+  /** A known rate cap (the shaper's), bytes/s: the estimator never assumes more. */
+  readonly bandwidthBytesPerSec?: number;
+  readonly codec?: 'none' | 'deflate' | 'lz4';
+  /** Pages per PAGES frame. Default 64. */
+  readonly pagesPerFrame?: number;
+  /** Reconnect attempts after a connection breaks during presync. Default 8 (backoff 100 ms … 5 s). */
+  readonly reconnectAttempts?: number;
+  /** Give up waiting for the target at a step after launch, ms. Default 30 000. */
+  readonly stepTimeoutMs?: number;
+  /** Device state moved at switchover (opaque); default none. */
+  readonly deviceState?: () => Promise<Uint8Array>;
+  readonly onEvent?: (e: SourceEvent) => void;
+}
+
+export type SourceEvent =
+  | { event: 'connected'; resume: boolean; stalePages: number; attempt: number }
+  | { event: 'disconnected'; error: { code: string; message: string } }
+  | { event: 'progress'; status: SourceStatus }
+  | { event: 'phase'; phase: Phase; atMs: number };
+
+export interface SourceStatus {
+  readonly phase: Phase;
+  readonly elapsedMs: number;
+  readonly pageCount: number;
+  /** Pages whose current content the target holds or has on its way: only grows as a share while the guest is quiet. */
+  readonly inSyncPages: number;
+  readonly inSyncPercent: number;
+  readonly stalePages: number;
+  readonly rateBytesPerSec: number;
+  readonly presyncBytes: number;
+  readonly finalBytes: number;
+  /** Expected pause if launched now: stale bytes ÷ bandwidth + one RTT. */
+  readonly expectedDowntimeMs: number;
+  readonly epoch: number;
+}
+
+export interface MigrationResult extends MigrationMetrics {
+  readonly series: Accounting['series'];
+}
+
+const events = channel('presync:source:event');
+
+export function defaultImageId(path: string): string {
+  const real = realpathSync(path);
+  const size = statSync(real).size;
+  const h = createHash('sha256').update(`${real}\0${size}`).digest('hex').slice(0, 16);
+  return `${basename(real)}-${h}`;
+}
+
+interface InFlight {
+  readonly bytes: number;
+}
+
+/**
+ * The source side of one migration: presync epochs until launch, live rounds,
+ * pause, final copy, verify, handover. It never writes the source image, and
+ * on any failure before the handover is confirmed it resumes the guest.
+ */
+export class SourceMigration {
+  private readonly o: MigrateOptions;
+  private readonly phases = new PhaseMachine();
+  private readonly start = performance.now();
+  private launchRequestedAt = -1;
+  private launchWaiter: (() => void) | undefined;
+  private status: SourceStatus;
+  private stopRequested = false;
+
+  constructor(o: MigrateOptions) {
+    this.o = o;
+    this.status = {
+      phase: 'idle',
+      elapsedMs: 0,
+      pageCount: 0,
+      inSyncPages: 0,
+      inSyncPercent: 0,
+      stalePages: 0,
+      rateBytesPerSec: 0,
+      presyncBytes: 0,
+      finalBytes: 0,
+      expectedDowntimeMs: 0,
+      epoch: 0,
+    };
+  }
+
+  private now(): number {
+    return performance.now() - this.start;
+  }
+
+  /** Say "go". Idempotent; ignored once past presync. */
+  launch(): void {
+    if (this.launchRequestedAt < 0) this.launchRequestedAt = this.now();
+    this.launchWaiter?.();
+  }
+
+  get launched(): boolean {
+    return this.launchRequestedAt >= 0;
+  }
+
+  currentStatus(): SourceStatus {
+    return { ...this.status, elapsedMs: this.now() };
+  }
+
+  private emit(e: SourceEvent): void {
+    if (events.hasSubscribers) events.publish(e);
+    this.o.onEvent?.(e);
+  }
+
+  private toPhase(p: Phase, reason?: string): void {
+    const at = this.now();
+    this.phases.to(p, at, reason);
+    this.status = { ...this.status, phase: p };
+    this.emit({ event: 'phase', phase: p, atMs: at });
+  }
+
+  async run(): Promise<MigrationResult> {
+    await initDigest();
+    const o = this.o;
+    const pageSize = o.pageSize ?? 4096;
+    const reader = RamImageReader.open(o.imagePath, pageSize);
+    const geometry = reader.geometry;
+    const { pageCount } = geometry;
+    const imageId = o.imageId ?? defaultImageId(o.imagePath);
+    const scanner = new DirtyScanner(reader);
+    const acct = new Accounting(pageCount);
+    const est = new NetEstimator({
+      initialBandwidthBytesPerSec: o.bandwidthBytesPerSec ?? 125_000_000,
+      windowSamples: 10,
+      minSampleMs: 5,
+      capBytesPerSec: o.bandwidthBytesPerSec ?? Infinity,
+    });
+    const epochMs = o.epochMs ?? 100;
+    const perFrame = o.pagesPerFrame ?? 64;
+    const stepTimeout = o.stepTimeoutMs ?? 30_000;
+    const zeroDigest = zeroPageDigest(pageSize);
+    /** Digest of what the target holds or will hold once in-flight batches land. */
+    const sentDigests = new BigUint64Array(pageCount);
+    const stale = new PageSet(pageCount);
+    const pageBuf = Buffer.allocUnsafe(pageSize);
+    const inflight = new Map<number, InFlight>();
+    let seq = 0;
+    let acked = 0;
+    let ackedBytes = 0;
+    let sentBytes = 0;
+    let ch: FrameChannel | undefined;
+    let linkError: PresyncError | undefined;
+    let drainWaiters: Array<() => void> = [];
+    let verifyWaiter: ((f: VerifyResponseFrame) => void) | undefined;
+    let handoverWaiter: (() => void) | undefined;
+    let failWaiters: Array<(e: PresyncError) => void> = [];
+    let recentBytes = 0;
+    let recentPages = 0;
+    let consumed = 0;
+    let epoch = 0;
+    let lastOffered = 0;
+    let lastDeliveredMark = 0;
+    let paused = false;
+    let residualPagesAtLaunch = 0;
+    let converged = true;
+    let liveRounds = 0;
+    let pausedAt = -1;
+    let handoverSent = false;
+
+    const refreshStale = (pages: Iterable<number> | null): void => {
+      if (pages === null) {
+        for (let p = 0; p < pageCount; p++) {
+          if (scanner.digests[p] !== sentDigests[p]) stale.add(p);
+          else stale.delete(p);
+        }
+        return;
+      }
+      for (const p of pages) {
+        if (scanner.digests[p] !== sentDigests[p]) stale.add(p);
+        else stale.delete(p);
+      }
+    };
+
+    const onLinkFailure = (e: PresyncError): void => {
+      linkError ??= e;
+      const ws = failWaiters;
+      failWaiters = [];
+      drainWaiters = [];
+      for (const w of ws) w(e);
+    };
+
+    const waitFor = <T>(register: (resolve: (v: T) => void) => void, what: string, timeoutMs: number): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        if (linkError) {
+          reject(linkError);
+          return;
+        }
+        const timer = setTimeout(() => reject(new PresyncError(ErrorCodes.TIMEOUT, `target did not ${what} within ${timeoutMs} ms`)), timeoutMs);
+        failWaiters.push((e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+        register((v) => {
+          clearTimeout(timer);
+          resolve(v);
+        });
+      });
+
+    const pump = async (c: FrameChannel): Promise<void> => {
+      try {
+        for (;;) {
+          const f: Frame = await c.recv();
+          if (f.type === 'ack') {
+            for (const [s, fl] of inflight) {
+              if (s > f.seq) break;
+              ackedBytes += fl.bytes;
+              inflight.delete(s);
+            }
+            acked = Math.max(acked, f.seq);
+            est.onAcked(ackedBytes, this.now(), inflight.size > 0);
+            if (inflight.size === 0) {
+              const ws = drainWaiters;
+              drainWaiters = [];
+              for (const w of ws) w();
+            }
+          } else if (f.type === 'pong') {
+            const sentAt = Number(f.nonce) / 1000;
+            est.onRttSample(this.now() - sentAt);
+          } else if (f.type === 'ping') {
+            await c.send({ type: 'pong', nonce: f.nonce });
+          } else if (f.type === 'verify-response') {
+            const w = verifyWaiter;
+            verifyWaiter = undefined;
+            if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'VERIFY_RESPONSE nobody asked for');
+            w(f);
+          } else if (f.type === 'handover-done') {
+            const w = handoverWaiter;
+            handoverWaiter = undefined;
+            if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'HANDOVER_DONE before HANDOVER');
+            w();
+          } else {
+            throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${f.type} frame from the target`);
+          }
+        }
+      } catch (e) {
+        onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
+        c.destroy();
+      }
+    };
+
+    const connect = async (attempt: number): Promise<void> => {
+      const conn = await o.transport.dial(o.to, { timeoutMs: 10_000 });
+      const c = new FrameChannel(conn);
+      try {
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId: randomBytes(8).toString('hex') });
+        let result;
+        for (const f of hs.start().send) await c.send(f);
+        while (!result) {
+          const step = hs.receive(await c.recv(10_000));
+          for (const f of step.send) await c.send(f);
+          result = step.result;
+        }
+        c.setGeometry(geometry);
+        if (result.resume) {
+          const col = new DigestRunCollector(pageCount);
+          let table: BigUint64Array | undefined;
+          while (!table) {
+            const f = await c.recv(10_000);
+            if (f.type !== 'have') throw new PresyncError(ErrorCodes.PROTOCOL, `expected HAVE, got ${f.type}`);
+            table = col.add(f);
+          }
+          sentDigests.set(table);
+        } else {
+          sentDigests.fill(zeroDigest);
+        }
+      } catch (e) {
+        c.destroy();
+        throw e;
+      }
+      inflight.clear();
+      ackedBytes = 0;
+      sentBytes = 0;
+      acked = 0;
+      seq = 0;
+      linkError = undefined;
+      ch = c;
+      if (scanner.hasBaseline) refreshStale(null);
+      void pump(c);
+      this.emit({ event: 'connected', resume: sentDigests.some((d) => d !== zeroDigest), stalePages: stale.count(), attempt });
+    };
+
+    const reconnect = async (): Promise<void> => {
+      const attempts = o.reconnectAttempts ?? 8;
+      let delay = 100;
+      let last: PresyncError | undefined;
+      for (let a = 1; a <= attempts; a++) {
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+        try {
+          await connect(a);
+          return;
+        } catch (e) {
+          last = toPresyncError(e, ErrorCodes.CONNECTION);
+          // Only a broken network is worth retrying; a refusal is final.
+          if (last.code !== ErrorCodes.CONNECTION && last.code !== ErrorCodes.TIMEOUT) throw last;
+        }
+      }
+      throw last ?? new PresyncError(ErrorCodes.CONNECTION, 'reconnect failed');
+    };
+
+    /** Sends a prefix of `list` within `budget` bytes; returns bytes and pages sent. */
+    const sendPages = async (list: ArrayLike<number>, budget: number, c: FrameChannel): Promise<{ bytes: number; pages: number }> => {
+      let bytes = 0;
+      let pages = 0;
+      let batch: PageRecord[] = [];
+      let i = 0;
+      const flush = async (): Promise<void> => {
+        if (batch.length === 0) return;
+        const s = ++seq;
+        const n = await c.send(pagesFrame(s, batch));
+        inflight.set(s, { bytes: n });
+        sentBytes += n;
+        est.onSent(n);
+        acct.onBytes(n);
+        bytes += n;
+        batch = [];
+      };
+      const approx = pageSize + 24;
+      for (; i < list.length; i++) {
+        const p = list[i];
+        if (!stale.has(p)) continue;
+        if (bytes + (batch.length + 1) * approx > budget) break;
+        reader.readPage(p, pageBuf);
+        const rec = encodePage(p, pageBuf, { pageSize, codec: o.codec ?? 'none' });
+        batch.push(rec);
+        sentDigests[p] = rec.digest;
+        stale.delete(p);
+        acct.onPageSent(p);
+        pages++;
+        if (batch.length >= perFrame) await flush();
+        if (linkError) throw linkError;
+      }
+      await flush();
+      consumed = i;
+      recentBytes = recentBytes * 0.5 + bytes;
+      recentPages = recentPages * 0.5 + pages;
+      return { bytes, pages };
+    };
+
+    const observe = (phase: 'presync' | 'launched', dirty: PageSet, stepMs: number): EpochObservation => {
+      const delivered = ackedBytes - lastDeliveredMark;
+      lastDeliveredMark = ackedBytes;
+      return {
+        epoch,
+        timeMs: this.now(),
+        epochMs: stepMs,
+        phase,
+        geometry,
+        dirty,
+        stale,
+        net: {
+          bandwidthBytesPerSec: est.bandwidthBytesPerSec,
+          rttMs: est.rttMs,
+          bytesInFlight: est.bytesInFlight,
+          offeredBytes: lastOffered,
+          deliveredBytes: Math.max(0, delivered),
+        },
+        guestSlowdown: 0,
+        consumed,
+        wireBytesPerPage: recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize),
+        ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt } : {}),
+      };
+    };
+
+    const updateStatus = (phase: Phase, rate: number): void => {
+      const st = stale.count();
+      const bw = est.bandwidthBytesPerSec;
+      this.status = {
+        phase,
+        elapsedMs: this.now(),
+        pageCount,
+        inSyncPages: pageCount - st,
+        inSyncPercent: Math.floor(((pageCount - st) / pageCount) * 1000) / 10,
+        stalePages: st,
+        rateBytesPerSec: rate,
+        presyncBytes: acct.presyncBytes,
+        finalBytes: acct.finalBytes,
+        expectedDowntimeMs: ((st * fullPageWireBytes(pageSize)) / bw) * 1000 + est.rttMs,
+        epoch,
+      };
+    };
+
+    const drain = (c: FrameChannel): Promise<void> =>
+      inflight.size === 0 ? Promise.resolve() : waitFor<void>((r) => drainWaiters.push(() => r()), 'acknowledge every page', stepTimeout).then(() => void c);
+
+    const record = (phase: 'presync' | 'launched', t0: number, d: EpochDecision, sent: { bytes: number; pages: number }, dirty: number, delivered: number): void => {
+      const stepMs = Math.max(1e-3, this.now() - t0);
+      acct.point({
+        tMs: this.now(),
+        phase,
+        sentBytes: sent.bytes,
+        sentPages: sent.pages,
+        deliveredBytes: delivered,
+        budgetBytes: Number.isFinite(d.budgetBytes) ? d.budgetBytes : -1,
+        dirtyPages: dirty,
+        stalePages: stale.count(),
+        rttMs: est.rttMs,
+        throughputBytesPerSec: (sent.bytes / stepMs) * 1000,
+        ...(d.diag ? { diag: d.diag } : {}),
+      });
+    };
+
+    const finish = (outcome: 'done' | 'rolled-back', err: PresyncError | null, verified: boolean, resumedAt: number): MigrationResult => ({
+      outcome,
+      error: err ? { code: err.code, message: err.message } : null,
+      launchToRunningMs: outcome === 'done' ? resumedAt - this.launchRequestedAt : null,
+      downtimeMs: outcome === 'done' ? resumedAt - pausedAt : null,
+      presyncBytes: acct.presyncBytes,
+      finalBytes: acct.finalBytes,
+      residualPagesAtLaunch,
+      wastedPages: acct.wastedPages,
+      resentPages: acct.resentPages,
+      guestSlowdown: 0,
+      verified,
+      converged,
+      liveRounds,
+      series: acct.series,
+    });
+
+    try {
+      // ---- connect and presync until launch.
+      this.toPhase('presync');
+      await connect(0);
+      scanner.scan();
+      refreshStale(null);
+      updateStatus('presync', 0);
+      while (!this.launched) {
+        if (this.stopRequested) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
+        const t0 = this.now();
+        const dirty = epoch === 0 ? new PageSet(pageCount) : scanner.scan();
+        if (epoch > 0) refreshStale(dirty);
+        acct.onWrites(dirty);
+        const d = o.policy.decide(observe('presync', dirty, epochMs));
+        let sent = { bytes: 0, pages: 0 };
+        try {
+          if (linkError) throw linkError;
+          sent = await sendPages(d.send, d.budgetBytes, ch!);
+          await ch!.send({ type: 'ping', nonce: BigInt(Math.round(this.now() * 1000)) });
+        } catch (e) {
+          const err = toPresyncError(e, ErrorCodes.CONNECTION);
+          if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) throw err;
+          this.emit({ event: 'disconnected', error: { code: err.code, message: err.message } });
+          ch?.destroy();
+          await reconnect();
+        }
+        lastOffered = sent.bytes;
+        record('presync', t0, d, sent, dirty.count(), 0);
+        updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000);
+        this.emit({ event: 'progress', status: this.status });
+        epoch++;
+        const left = t0 + epochMs - this.now();
+        if (left > 0 && !this.launched) await new Promise<void>((r) => {
+          const timer = setTimeout(r, left);
+          this.launchWaiter = () => {
+            clearTimeout(timer);
+            r();
+          };
+        });
+        this.launchWaiter = undefined;
+      }
+
+      // ---- launched: live rounds until the policy says the pause will be short.
+      if (linkError) await reconnect();
+      this.toPhase('launched');
+      acct.onLaunch();
+      const c = ch!;
+      await c.send({ type: 'phase', phase: 'launched' });
+      let lastT = this.now();
+      let firstLaunchedScan = true;
+      for (;;) {
+        const t0 = this.now();
+        const dirty = scanner.scan();
+        refreshStale(dirty);
+        if (firstLaunchedScan) {
+          // Pages the target lacks at the moment of launch (in-flight pages are on their way).
+          residualPagesAtLaunch = stale.count();
+          firstLaunchedScan = false;
+        }
+        const d = o.policy.decide(observe('launched', dirty, Math.max(1, t0 - lastT)));
+        lastT = t0;
+        if (d.diag && typeof d.diag.round === 'number') liveRounds = Math.max(liveRounds, d.diag.round);
+        if (d.switchover) {
+          converged = d.converged ?? true;
+          if (d.abort) throw new PresyncError(ErrorCodes.NO_CONVERGENCE, `policy ${o.policy.name} could not converge under its downtime limit`);
+          break;
+        }
+        const sent = await sendPages(d.send, d.budgetBytes, c);
+        await drain(c);
+        record('launched', t0, d, sent, dirty.count(), sent.bytes);
+        epoch++;
+      }
+
+      // ---- switchover: the guest is paused from here until handover or rollback.
+      this.toPhase('final-copy');
+      await c.send({ type: 'phase', phase: 'final-copy' });
+      await o.controller.pause();
+      paused = true;
+      pausedAt = this.now();
+      scanner.scan(); // the final scan is always full
+      refreshStale(null);
+      await sendPages(stale.toArray(), Infinity, c);
+      await drain(c);
+
+      this.toPhase('verify');
+      await c.send({ type: 'phase', phase: 'verify' });
+      let verified = false;
+      for (let attempt = 0; attempt < 2 && !verified; attempt++) {
+        const reply = waitFor<VerifyResponseFrame>((r) => (verifyWaiter = r), 'answer the verify request', stepTimeout);
+        for (const f of digestRunFrames('verify-request', scanner.digests)) await c.send(f);
+        const v = await reply;
+        verified = v.match;
+        if (!verified) {
+          if (v.mismatches.length < v.mismatchCount) break;
+          // The target's copy of these pages differs from ours: send them again once.
+          for (const p of v.mismatches) stale.add(p);
+          await sendPages(v.mismatches, Infinity, c);
+          await drain(c);
+        }
+      }
+      if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'the target image still differs from the source after the final copy');
+
+      this.toPhase('handover');
+      if (o.deviceState) {
+        const state = await o.deviceState();
+        const chunk = 1 << 20;
+        for (let off = 0; off === 0 || off < state.length; off += chunk) {
+          await c.send({ type: 'device-state', totalLength: state.length, offset: off, data: state.subarray(off, off + chunk) });
+          if (state.length === 0) break;
+        }
+      }
+      await c.send({ type: 'phase', phase: 'handover' });
+      await o.controller.commit();
+      const done = waitFor<void>((r) => (handoverWaiter = r), 'confirm the handover', stepTimeout);
+      handoverSent = true;
+      await c.send({ type: 'handover' });
+      await done;
+      const resumedAt = this.now();
+      this.toPhase('done');
+      // Only now is the source copy released: the guest runs on the target.
+      await o.controller.release().catch(() => undefined);
+      await c.close();
+      updateStatus('done', 0);
+      return finish('done', null, true, resumedAt);
+    } catch (e) {
+      const err = toPresyncError(e);
+      const phase = this.phases.phase;
+      if (handoverSent) {
+        // The target may have started the guest: resuming here could run it
+        // twice. The source image is untouched and the guest stays paused
+        // until someone checks the target.
+        ch?.destroy();
+        const doubt = new PresyncError(
+          ErrorCodes.HANDOVER_IN_DOUBT,
+          `handover sent but not confirmed (${err.code}: ${err.message}); the guest stays paused on the source and its image is intact: check the target, then resume the source only if the guest does not run there`,
+        );
+        updateStatus(phase, 0);
+        return { ...finish('rolled-back', doubt, false, 0), outcome: 'in-doubt' };
+      }
+      if (phase !== 'rollback' && phase !== 'done') this.toPhase('rollback', err.message);
+      if (paused || guestPausedIn(phase)) {
+        await o.controller.resume().catch(() => undefined);
+      }
+      if (ch) {
+        try {
+          await Promise.race([ch.send({ type: 'abort', reason: `${err.code}: ${err.message}`.slice(0, 1000) }), sleep(500)]);
+        } catch {
+          /* the target may be gone */
+        }
+        ch.destroy();
+      }
+      updateStatus('rollback', 0);
+      return finish('rolled-back', err, false, 0);
+    } finally {
+      reader.close();
+    }
+  }
+
+  /** Abandons a migration that has not been launched. */
+  stop(): void {
+    this.stopRequested = true;
+    this.launchWaiter?.();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

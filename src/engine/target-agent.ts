@@ -1,0 +1,85 @@
+import { channel } from 'node:diagnostics_channel';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
+import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
+
+export interface TargetAgentOptions {
+  readonly transport: Transport;
+  readonly listen: TransportAddress;
+  readonly imagePath: string;
+  readonly secret: Uint8Array;
+  readonly force?: boolean;
+  readonly hook?: HandoverHook;
+  readonly handshakeTimeoutMs?: number;
+  readonly idleTimeoutMs?: number;
+  readonly onEvent?: (e: TargetEvent) => void;
+}
+
+const events = channel('presync:target:event');
+
+/**
+ * The target agent: accepts migrations one after another into one image.
+ * A second source for the same image identity takes over from a stale
+ * session (its connection may be half-dead after a network cut); a source
+ * for another identity is refused with PRESYNC_ERR_BUSY while one is active.
+ * No peer's failure stops the agent.
+ */
+export class TargetAgent {
+  private active: { imageId: string; abort: () => void; done: Promise<void> } | undefined;
+  private readonly sessions = new Set<Promise<unknown>>();
+
+  private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
+
+  static async start(o: TargetAgentOptions): Promise<TargetAgent> {
+    const agent = new TargetAgent(o, undefined);
+    agent.listener = await o.transport.listen(o.listen, (conn) => {
+      const s = runTargetSession(conn, {
+        imagePath: o.imagePath,
+        secret: o.secret,
+        ...(o.force !== undefined ? { force: o.force } : {}),
+        ...(o.hook ? { hook: o.hook } : {}),
+        ...(o.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: o.handshakeTimeoutMs } : {}),
+        ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+        onEvent: (e) => {
+          if (events.hasSubscribers) events.publish(e);
+          o.onEvent?.(e);
+        },
+        claim: (imageId, abort) => agent.claim(imageId, abort),
+      }).catch(() => undefined);
+      agent.sessions.add(s);
+      void s.finally(() => agent.sessions.delete(s));
+    });
+    return agent;
+  }
+
+  get address(): TransportAddress {
+    if (!this.listener) throw new PresyncError(ErrorCodes.INTERNAL, 'target agent not listening');
+    return this.listener.address;
+  }
+
+  private async claim(imageId: string, abort: () => void): Promise<() => void> {
+    const prev = this.active;
+    if (prev) {
+      if (prev.imageId !== imageId) {
+        throw new PresyncError(ErrorCodes.BUSY, `the target is busy with a migration of image "${prev.imageId}"; try again when it ends`);
+      }
+      prev.abort();
+      await prev.done;
+      if (this.active) throw new PresyncError(ErrorCodes.BUSY, 'another source claimed this image at the same moment');
+    }
+    let release!: () => void;
+    const done = new Promise<void>((r) => (release = r));
+    const mine = { imageId, abort, done };
+    this.active = mine;
+    return () => {
+      if (this.active === mine) this.active = undefined;
+      release();
+    };
+  }
+
+  async close(): Promise<void> {
+    this.active?.abort();
+    await this.listener?.close({ destroyConnections: true });
+    await Promise.allSettled([...this.sessions]);
+  }
+}

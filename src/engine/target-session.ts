@@ -1,0 +1,180 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import type { Geometry } from '../core/types.ts';
+import { TargetImage, metaPath, type ImageMeta } from '../guest/target-image.ts';
+import type { Connection } from '../transport/types.ts';
+import { DigestRunCollector, diffDigests, digestRunFrames, verifyResponse } from '../wire/digest-runs.ts';
+import type { Frame } from '../wire/frames.ts';
+import { ServerHandshake } from '../wire/handshake.ts';
+import { decodePageBatch } from '../wire/pages.ts';
+import { FrameChannel } from './frame-channel.ts';
+
+/** What the target does at handover; the default starts nothing (an image at rest). */
+export interface HandoverHook {
+  /** Called once the image is verified. Resolves once the guest runs on the target. */
+  start(ctx: { imagePath: string; geometry: Geometry; deviceState: Uint8Array; sessionId: string }): Promise<void>;
+}
+
+export type TargetEvent =
+  | { event: 'session-start'; remote: string; sessionId: string; imageId: string; resume: boolean }
+  | { event: 'phase'; sessionId: string; phase: string }
+  | { event: 'verify'; sessionId: string; match: boolean; mismatches: number }
+  | { event: 'session-end'; sessionId: string; outcome: 'handed-over' | 'aborted' | 'failed'; error: { code: string; message: string } | null; pagesWritten: number };
+
+export interface TargetSessionOptions {
+  readonly imagePath: string;
+  readonly secret: Uint8Array;
+  readonly force?: boolean;
+  readonly handshakeTimeoutMs?: number;
+  /** Close a session whose peer sends nothing for this long. */
+  readonly idleTimeoutMs?: number;
+  readonly hook?: HandoverHook;
+  readonly onEvent?: (e: TargetEvent) => void;
+  /**
+   * Called after authentication, before the image is touched: resolves to a
+   * release function once this session may own the image, or throws (BUSY).
+   */
+  readonly claim?: (imageId: string, abortOther: () => void) => Promise<() => void>;
+  /** Largest device state accepted, bytes. */
+  readonly maxDeviceStateBytes?: number;
+}
+
+function heldMeta(path: string): ImageMeta | null {
+  if (!existsSync(metaPath(path)) || !existsSync(path)) return null;
+  try {
+    const m = JSON.parse(readFileSync(metaPath(path), 'utf8')) as ImageMeta;
+    return m.format === 'presync-image/1' ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One migration as the target sees it: authenticate, open (or resume) the
+ * image, apply verified page batches, answer the verify request, and at
+ * handover start the guest. Every failure ends with the image marked invalid
+ * (unless it is a plain disconnect during presync, which a resume may mend)
+ * and never escapes as an exception: the agent keeps serving.
+ */
+export async function runTargetSession(conn: Connection, o: TargetSessionOptions): Promise<TargetEvent & { event: 'session-end' }> {
+  const ch = new FrameChannel(conn);
+  const emit = o.onEvent ?? (() => undefined);
+  const idle = o.idleTimeoutMs ?? 60_000;
+  let image: TargetImage | undefined;
+  let sessionId = '?';
+  let phase = 'handshake';
+  let release: (() => void) | undefined;
+  let verified = false;
+  const end = (outcome: 'handed-over' | 'aborted' | 'failed', err: PresyncError | null) => {
+    const e = { event: 'session-end' as const, sessionId, outcome, error: err ? { code: err.code, message: err.message } : null, pagesWritten: image?.pagesWritten ?? 0 };
+    emit(e);
+    return e;
+  };
+  try {
+    const held = heldMeta(o.imagePath);
+    const hs = new ServerHandshake({
+      secret: o.secret,
+      ...(held ? { geometry: { pageSize: held.pageSize, pageCount: held.pageCount }, heldImageId: held.imageId } : {}),
+    });
+    let result;
+    const deadline = o.handshakeTimeoutMs ?? 10_000;
+    while (!result) {
+      const step = hs.receive(await ch.recv(deadline));
+      for (const f of step.send) await ch.send(f);
+      result = step.result;
+    }
+    sessionId = result.sessionId;
+    ch.setGeometry(result.geometry);
+    if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
+    image = TargetImage.open(o.imagePath, result.geometry, result.imageId, { force: o.force === true, zeroFill: !result.resume });
+    emit({ event: 'session-start', remote: conn.remote, sessionId, imageId: result.imageId, resume: result.resume });
+    if (result.resume) for (const f of digestRunFrames('have', image.digests)) await ch.send(f);
+
+    let verifyRun: DigestRunCollector | undefined;
+    const device: Uint8Array[] = [];
+    let deviceLen = 0;
+    let deviceTotal = -1;
+    const maxDevice = o.maxDeviceStateBytes ?? 64 * 1024 * 1024;
+    for (;;) {
+      const f: Frame = await ch.recv(idle);
+      switch (f.type) {
+        case 'pages': {
+          // Every page of the batch is checked (range, size, digest) before any is written.
+          const pages = decodePageBatch(f, result.geometry);
+          const zero = new Uint8Array(result.geometry.pageSize);
+          for (const p of pages) image.writePage(p.index, p.data ?? zero, p.digest);
+          if (pages.length > 0) verified = false;
+          await ch.send({ type: 'ack', seq: f.seq });
+          break;
+        }
+        case 'phase':
+          phase = f.phase;
+          emit({ event: 'phase', sessionId, phase });
+          break;
+        case 'verify-request': {
+          verifyRun ??= new DigestRunCollector(result.geometry.pageCount);
+          const table = verifyRun.add(f);
+          if (table) {
+            const mism = diffDigests(image.digests, table);
+            emit({ event: 'verify', sessionId, match: mism.length === 0, mismatches: mism.length });
+            verified = mism.length === 0;
+            await ch.send(verifyResponse(mism));
+            verifyRun = undefined;
+          }
+          break;
+        }
+        case 'device-state': {
+          if (f.totalLength > maxDevice) throw new PresyncError(ErrorCodes.PROTOCOL, `device state of ${f.totalLength} B exceeds the ${maxDevice} B limit`);
+          if (deviceTotal < 0) deviceTotal = f.totalLength;
+          if (f.totalLength !== deviceTotal || f.offset !== deviceLen) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state chunks out of order');
+          device.push(f.data.slice());
+          deviceLen += f.data.length;
+          break;
+        }
+        case 'handover': {
+          if (phase !== 'handover') throw new PresyncError(ErrorCodes.PROTOCOL, `HANDOVER in phase ${phase}; the source must verify first`);
+          if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
+          if (deviceTotal >= 0 && deviceLen !== deviceTotal) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
+          image.markValid();
+          await (o.hook?.start({ imagePath: o.imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          await ch.send({ type: 'handover-done' });
+          await ch.close();
+          return end('handed-over', null);
+        }
+        case 'abort':
+          image.markInvalid();
+          await ch.close();
+          return end('aborted', new PresyncError(ErrorCodes.ABORTED, f.reason || 'source aborted the migration'));
+        case 'ping':
+          await ch.send({ type: 'pong', nonce: f.nonce });
+          break;
+        case 'pong':
+          break;
+        default:
+          throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${f.type} frame from the source`);
+      }
+    }
+  } catch (e) {
+    const err = toPresyncError(e);
+    // A disconnect during presync keeps the partial image for a resume; any
+    // failure after launch invalidates it: that guest must not start here.
+    if (image && (phase !== 'presync' || err.code !== ErrorCodes.CONNECTION)) image.markInvalid();
+    if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) await ch.abortWith(err);
+    else ch.destroy();
+    return end('failed', err);
+  } finally {
+    image?.close();
+    release?.();
+  }
+}
+
+function concat(parts: Uint8Array[], len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
