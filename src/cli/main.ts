@@ -7,6 +7,10 @@ type Command = (argv: string[], io: CommandIO) => Promise<number>;
 /** Subcommands load lazily so `presync demo` does not pay for QEMU or sockets. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   demo: { summary: 'simulate the embedded default scenario and print a table', load: async () => (await import('./commands/demo.ts')).demoCommand },
+  serve: { summary: 'target agent: receive migrations into an image', load: async () => (await import('./commands/serve.ts')).serveCommand },
+  migrate: { summary: 'source agent: pre-synchronize an image and migrate it', load: async () => (await import('./commands/migrate.ts')).migrateCommand },
+  launch: { summary: 'say "go" to a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).launchCommand },
+  status: { summary: 'live figures of a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).statusCommand },
   bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 

@@ -1,5 +1,6 @@
 import { channel } from 'node:diagnostics_channel';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { initDigest } from '../wire/digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
 
@@ -31,6 +32,7 @@ export class TargetAgent {
   private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
 
   static async start(o: TargetAgentOptions): Promise<TargetAgent> {
+    await initDigest();
     const agent = new TargetAgent(o, undefined);
     agent.listener = await o.transport.listen(o.listen, (conn) => {
       const s = runTargetSession(conn, {

@@ -1,0 +1,61 @@
+import { TargetAgent } from '../../engine/target-agent.ts';
+import { commandHook } from '../../engine/handover-command.ts';
+import { ErrorCodes, PresyncError } from '../../core/errors.ts';
+import { parseFlags } from '../args.ts';
+import { TRANSPORT_FLAGS, addressFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
+import type { CommandIO } from '../io.ts';
+
+const USAGE =
+  'presync serve --listen HOST:PORT --image PATH --secret-file F [--on-handover CMD] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+
+export async function serveCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
+  const { values } = parseFlags(
+    argv,
+    {
+      listen: { type: 'string' },
+      image: { type: 'string' },
+      'secret-file': { type: 'string' },
+      'on-handover': { type: 'string' },
+      force: { type: 'boolean' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      ...TRANSPORT_FLAGS,
+    },
+    USAGE,
+  );
+  if (values.help) {
+    io.out(`${USAGE}\n\nThe target agent: receives migrations one after another into --image, verifies them, and at handover runs --on-handover (with $PRESYNC_IMAGE set).\n`);
+    return 0;
+  }
+  if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required\nusage: ${USAGE}`);
+  const listen = addressFlag(values.listen, 'listen');
+  const secret = readSecret(values['secret-file']);
+  const { transport } = transportFromFlags(values);
+  const agent = await TargetAgent.start({
+    transport,
+    listen,
+    imagePath: values.image,
+    secret,
+    force: values.force === true,
+    ...(values['on-handover'] ? { hook: commandHook(values['on-handover']) } : {}),
+    onEvent: (e) => {
+      if (values.json) io.out(jsonLine(e));
+      else if (e.event === 'session-end') {
+        io.err(`presync serve: session ${e.sessionId} ${e.outcome}${e.error ? ` (${e.error.code}: ${e.error.message})` : ''}, ${e.pagesWritten} pages written\n`);
+      } else if (e.event === 'session-start') {
+        io.err(`presync serve: session ${e.sessionId} from ${e.remote}, image ${e.imageId}${e.resume ? ' (resuming)' : ''}\n`);
+      }
+    },
+  });
+  const a = agent.address;
+  if (values.json) io.out(jsonLine({ event: 'listening', host: a.host, port: a.port }));
+  else io.err(`presync serve: listening on ${a.host}:${a.port}, image ${values.image}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    signal?.addEventListener('abort', stop, { once: true });
+  });
+  await agent.close();
+  return 0;
+}
