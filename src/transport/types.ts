@@ -78,7 +78,10 @@ export interface Connection extends AsyncIterable<Uint8Array> {
 
   /**
    * Abort at once: queued bytes are dropped, pending reads and writes reject,
-   * and the peer sees an error (not a clean end). Idempotent.
+   * and the peer sees an error (TCP: an RST), not a clean end. Idempotent.
+   * Caveat for TCP/TLS: if the RST reaches a peer that still has unread bytes
+   * from us, libuv may report it to that peer as a plain EOF. Protocols must
+   * therefore never treat EOF as success without an explicit end message.
    */
   destroy(err?: Error): void;
 
