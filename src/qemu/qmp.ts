@@ -200,7 +200,12 @@ export class QmpClient {
    * doing whatever triggers the event, or check state after subscribing, as
    * events are not replayed.
    */
-  waitForEvent(name: string, predicate: (ev: QmpEvent) => boolean = () => true, timeoutMs = this.#opts.commandTimeoutMs): Promise<QmpEvent> {
+  waitForEvent(
+    name: string,
+    predicate: (ev: QmpEvent) => boolean = () => true,
+    timeoutMs = this.#opts.commandTimeoutMs,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<QmpEvent> {
     if (this.#endReason || this.#socket.destroyed) {
       return Promise.reject(this.#endReason ?? new PresyncError(ErrorCodes.QEMU, `QMP connection to ${this.path} is closed`));
     }
@@ -208,6 +213,11 @@ export class QmpClient {
       const cleanup = () => {
         clearTimeout(timer);
         off();
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(new PresyncError(ErrorCodes.ABORTED, `stopped waiting for QMP event ${name}`));
       };
       const timer = setTimeout(() => {
         cleanup();
@@ -232,6 +242,8 @@ export class QmpClient {
         cleanup();
         reject(reason);
       });
+      if (opts.signal?.aborted) onAbort();
+      else opts.signal?.addEventListener('abort', onAbort);
     });
   }
 

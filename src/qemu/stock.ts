@@ -89,30 +89,35 @@ export async function stockMigrate(source: QmpClient, target: QmpClient, opts: S
     ...(multifd ? { 'multifd-channels': opts.multifdChannels } : {}),
   });
 
-  const resumed = target.waitForEvent('RESUME', undefined, timeoutMs);
+  const stopWaiting = new AbortController();
+  const resumed = target.waitForEvent('RESUME', undefined, timeoutMs, { signal: stopWaiting.signal });
   resumed.catch(() => {});
   const t0 = performance.now();
   await source.execute('migrate', { uri });
 
   let samples = 0;
   let info: MigrationInfo;
-  for (;;) {
-    info = await source.execute('query-migrate');
-    samples++;
-    const elapsed = performance.now() - t0;
-    opts.onProgress?.(info, elapsed);
-    if (progressChannel.hasSubscribers) progressChannel.publish({ info, elapsedMs: elapsed });
-    if (info.status === 'completed') break;
-    if (info.status === 'failed' || info.status === 'cancelled') {
-      throw new PresyncError(ErrorCodes.QEMU, `stock migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}`);
+  try {
+    for (;;) {
+      info = await source.execute('query-migrate');
+      samples++;
+      const elapsed = performance.now() - t0;
+      opts.onProgress?.(info, elapsed);
+      if (progressChannel.hasSubscribers) progressChannel.publish({ info, elapsedMs: elapsed });
+      if (info.status === 'completed') break;
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw new PresyncError(ErrorCodes.QEMU, `stock migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}`);
+      }
+      if (elapsed > timeoutMs) {
+        await source.execute('migrate_cancel').catch(() => {});
+        throw new PresyncError(ErrorCodes.NO_CONVERGENCE, `stock migration still ${info.status} after ${timeoutMs} ms (${info.ram?.dirtySyncCount ?? 0} rounds); cancelled. Raise max-bandwidth or downtime-limit`);
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
     }
-    if (elapsed > timeoutMs) {
-      await source.execute('migrate_cancel').catch(() => {});
-      throw new PresyncError(ErrorCodes.NO_CONVERGENCE, `stock migration still ${info.status} after ${timeoutMs} ms (${info.ram?.dirtySyncCount ?? 0} rounds); cancelled. Raise max-bandwidth or downtime-limit`);
-    }
-    await new Promise((r) => setTimeout(r, pollMs));
+    await resumed;
+  } finally {
+    stopWaiting.abort();
   }
-  await resumed;
   const launchToRunningMs = performance.now() - t0;
   const ram = info.ram;
   if (!ram || info.totalTimeMs === undefined || info.downtimeMs === undefined) {

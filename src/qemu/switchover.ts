@@ -125,11 +125,16 @@ export async function waitMigrationCompleted(qmp: QmpClient, timeoutMs = DEFAULT
  * exits, which rejects with PRESYNC_ERR_QEMU through the closed connection.
  */
 export async function waitTargetRunning(qmp: QmpClient, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
-  const resumed = qmp.waitForEvent('RESUME', undefined, timeoutMs);
+  const stop = new AbortController();
+  const resumed = qmp.waitForEvent('RESUME', undefined, timeoutMs, { signal: stop.signal });
   resumed.catch(() => {});
-  const st = await qmp.execute('query-status');
-  if (st.running) return;
-  await resumed;
+  try {
+    const st = await qmp.execute('query-status');
+    if (st.running) return;
+    await resumed;
+  } finally {
+    stop.abort();
+  }
 }
 
 /**

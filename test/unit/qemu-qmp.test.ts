@@ -236,6 +236,18 @@ describe('QmpClient against a fake QMP server', () => {
     await srv.stop();
   });
 
+  it('waitForEvent stops on its AbortSignal with PRESYNC_ERR_ABORTED', async () => {
+    const srv = await fakeQemu(() => {});
+    const qmp = await QmpClient.connect(srv.path);
+    const ac = new AbortController();
+    const w = qmp.waitForEvent('RESUME', undefined, 60_000, { signal: ac.signal });
+    ac.abort();
+    await rejectsWith(w, ErrorCodes.ABORTED, /RESUME/);
+    await rejectsWith(qmp.waitForEvent('RESUME', undefined, 60_000, { signal: ac.signal }), ErrorCodes.ABORTED);
+    qmp.close();
+    await srv.stop();
+  });
+
   it('quit() treats the socket closing before the reply as success', async () => {
     const srv = await fakeQemu((cmd, s) => {
       if (cmd.execute === 'quit') s.destroy();
