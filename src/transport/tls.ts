@@ -4,8 +4,11 @@
  * Mutual TLS: a listener given `ca` requires every client to present a
  * certificate signed by it; a dialer given `ca` accepts only servers signed by
  * it, and presents its own `cert`/`key` if given. A client the listener
- * rejects is reset (TCP RST) right after the handshake, so it sees an error on
- * its first read or write, never a clean end.
+ * rejects is reset (TCP RST) right after the handshake and never reaches the
+ * handler; it sees its first read fail, or end at once (with TLS 1.3 the RST
+ * can land behind unread session tickets, which libuv reports as EOF), and
+ * never receives application data. Rejections are published on
+ * `presync:transport:handshake-failed`.
  *
  * We keep a handle on the raw TCP socket under each TLS socket because only a
  * raw socket can send an RST: that is how `destroy()` reaches the peer as an
@@ -106,10 +109,7 @@ export class TlsTransport implements Transport {
     });
     server.on('secureConnection', (sock: tls.TLSSocket) => {
       const raw = raws.get(keyOf(sock));
-      const abort = (): void => {
-        if (raw) resetSocket(raw);
-        sock.destroy();
-      };
+      const abort = (): void => abortTls(sock, raw);
       if (requireClientCert && !sock.authorized) {
         sock.on('error', () => undefined);
         publishHandshakeFailed({
@@ -136,10 +136,7 @@ export class TlsTransport implements Transport {
     const conn = new StreamConnection(sock, {
       transport: this.name,
       remote: remoteOf(raw),
-      abort: () => {
-        resetSocket(raw);
-        sock.destroy();
-      },
+      abort: () => abortTls(sock, raw),
     });
     publishOpen({ transport: this.name, role: 'dial', remote: conn.remote });
     return conn;
@@ -194,4 +191,17 @@ export class TlsTransport implements Transport {
       signal.addEventListener('abort', onAbort, { once: true });
     });
   }
+}
+
+/**
+ * Resets the TCP socket under a TLS socket. Deferred to a fresh macrotask:
+ * tearing the TCP handle out from under TLSWrap while OpenSSL is still on the
+ * stack (e.g. from a handshake or read callback) crashes node (SIGSEGV).
+ * StreamConnection fails pending operations at once, so the delay is invisible.
+ */
+function abortTls(sock: tls.TLSSocket, raw: net.Socket | undefined): void {
+  setImmediate(() => {
+    if (raw) resetSocket(raw);
+    sock.destroy();
+  });
 }
