@@ -17,12 +17,12 @@ import {
  * When a replayed line's pages count as written. A line only says its pages
  * were dirtied somewhere in (t − epochMs, t].
  *
- * - 'at-end' (default): at the instant t, when the recorder observed them.
+ * - 'at-end': at the instant t, when the recorder observed them.
  *   writes(from, to) returns the lines with from ≤ t < to. A simulator whose
  *   epochs line up with the trace's sees each line one epoch after the one
  *   it was recorded in: writes(t − epochMs, t) misses line t, and
  *   writes(t, t + epochMs) returns it.
- * - 'within': just before t, inside the epoch the line describes.
+ * - 'within' (default): just before t, inside the epoch the line describes.
  *   writes(from, to) returns the lines with from < t ≤ to, so
  *   writes(t − epochMs, t) returns exactly line t: a recorded workload
  *   replays in step with the original.

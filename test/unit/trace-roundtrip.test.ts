@@ -32,7 +32,7 @@ async function roundTrip(name: string, file: string, gzipOpt?: boolean): Promise
   assert.equal(trace.header.epochMs, E);
   assert.equal(trace.epochs.length, 100);
   const within = traceWorkload(trace, { attribution: 'within' });
-  const atEnd = traceWorkload(trace);
+  const atEnd = traceWorkload(trace, { attribution: 'at-end' });
   let nonEmpty = 0;
   for (let i = 0; i < 100; i++) {
     const from = i * E;
@@ -94,7 +94,7 @@ test('replay: attribution rules at the boundaries, nothing outside the trace', (
     '{"t":400,"dirty":[99,"50-51"]}',
   ].join('\n');
   const trace = parseTraceText(text);
-  const atEnd = traceWorkload(trace);
+  const atEnd = traceWorkload(trace, { attribution: 'at-end' });
   const within = traceWorkload(trace, { attribution: 'within' });
   const pages = (w: Workload, a: number, b: number): number[] => [...writes(w, a, b)];
   assert.deepEqual(pages(atEnd, 0, 100), []);
