@@ -85,6 +85,7 @@ export class FaultProxy {
   readonly #triggers: Record<Direction, Trigger[]> = { up: [], down: [] };
   readonly #stalled: Record<Direction, boolean> = { up: false, down: false };
   readonly #stallTimers = new Set<NodeJS.Timeout>();
+  readonly #timers = new Set<NodeJS.Timeout>();
   readonly #gateWaiters = new Set<() => void>();
   readonly #listeners = new Set<(e: BytesEvent) => void>();
   #buckets: Record<Direction, TokenBucket> | undefined;
@@ -197,6 +198,23 @@ export class FaultProxy {
     m.set(pos, (m.get(pos) ?? 0) ^ mask);
   }
 
+  /**
+   * Runs a fault `ms` from now, e.g. `p.after(500, () => p.cutAll())`.
+   * Returns a cancel function; pending actions are dropped by `close()`.
+   */
+  after(ms: number, action: () => void): () => void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `after: ms must be >= 0, got ${ms}`);
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      if (!this.#closed) action();
+    }, ms);
+    this.#timers.add(t);
+    return () => {
+      clearTimeout(t);
+      this.#timers.delete(t);
+    };
+  }
+
   /** While false, new clients are accepted and immediately reset (a peer that is down). */
   setAccepting(on: boolean): void {
     this.#accepting = on;
@@ -206,6 +224,8 @@ export class FaultProxy {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
     this.resume();
     this.cutAll('reset');
     await new Promise<void>((r) => this.#server.close(() => r()));

@@ -258,6 +258,20 @@ describe('fault proxy', () => {
     await Promise.all([client.close(), server.close()]);
   });
 
+  it('after(ms) runs a fault at a chosen moment, and can be cancelled', async () => {
+    const client = await tcp.dial(proxy.address);
+    const server = await acceptNext();
+    const cancel = proxy.after(10, () => proxy.stall());
+    cancel();
+    const t0 = performance.now();
+    proxy.after(50, () => proxy.cutAll());
+    const end = await drain(server);
+    assert.ok(isConnectionError(end.error));
+    assert.ok(performance.now() - t0 >= 49, 'cut before its moment');
+    assert.ok((await client.closed) instanceof PresyncError);
+    assert.throws(() => proxy.after(-1, () => undefined), (e: unknown) => e instanceof PresyncError && e.code === ErrorCodes.BAD_ARGUMENT);
+  });
+
   it('refuses clients while not accepting, as a peer that is down would', async () => {
     proxy.setAccepting(false);
     // The reset may beat the connect: either the dial or the first read fails.
