@@ -47,7 +47,16 @@ export interface MigrateOptions {
 }
 
 export type SourceEvent =
-  | { event: 'connected'; resume: boolean; stalePages: number; attempt: number }
+  | {
+      event: 'connected';
+      resume: boolean;
+      stalePages: number;
+      attempt: number;
+      /** Pages whose current content the target already holds. */
+      heldPages: number;
+      /** Distinct pages sent over earlier connections. */
+      sentBeforePages: number;
+    }
   | { event: 'disconnected'; error: { code: string; message: string } }
   | { event: 'progress'; status: SourceStatus }
   | { event: 'phase'; phase: Phase; atMs: number };
@@ -169,6 +178,7 @@ export class SourceMigration {
     /** Digest of what the target holds or will hold once in-flight batches land. */
     const sentDigests = new BigUint64Array(pageCount);
     const stale = new PageSet(pageCount);
+    const everSent = new PageSet(pageCount);
     const pageBuf = Buffer.allocUnsafe(pageSize);
     const inflight = new Map<number, InFlight>();
     let seq = 0;
@@ -278,6 +288,7 @@ export class SourceMigration {
     const connect = async (attempt: number): Promise<void> => {
       const conn = await o.transport.dial(o.to, { timeoutMs: 10_000 });
       const c = new FrameChannel(conn);
+      let resumed = false;
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId: randomBytes(8).toString('hex') });
         let result;
@@ -288,6 +299,7 @@ export class SourceMigration {
           result = step.result;
         }
         c.setGeometry(geometry);
+        resumed = result.resume;
         if (result.resume) {
           const col = new DigestRunCollector(pageCount);
           let table: BigUint64Array | undefined;
@@ -313,7 +325,8 @@ export class SourceMigration {
       ch = c;
       if (scanner.hasBaseline) refreshStale(null);
       void pump(c);
-      this.emit({ event: 'connected', resume: sentDigests.some((d) => d !== zeroDigest), stalePages: stale.count(), attempt });
+      const stalePages = stale.count();
+      this.emit({ event: 'connected', resume: resumed, stalePages, attempt, heldPages: scanner.hasBaseline ? pageCount - stalePages : 0, sentBeforePages: everSent.count() });
     };
 
     const reconnect = async (): Promise<void> => {
@@ -363,6 +376,7 @@ export class SourceMigration {
         sentDigests[p] = rec.digest;
         stale.delete(p);
         acct.onPageSent(p);
+        everSent.add(p);
         pages++;
         if (batch.length >= perFrame) await flush();
         if (linkError) throw linkError;
