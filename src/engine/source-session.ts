@@ -179,7 +179,7 @@ export class SourceMigration {
     const sentDigests = new BigUint64Array(pageCount);
     const stale = new PageSet(pageCount);
     const everSent = new PageSet(pageCount);
-    const pageBuf = Buffer.allocUnsafe(pageSize);
+    const batchBuf = Buffer.allocUnsafe(pageSize * (o.pagesPerFrame ?? 64));
     const inflight = new Map<number, InFlight>();
     let seq = 0;
     let acked = 0;
@@ -366,21 +366,40 @@ export class SourceMigration {
         batch = [];
       };
       const approx = pageSize + 24;
+      // Pages of a batch are read in runs of consecutive indices: one pread per run.
+      const idx: number[] = [];
+      const encodeBatch = (): void => {
+        let k = 0;
+        while (k < idx.length) {
+          let e = k + 1;
+          while (e < idx.length && idx[e] === idx[e - 1] + 1) e++;
+          const bytesRun = reader.readPages(idx[k], e - k, batchBuf);
+          for (let q = k; q < e; q++) {
+            const p = idx[q];
+            const rec = encodePage(p, bytesRun.subarray((q - k) * pageSize, (q - k + 1) * pageSize), { pageSize, codec: o.codec ?? 'none' });
+            batch.push(rec);
+            sentDigests[p] = rec.digest;
+          }
+          k = e;
+        }
+        idx.length = 0;
+      };
       for (; i < list.length; i++) {
         const p = list[i];
         if (!stale.has(p)) continue;
-        if (bytes + (batch.length + 1) * approx > budget) break;
-        reader.readPage(p, pageBuf);
-        const rec = encodePage(p, pageBuf, { pageSize, codec: o.codec ?? 'none' });
-        batch.push(rec);
-        sentDigests[p] = rec.digest;
+        if (bytes + (batch.length + idx.length + 1) * approx > budget) break;
+        idx.push(p);
         stale.delete(p);
         acct.onPageSent(p);
         everSent.add(p);
         pages++;
-        if (batch.length >= perFrame) await flush();
+        if (idx.length >= perFrame) {
+          encodeBatch();
+          await flush();
+        }
         if (linkError) throw linkError;
       }
+      encodeBatch();
       await flush();
       consumed = i;
       recentBytes = recentBytes * 0.5 + bytes;
@@ -475,13 +494,16 @@ export class SourceMigration {
       scanner.scan();
       refreshStale(null);
       updateStatus('presync', 0);
+      let lastEpochStart = -1;
       while (!this.launched) {
         if (this.stopRequested) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
         const t0 = this.now();
         const dirty = epoch === 0 ? new PageSet(pageCount) : scanner.scan();
         if (epoch > 0) refreshStale(dirty);
         acct.onWrites(dirty);
-        const d = o.policy.decide(observe('presync', dirty, epochMs));
+        // The epoch really lasted as long as its scan and sends took, if longer than planned.
+        const d = o.policy.decide(observe('presync', dirty, lastEpochStart < 0 ? epochMs : Math.max(epochMs, t0 - lastEpochStart)));
+        lastEpochStart = t0;
         let sent = { bytes: 0, pages: 0 };
         try {
           if (linkError) throw linkError;

@@ -101,8 +101,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
         case 'pages': {
           // Every page of the batch is checked (range, size, digest) before any is written.
           const pages = decodePageBatch(f, result.geometry);
-          const zero = new Uint8Array(result.geometry.pageSize);
-          for (const p of pages) image.writePage(p.index, p.data ?? zero, p.digest);
+          image.writePages(pages);
           if (pages.length > 0) verified = false;
           await ch.send({ type: 'ack', seq: f.seq });
           break;

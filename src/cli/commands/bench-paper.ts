@@ -14,11 +14,12 @@ const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)
 export async function benchCommand(argv: string[], io: CommandIO): Promise<number> {
   const [name, ...rest] = argv;
   if (name === 'paper') return benchPaper(rest, io);
+  if (name === 'throughput') return (await import('./bench-throughput.ts')).benchThroughput(rest, io);
   if (name === undefined || name === '--help' || name === '-h') {
-    io.out(`usage: presync bench paper [flags]\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n`);
+    io.out(`usage: presync bench paper [flags]\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n  throughput    full sync of a 1 GiB image over loopback next to cp of the same file\n`);
     return name === undefined ? 2 : 0;
   }
-  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown bench "${name}"; known benches: paper`);
+  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown bench "${name}"; known benches: paper, throughput`);
 }
 
 export async function benchPaper(argv: string[], io: CommandIO): Promise<number> {
