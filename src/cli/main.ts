@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   migrate: { summary: 'source agent: pre-synchronize an image and migrate it', load: async () => (await import('./commands/migrate.ts')).migrateCommand },
   launch: { summary: 'say "go" to a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).launchCommand },
   status: { summary: 'live figures of a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).statusCommand },
+  qemu: { summary: 'migrate a running QEMU VM: "qemu serve" (target) and "qemu migrate" (source)', load: async () => (await import('./commands/qemu.ts')).qemuCommand },
   bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 

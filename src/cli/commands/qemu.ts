@@ -1,0 +1,306 @@
+/**
+ * `presync qemu serve` / `presync qemu migrate`: the target and source agents
+ * for a running QEMU VM. The target agent owns a target QEMU started with
+ * `-incoming defer` over the agent's image (its RAM file); the source agent
+ * attaches to the VM over QMP, syncs its RAM file, and drives QEMU's own
+ * stream (device state only, x-ignore-shared) at the switchover.
+ */
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ErrorCodes, PresyncError } from '../../core/errors.ts';
+import { createPolicy, policyNames } from '../../core/policies/registry.ts';
+import { ControlServer } from '../../engine/control.ts';
+import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
+import { TargetAgent } from '../../engine/target-agent.ts';
+import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
+import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
+import { attachVm, RAM_BACKEND_ID, type Accel } from '../../qemu/vm.ts';
+import { formatAddress } from '../../transport/address.ts';
+import { formatRate } from '../../transport/rate.ts';
+import { intFlag, parseFlags } from '../args.ts';
+import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
+import type { CommandIO } from '../io.ts';
+import { resultJson } from './migrate.ts';
+
+const SERVE_USAGE =
+  'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
+  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+const MIGRATE_USAGE =
+  'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
+  '[--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--leave-stopped] [--out FILE] [--json]';
+
+export async function qemuCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'serve') return qemuServe(rest, io, signal);
+  if (sub === 'migrate') return qemuMigrate(rest, io);
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    io.out(`usage:\n  ${SERVE_USAGE}\n  ${MIGRATE_USAGE}\n\nSee docs/qemu.md.\n`);
+    return sub === undefined ? 2 : 0;
+  }
+  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown qemu subcommand "${sub}"; expected serve or migrate`);
+}
+
+/** `256M`, `1G`, `268435456`: a whole number of MiB, as QEMU's -m wants. */
+export function parseMemory(text: string | undefined, flag = 'memory'): number {
+  const t = (text ?? '256M').trim();
+  const m = /^(\d+)([KMGT]?)(?:i?B)?$/i.exec(t);
+  if (!m) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--${flag} must look like 256M or 1G, got "${t}"`);
+  const mult: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+  const bytes = Number(m[1]) * (mult[m[2].toUpperCase()] ?? 1);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 2 ** 20 !== 0) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--${flag} must be a positive whole number of MiB, got "${t}"`);
+  }
+  return bytes;
+}
+
+function uriFromAddress(value: string | undefined, flag: string): string {
+  const a = addressFlag(value?.replace(/^tcp:/, ''), flag);
+  return `tcp:${formatAddress(a)}`;
+}
+
+async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
+  const { values } = parseFlags(
+    argv,
+    {
+      listen: { type: 'string' },
+      image: { type: 'string' },
+      'secret-file': { type: 'string' },
+      'qemu-listen': { type: 'string' },
+      kernel: { type: 'string' },
+      initrd: { type: 'string' },
+      append: { type: 'string' },
+      memory: { type: 'string' },
+      machine: { type: 'string' },
+      smp: { type: 'string' },
+      accel: { type: 'string' },
+      serial: { type: 'string' },
+      qmp: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      ...TRANSPORT_FLAGS,
+    },
+    SERVE_USAGE,
+  );
+  if (values.help) {
+    io.out(
+      `${SERVE_USAGE}\n\nThe target agent for QEMU VMs: starts a target QEMU (-incoming defer, RAM = --image, a shared file in /dev/shm) listening on --qemu-listen,\n` +
+        `receives presync migrations into its RAM file, and confirms the handover once that QEMU runs the guest. The machine flags must match the source VM.\n` +
+        `After a failed attempt the target QEMU is restarted; after a successful one the agent stops listening and leaves the VM running.\n`,
+    );
+    return 0;
+  }
+  if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required (the target VM's RAM file, e.g. /dev/shm/vm-target.ram)\nusage: ${SERVE_USAGE}`);
+  if (!values.kernel) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--kernel is required (the same kernel the source VM booted)\nusage: ${SERVE_USAGE}`);
+  const accel = (values.accel ?? 'tcg') as Accel;
+  if (accel !== 'tcg' && accel !== 'kvm') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--accel must be tcg or kvm, got "${values.accel}"`);
+  const listen = addressFlag(values.listen, 'listen');
+  const qemuListen = uriFromAddress(values['qemu-listen'], 'qemu-listen');
+  const secret = readSecret(values['secret-file']);
+  const { transport } = transportFromFlags(values);
+  const memBytes = parseMemory(values.memory);
+  const image = resolve(values.image);
+  const qmpSocket = `${image}.qmp`;
+  const json = values.json === true;
+  const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine(obj)) : io.err(`presync qemu serve: ${text}\n`));
+
+  claimImageGeometry(image, { pageSize: 4096, pageCount: memBytes / 4096 });
+  const target = await QemuTarget.start({
+    launch: {
+      memBytes,
+      ram: { kind: 'file', memPath: image, share: true },
+      kernel: values.kernel,
+      ...(values.initrd ? { initrd: values.initrd } : {}),
+      ...(values.append ? { append: values.append } : {}),
+      machine: values.machine ?? 'pc',
+      smp: intFlag(values.smp, 'smp', 1, 1, 256),
+      accel,
+      qmpSocket,
+      serialLog: values.serial ? resolve(values.serial) : `${image}.serial`,
+      ...(values.qmp ? { extraArgs: ['-qmp', `unix:${resolve(values.qmp).replaceAll(',', ',,')},server=on,wait=off`] } : {}),
+    },
+    listenUri: qemuListen,
+    onEvent: (e) => {
+      if (e.event === 'qemu-ready') say(e, `target QEMU ${e.pid} waiting for the guest on ${e.uri}`);
+      else if (e.event === 'qemu-exited') say(e, `target QEMU ${e.pid} exited (code ${e.code}, signal ${e.signal})${e.expected ? '' : '; restarting it'}`);
+      else if (e.event === 'qemu-running') say(e, `target QEMU ${e.pid} runs the guest`);
+      else say(e, `target QEMU: ${e.error.code}: ${e.error.message}`);
+    },
+  });
+
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((r) => (finish = r));
+  let agent: TargetAgent | undefined;
+  agent = await TargetAgent.start({
+    transport,
+    listen,
+    imagePath: image,
+    secret,
+    // The RAM file is created by the target QEMU itself, never by a previous migration.
+    force: true,
+    hook: target.hook(),
+    onEvent: (e) => {
+      if (json) io.out(jsonLine(e));
+      else if (e.event === 'session-end') io.err(`presync qemu serve: session ${e.sessionId} ${e.outcome}${e.error ? ` (${e.error.code}: ${e.error.message})` : ''}, ${e.pagesWritten} pages written\n`);
+      else if (e.event === 'session-start') io.err(`presync qemu serve: session ${e.sessionId} from ${e.remote}, image ${e.imageId}${e.resume ? ' (resuming)' : ''}\n`);
+      if (e.event !== 'session-end') return;
+      if (e.outcome === 'handed-over') {
+        const vm = target.vm;
+        say({ event: 'handed-over', pid: vm?.pid ?? null, qmp: values.qmp ? resolve(values.qmp) : null, serial: vm?.options.serialLog ?? null, resumedAtMs: target.resumedAtMs }, `guest handed over; QEMU ${vm?.pid} runs it. No more migrations into ${image}.`);
+        // The image is now the running guest's memory: nothing may write it any more.
+        setImmediate(() => void agent?.close());
+      } else if (!target.handedOver) {
+        void restartIfTouched(target);
+      }
+    },
+  });
+  const a = agent.address;
+  say({ event: 'listening', host: a.host, port: a.port, qemuUri: target.uri, image }, `listening on ${a.host}:${a.port}, target QEMU on ${target.uri}, image ${image}`);
+
+  const stop = () => finish(0);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  signal?.addEventListener('abort', stop, { once: true });
+  const code = await finished;
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
+  await agent.close();
+  // A migrated guest keeps running after the agent exits; a QEMU still waiting is stopped.
+  await target.close();
+  return code;
+}
+
+/** After a failed session: a QEMU whose incoming stream has started is no longer clean. */
+async function restartIfTouched(target: QemuTarget): Promise<void> {
+  const vm = target.vm;
+  if (!vm || vm.hasExited) return; // the exit watcher restarts it
+  try {
+    const info = await vm.qmp.execute('query-migrate');
+    if (info.status === undefined || info.status === 'none' || info.status === 'setup') return;
+  } catch {
+    /* unreachable QMP: restart */
+  }
+  await target.restart().catch(() => undefined);
+}
+
+export interface QemuMigrationJson extends Record<string, unknown> {
+  engineDowntimeMs: number | null;
+  qemu: QemuSwitchoverFigures & { memPath: string; memBytes: number };
+}
+
+export function qemuResultJson(r: MigrationResult, c: QemuGuestController, vm: { memPath: string; memBytes: number }): QemuMigrationJson {
+  const base = resultJson(r);
+  const f = c.figures;
+  return {
+    ...base,
+    // QEMU's own downtime: vCPUs stopped on the source until the target loaded the device state and reported back (return-path).
+    downtimeMs: r.outcome === 'done' && f.downtimeMs !== null ? f.downtimeMs : base.downtimeMs,
+    engineDowntimeMs: base.downtimeMs as number | null,
+    qemu: { ...f, memPath: vm.memPath, memBytes: vm.memBytes },
+  };
+}
+
+async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
+  const { values } = parseFlags(
+    argv,
+    {
+      qmp: { type: 'string' },
+      to: { type: 'string' },
+      'qemu-uri': { type: 'string' },
+      'secret-file': { type: 'string' },
+      policy: { type: 'string' },
+      'launch-after': { type: 'string' },
+      control: { type: 'string' },
+      epoch: { type: 'string' },
+      codec: { type: 'string' },
+      'downtime-limit': { type: 'string' },
+      'leave-stopped': { type: 'boolean' },
+      out: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      ...TRANSPORT_FLAGS,
+    },
+    MIGRATE_USAGE,
+  );
+  if (values.help) {
+    io.out(
+      `${MIGRATE_USAGE}\n\nThe source agent for a running QEMU VM (its RAM a shared memory-backend-file, id=${RAM_BACKEND_ID}): pre-synchronizes the RAM file to the\n` +
+        `target agent (--to) until launch, then migrates QEMU to the target QEMU (--qemu-uri, printed by "presync qemu serve") with x-ignore-shared,\n` +
+        `stops at pre-switchover, copies the rest, verifies, lets QEMU move the device state, and quits the source QEMU (--leave-stopped keeps it).\n` +
+        `Policies: ${policyNames().join(', ')} (default presync).\n`,
+    );
+    return 0;
+  }
+  if (!values.qmp) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--qmp SOCKET is required (a QMP socket of the running VM no one else is connected to)\nusage: ${MIGRATE_USAGE}`);
+  if (values['launch-after'] === undefined && values.control === undefined) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${MIGRATE_USAGE}`);
+  }
+  const codec = values.codec ?? 'none';
+  if (codec !== 'none' && codec !== 'deflate' && codec !== 'lz4') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--codec must be none, deflate or lz4, got "${codec}"`);
+  const to = addressFlag(values.to, 'to');
+  const targetUri = uriFromAddress(values['qemu-uri'], 'qemu-uri');
+  const secret = readSecret(values['secret-file']);
+  const { transport, bandwidthBytesPerSec } = transportFromFlags(values);
+  const launchAfter = durationFlag(values['launch-after'], 'launch-after');
+  const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
+  const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
+
+  const vm = await attachVm(values.qmp);
+  try {
+    const controller = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit' });
+    await controller.prepare();
+    const geometry = { pageSize: 4096, pageCount: vm.memBytes / 4096 };
+    const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
+    let lastProgress = 0;
+    const m = new SourceMigration({
+      transport,
+      to,
+      secret,
+      imagePath: vm.memPath,
+      policy,
+      controller,
+      epochMs,
+      codec,
+      ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
+      onEvent: (e) => {
+        if (values.json) return;
+        if (e.event === 'progress' && e.status.elapsedMs - lastProgress >= 1000) {
+          lastProgress = e.status.elapsedMs;
+          const s = e.status;
+          io.err(`presync: ${s.phase}  in sync ${s.inSyncPercent.toFixed(1)} %  rate ${formatRate(s.rateBytesPerSec)}  expected downtime if launched now ${s.expectedDowntimeMs.toFixed(0)} ms\n`);
+        } else if (e.event === 'phase') io.err(`presync: phase ${e.phase}\n`);
+        else if (e.event === 'disconnected') io.err(`presync: connection lost (${e.error.code}); reconnecting\n`);
+      },
+    });
+    let control: ControlServer | undefined;
+    if (values.control) {
+      control = await ControlServer.listen(values.control, {
+        launch: () => {
+          m.launch();
+          return { launched: true, ...m.currentStatus() };
+        },
+        status: () => ({ ...m.currentStatus(), launched: m.launched }),
+      });
+    }
+    const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
+    let r: MigrationResult;
+    try {
+      r = await m.run();
+    } finally {
+      if (timer) clearTimeout(timer);
+      await control?.close();
+    }
+    const j = qemuResultJson(r, controller, vm);
+    if (values.out) writeFileSync(values.out, JSON.stringify({ format: 'presync-result/1', kind: 'qemu-migration', policy: policy.name, image: vm.memPath, result: { ...j, series: r.series } }) + '\n');
+    if (values.json) io.out(jsonLine(j));
+    else {
+      io.out(
+        r.outcome === 'done'
+          ? `migrated: launch→running ${j.launchToRunningMs} ms, downtime ${j.downtimeMs} ms (QEMU), presync ${r.presyncBytes} B, final ${r.finalBytes} B, QEMU stream ${j.qemu.transferredBytes} B, verified\n`
+          : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
+      );
+    }
+    return r.outcome === 'done' ? 0 : 1;
+  } finally {
+    vm.qmp.close();
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * The engine's GuestController for a QEMU VM whose RAM is a shared
+ * memory-backend-file. presync syncs the RAM file; QEMU's own stream, with
+ * `x-ignore-shared`, carries only device state at the switchover:
+ *
+ *   pause()   migrate to the target QEMU and wait for `pre-switchover`
+ *             (QEMU has stopped the vCPUs: the RAM file is frozen)
+ *   commit()  migrate-continue, then wait until QEMU reports `completed`
+ *             (with `return-path`, that means the target loaded the device
+ *             state); a target that died makes this fail, so the engine
+ *             rolls back before it ever sends HANDOVER
+ *   release() quit the source QEMU (or leave it stopped in postmigrate)
+ *   resume()  migrate_cancel + cont: the guest goes on here
+ */
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import type { GuestController } from '../guest/controller.ts';
+import type { MigrationInfo } from './qmp-commands.ts';
+import type { QmpClient, QmpEvent } from './qmp.ts';
+import { continueSwitchover, rollbackSource, setCapabilities, startMigrate, waitMigrationCompleted, waitPreSwitchover } from './switchover.ts';
+
+export interface QemuControllerOptions {
+  /** The target QEMU's incoming migration address, e.g. tcp:10.0.0.2:7071. */
+  readonly targetUri: string;
+  /** After a successful migration: 'quit' the source QEMU (default) or leave it 'stopped'. */
+  readonly afterRelease?: 'quit' | 'stopped';
+  /** How long pause() may wait for pre-switchover, ms. Default 30 000. */
+  readonly pauseTimeoutMs?: number;
+  /** How long commit() may wait for QEMU's stream to complete, ms. Default 30 000. */
+  readonly completeTimeoutMs?: number;
+}
+
+/** QEMU's own view of the switchover, for reports. */
+export interface QemuSwitchoverFigures {
+  /** Host wall-clock ms (QMP timestamp) of the source's STOP event, when seen. */
+  sourceStopAtMs: number | null;
+  /** query-migrate at completion: QEMU's downtime (vCPUs stopped until the target loaded the device state, with return-path). */
+  downtimeMs: number | null;
+  totalTimeMs: number | null;
+  setupTimeMs: number | null;
+  /** Bytes QEMU's stream carried (device state and the small unshared RAM blocks). */
+  transferredBytes: number | null;
+  /** From migrate to pre-switchover as seen from the host, ms. */
+  migrateToPreSwitchoverMs: number | null;
+  /** From migrate-continue to `completed`, ms. */
+  continueToCompletedMs: number | null;
+}
+
+export function qmpTimestampMs(ev: QmpEvent): number {
+  return ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000;
+}
+
+/** Capabilities both ends need; the target side is set by QemuTarget. */
+export const SOURCE_CAPABILITIES = { 'x-ignore-shared': true, 'pause-before-switchover': true, 'return-path': true, events: true } as const;
+export const TARGET_CAPABILITIES = { 'x-ignore-shared': true, 'return-path': true, events: true } as const;
+
+export class QemuGuestController implements GuestController {
+  readonly kind = 'qemu';
+  readonly figures: QemuSwitchoverFigures = {
+    sourceStopAtMs: null,
+    downtimeMs: null,
+    totalTimeMs: null,
+    setupTimeMs: null,
+    transferredBytes: null,
+    migrateToPreSwitchoverMs: null,
+    continueToCompletedMs: null,
+  };
+  #stopOff: (() => void) | undefined;
+  #completed: MigrationInfo | undefined;
+  #prepared = false;
+
+  constructor(readonly qmp: QmpClient, readonly o: QemuControllerOptions) {
+    if (!/^(tcp|unix|exec|rdma):/.test(o.targetUri)) {
+      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `target QEMU uri must look like tcp:HOST:PORT, got "${o.targetUri}"`);
+    }
+  }
+
+  /**
+   * Sets the source's migration capabilities and checks the VM runs. Call
+   * before the migration starts so a QEMU lacking a capability fails early,
+   * while nothing has been sent.
+   */
+  async prepare(): Promise<void> {
+    const st = await this.qmp.execute('query-status');
+    if (!st.running) throw new PresyncError(ErrorCodes.GUEST, `the source VM is not running (status ${st.status}); presync migrates running guests`);
+    const info = await this.qmp.execute('query-migrate');
+    if (info.status === 'active' || info.status === 'setup' || info.status === 'pre-switchover' || info.status === 'device') {
+      throw new PresyncError(ErrorCodes.BUSY, `the source VM is already migrating (status ${info.status})`);
+    }
+    await setCapabilities(this.qmp, SOURCE_CAPABILITIES);
+    this.#prepared = true;
+  }
+
+  async pause(): Promise<void> {
+    if (!this.#prepared) await this.prepare();
+    this.#stopOff?.();
+    this.#stopOff = this.qmp.onEvent((ev) => {
+      if (ev.event === 'STOP' && this.figures.sourceStopAtMs === null) this.figures.sourceStopAtMs = qmpTimestampMs(ev);
+    });
+    const t0 = performance.now();
+    await startMigrate(this.qmp, this.o.targetUri);
+    await waitPreSwitchover(this.qmp, this.o.pauseTimeoutMs ?? 30_000);
+    this.figures.migrateToPreSwitchoverMs = performance.now() - t0;
+    const st = await this.qmp.execute('query-status');
+    // pre-switchover is only reached with the vCPUs stopped; anything else means the RAM may still change.
+    if (st.running) throw new PresyncError(ErrorCodes.QEMU, 'QEMU reports pre-switchover but the source vCPUs still run');
+  }
+
+  async resume(): Promise<void> {
+    this.#stopOff?.();
+    this.#stopOff = undefined;
+    this.figures.sourceStopAtMs = null;
+    await rollbackSource(this.qmp);
+  }
+
+  async commit(): Promise<void> {
+    const t0 = performance.now();
+    await continueSwitchover(this.qmp);
+    const info = await waitMigrationCompleted(this.qmp, this.o.completeTimeoutMs ?? 30_000);
+    this.figures.continueToCompletedMs = performance.now() - t0;
+    this.#completed = info;
+    this.figures.downtimeMs = info.downtimeMs ?? null;
+    this.figures.totalTimeMs = info.totalTimeMs ?? null;
+    this.figures.setupTimeMs = info.setupTimeMs ?? null;
+    this.figures.transferredBytes = info.ram?.transferred ?? null;
+  }
+
+  async release(): Promise<void> {
+    this.#stopOff?.();
+    this.#stopOff = undefined;
+    if (!this.#completed) throw new PresyncError(ErrorCodes.BAD_PHASE, 'release() before the QEMU migration completed');
+    if ((this.o.afterRelease ?? 'quit') === 'quit') await this.qmp.quit(10_000);
+  }
+
+  isAlive(): boolean {
+    return !this.qmp.isClosed;
+  }
+}

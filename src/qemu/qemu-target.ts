@@ -1,0 +1,192 @@
+/**
+ * The target side of a QEMU migration with presync: a QEMU started with
+ * `-incoming defer` whose RAM file is the target agent's image, listening
+ * for QEMU's own (device-state-only) stream, and the handover hook that
+ * confirms the handover once that QEMU runs the guest.
+ *
+ * presync writes the RAM file in place while this QEMU has it mapped (its
+ * vCPUs never run before the switchover, so nothing else writes it). After a
+ * failed attempt the QEMU is killed and started again, so every attempt
+ * starts from a QEMU that has loaded nothing.
+ */
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import type { Geometry } from '../core/types.ts';
+import type { HandoverHook } from '../engine/target-session.ts';
+import { metaPath, type ImageMeta } from '../guest/target-image.ts';
+import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
+import type { QmpEvent } from './qmp.ts';
+import { setCapabilities, waitTargetRunning } from './switchover.ts';
+import { launchVm, type LaunchOptions, type Vm } from './vm.ts';
+
+export interface QemuTargetOptions {
+  /** Machine to start; its RAM must be a file backend whose mem-path is the agent's image. */
+  readonly launch: LaunchOptions;
+  /** Where QEMU listens for the source QEMU's stream, e.g. tcp:0.0.0.0:7071. */
+  readonly listenUri: string;
+  /** How long the hook waits for the target to run after HANDOVER, ms. Default 30 000. */
+  readonly runTimeoutMs?: number;
+  readonly onEvent?: (e: QemuTargetEvent) => void;
+}
+
+export type QemuTargetEvent =
+  | { event: 'qemu-ready'; pid: number; uri: string; attempt: number }
+  | { event: 'qemu-exited'; pid: number; code: number | null; signal: string | null; expected: boolean }
+  | { event: 'qemu-running'; pid: number; resumedAtMs: number | null }
+  | { event: 'qemu-error'; error: { code: string; message: string } };
+
+/**
+ * Writes the agent's image sidecar so the handshake refuses a source whose
+ * RAM size differs from this QEMU's (it would otherwise resize a mapped file).
+ * A sidecar that already describes this geometry is kept: it lets a source
+ * that lost its connection resume.
+ */
+export function claimImageGeometry(imagePath: string, geometry: Geometry): void {
+  const p = metaPath(imagePath);
+  if (existsSync(p)) {
+    try {
+      const m = JSON.parse(readFileSync(p, 'utf8')) as Partial<ImageMeta>;
+      if (m.format === 'presync-image/1' && m.pageSize === geometry.pageSize && m.pageCount === geometry.pageCount) return;
+    } catch {
+      /* rewritten below */
+    }
+  }
+  const meta: ImageMeta = { format: 'presync-image/1', imageId: 'qemu-target-empty', pageSize: geometry.pageSize, pageCount: geometry.pageCount, state: 'invalid' };
+  writeFileSync(p, JSON.stringify(meta) + '\n');
+}
+
+export class QemuTarget {
+  #vm: Vm | undefined;
+  #uri = '';
+  #attempt = 0;
+  #handedOver = false;
+  #closing = false;
+  #restarting: Promise<void> | undefined;
+  #resumedAtMs: number | null = null;
+
+  private constructor(readonly o: QemuTargetOptions) {}
+
+  /** Starts the target QEMU and makes it listen; resolves once a source QEMU can connect. */
+  static async start(o: QemuTargetOptions): Promise<QemuTarget> {
+    if (o.launch.ram.kind !== 'file') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'the target QEMU needs a file RAM backend (the agent image)');
+    if (!/^tcp:.+:\d+$/.test(o.listenUri)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--qemu-listen must be HOST:PORT, got ${o.listenUri}`);
+    const t = new QemuTarget(o);
+    await t.#boot();
+    return t;
+  }
+
+  get vm(): Vm | undefined {
+    return this.#vm;
+  }
+
+  /** The uri the source's QEMU must migrate to (the listen address with the port QEMU got). */
+  get uri(): string {
+    return this.#uri;
+  }
+
+  get handedOver(): boolean {
+    return this.#handedOver;
+  }
+
+  get imagePath(): string {
+    return this.o.launch.ram.kind === 'file' ? this.o.launch.ram.memPath : '';
+  }
+
+  /** Host wall-clock ms (QMP timestamp) of the target's RESUME, once it ran. */
+  get resumedAtMs(): number | null {
+    return this.#resumedAtMs;
+  }
+
+  async #boot(): Promise<void> {
+    this.#attempt++;
+    const vm = await launchVm({ ...this.o.launch, incoming: 'defer' });
+    try {
+      await setCapabilities(vm.qmp, TARGET_CAPABILITIES);
+      await vm.qmp.execute('migrate-incoming', { uri: this.o.listenUri });
+      const info = await vm.qmp.execute('query-migrate');
+      const addr = info.socketAddresses[0];
+      this.#uri = addr ? `tcp:${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}` : this.o.listenUri;
+    } catch (e) {
+      await vm.dispose().catch(() => undefined);
+      throw e;
+    }
+    this.#vm = vm;
+    this.#resumedAtMs = null;
+    vm.qmp.onEvent((ev: QmpEvent) => {
+      if (ev.event === 'RESUME' && this.#resumedAtMs === null) this.#resumedAtMs = qmpTimestampMs(ev);
+    });
+    this.o.onEvent?.({ event: 'qemu-ready', pid: vm.pid, uri: this.#uri, attempt: this.#attempt });
+    void vm.exited.then((ex) => {
+      const expected = this.#closing || this.#vm !== vm;
+      this.o.onEvent?.({ event: 'qemu-exited', pid: vm.pid, code: ex.code, signal: ex.signal, expected });
+      // A target QEMU that died while waiting is replaced, so the next source finds one.
+      if (!expected && !this.#handedOver) void this.restart().catch(() => undefined);
+    });
+  }
+
+  /**
+   * Kills the waiting QEMU and starts a fresh one: after a failed attempt
+   * its incoming side may have consumed part of a stream. Never touches a
+   * QEMU that already runs the migrated guest.
+   */
+  restart(): Promise<void> {
+    if (this.#handedOver) return Promise.reject(new PresyncError(ErrorCodes.BAD_PHASE, 'the target QEMU runs the migrated guest; it is not restarted'));
+    this.#restarting ??= (async () => {
+      try {
+        const old = this.#vm;
+        this.#vm = undefined;
+        if (old) await old.dispose().catch(() => undefined);
+        if (this.#closing) return;
+        for (let i = 0; ; i++) {
+          try {
+            await this.#boot();
+            return;
+          } catch (e) {
+            this.o.onEvent?.({ event: 'qemu-error', error: toPresyncError(e, ErrorCodes.QEMU).toJSON() });
+            if (i >= 4 || this.#closing) throw e;
+            await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+          }
+        }
+      } finally {
+        this.#restarting = undefined;
+      }
+    })();
+    return this.#restarting;
+  }
+
+  /** The hook the target agent calls after verifying the image: resolves once this QEMU runs the guest. */
+  hook(): HandoverHook {
+    return {
+      start: async () => {
+        if (this.#restarting) await this.#restarting;
+        const vm = this.#vm;
+        if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.QEMU, 'the target QEMU is not running; it cannot take the guest');
+        try {
+          await waitTargetRunning(vm.qmp, this.o.runTimeoutMs ?? 30_000);
+        } catch (e) {
+          throw toPresyncError(e, ErrorCodes.QEMU);
+        }
+        this.#handedOver = true;
+        this.o.onEvent?.({ event: 'qemu-running', pid: vm.pid, resumedAtMs: this.#resumedAtMs });
+      },
+    };
+  }
+
+  /** Stops a QEMU still waiting for a guest; `alsoRunning` also stops one that runs the migrated guest. */
+  async close(opts: { alsoRunning?: boolean } = {}): Promise<void> {
+    this.#closing = true;
+    if (this.#restarting) await this.#restarting.catch(() => undefined);
+    const vm = this.#vm;
+    if (!vm) return;
+    if (!this.#handedOver || opts.alsoRunning) await vm.dispose();
+    else {
+      // Leave the migrated guest running; only stop following it.
+      vm.qmp.close();
+      await vm.serial.close();
+    }
+  }
+}
+
+export function removeImageSidecar(imagePath: string): void {
+  rmSync(metaPath(imagePath), { force: true });
+}
