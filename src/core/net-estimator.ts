@@ -22,40 +22,48 @@ export const DEFAULT_NET_ESTIMATOR: NetEstimatorConfig = {
   capBytesPerSec: Infinity,
 };
 
+/** Taken when a batch is sent; handed back when it is acknowledged. */
+export interface SendStamp {
+  readonly deliveredAtSend: number;
+  readonly deliveredTimeAtSend: number;
+}
+
 export class NetEstimator {
   private srtt = -1;
   private minRtt = Infinity;
   private readonly samples: number[] = [];
   private sent = 0;
-  private acked = 0;
-  private lastAckAt = -1;
-  private lastAckBytes = 0;
+  private delivered = 0;
+  private deliveredTime = -1;
 
   constructor(private readonly cfg: NetEstimatorConfig = DEFAULT_NET_ESTIMATOR) {}
 
-  onSent(bytes: number): void {
+  /**
+   * A batch of `bytes` leaves now. Delivery-rate samples follow BBR: the rate
+   * over the interval from when the batch's predecessors had been delivered
+   * to when the batch itself is, so clumped acknowledgements still measure
+   * the path, and a flight that starts after an idle spell does not count the
+   * idle time.
+   */
+  onSent(bytes: number, nowMs: number): SendStamp {
+    if (this.sent === this.delivered) this.deliveredTime = nowMs;
     this.sent += bytes;
+    return { deliveredAtSend: this.delivered, deliveredTimeAtSend: this.deliveredTime };
   }
 
-  /** Cumulative bytes the target has acknowledged, at time nowMs. */
-  onAcked(totalAckedBytes: number, nowMs: number, busy: boolean): void {
-    if (totalAckedBytes < this.acked) return;
-    this.acked = totalAckedBytes;
-    if (this.lastAckAt < 0) {
-      this.lastAckAt = nowMs;
-      this.lastAckBytes = totalAckedBytes;
-      return;
-    }
-    const dt = nowMs - this.lastAckAt;
-    // Only intervals in which we kept the pipe full measure the link.
+  onAcked(bytes: number, stamp: SendStamp, nowMs: number): void {
+    this.delivered += bytes;
+    this.deliveredTime = nowMs;
+    const dt = nowMs - stamp.deliveredTimeAtSend;
     if (dt >= this.cfg.minSampleMs) {
-      if (busy) {
-        this.samples.push(((totalAckedBytes - this.lastAckBytes) / dt) * 1000);
-        if (this.samples.length > this.cfg.windowSamples) this.samples.shift();
-      }
-      this.lastAckAt = nowMs;
-      this.lastAckBytes = totalAckedBytes;
+      this.samples.push(((this.delivered - stamp.deliveredAtSend) / dt) * 1000);
+      if (this.samples.length > this.cfg.windowSamples) this.samples.shift();
     }
+  }
+
+  /** Forget what is in flight (the connection it was on is gone). */
+  resetFlight(): void {
+    this.sent = this.delivered;
   }
 
   onRttSample(ms: number): void {
@@ -65,7 +73,7 @@ export class NetEstimator {
   }
 
   get bytesInFlight(): number {
-    return Math.max(0, this.sent - this.acked);
+    return Math.max(0, this.sent - this.delivered);
   }
 
   get rttMs(): number {

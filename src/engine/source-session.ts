@@ -5,7 +5,7 @@ import { channel } from 'node:diagnostics_channel';
 import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
 import { fullPageWireBytes } from '../core/cost.ts';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
-import { NetEstimator } from '../core/net-estimator.ts';
+import { NetEstimator, type SendStamp } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
 import { PhaseMachine, guestPausedIn, type Phase } from '../core/phase.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy } from '../core/types.ts';
@@ -70,6 +70,8 @@ export interface SourceStatus {
   readonly inSyncPercent: number;
   readonly stalePages: number;
   readonly rateBytesPerSec: number;
+  /** The estimator's view of the available bandwidth, bytes/s. */
+  readonly bandwidthBytesPerSec: number;
   readonly presyncBytes: number;
   readonly finalBytes: number;
   /** Expected pause if launched now: stale bytes ÷ bandwidth + one RTT. */
@@ -92,6 +94,7 @@ export function defaultImageId(path: string): string {
 
 interface InFlight {
   readonly bytes: number;
+  readonly stamp: SendStamp;
 }
 
 /**
@@ -118,6 +121,7 @@ export class SourceMigration {
       inSyncPercent: 0,
       stalePages: 0,
       rateBytesPerSec: 0,
+      bandwidthBytesPerSec: 0,
       presyncBytes: 0,
       finalBytes: 0,
       expectedDowntimeMs: 0,
@@ -248,13 +252,14 @@ export class SourceMigration {
         for (;;) {
           const f: Frame = await c.recv();
           if (f.type === 'ack') {
+            const now = this.now();
             for (const [s, fl] of inflight) {
               if (s > f.seq) break;
               ackedBytes += fl.bytes;
+              est.onAcked(fl.bytes, fl.stamp, now);
               inflight.delete(s);
             }
             acked = Math.max(acked, f.seq);
-            est.onAcked(ackedBytes, this.now(), inflight.size > 0);
             if (inflight.size === 0) {
               const ws = drainWaiters;
               drainWaiters = [];
@@ -317,6 +322,7 @@ export class SourceMigration {
         throw e;
       }
       inflight.clear();
+      est.resetFlight();
       ackedBytes = 0;
       sentBytes = 0;
       acked = 0;
@@ -358,9 +364,8 @@ export class SourceMigration {
         if (batch.length === 0) return;
         const s = ++seq;
         const n = await c.send(pagesFrame(s, batch));
-        inflight.set(s, { bytes: n });
+        inflight.set(s, { bytes: n, stamp: est.onSent(n, this.now()) });
         sentBytes += n;
-        est.onSent(n);
         acct.onBytes(n);
         bytes += n;
         batch = [];
@@ -396,6 +401,8 @@ export class SourceMigration {
         if (idx.length >= perFrame) {
           encodeBatch();
           await flush();
+          // Let acknowledgements in: an await that never blocks never reaches the I/O phase.
+          if (seq % 16 === 0) await new Promise<void>((r) => setImmediate(r));
         }
         if (linkError) throw linkError;
       }
@@ -443,6 +450,7 @@ export class SourceMigration {
         inSyncPercent: Math.floor(((pageCount - st) / pageCount) * 1000) / 10,
         stalePages: st,
         rateBytesPerSec: rate,
+        bandwidthBytesPerSec: bw,
         presyncBytes: acct.presyncBytes,
         finalBytes: acct.finalBytes,
         expectedDowntimeMs: ((st * fullPageWireBytes(pageSize)) / bw) * 1000 + est.rttMs,
