@@ -505,8 +505,10 @@ export class SourceMigration {
       let lastEpochStart = -1;
       while (!this.launched) {
         if (this.stopRequested) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
+        // Process acknowledgements that arrived while we scanned or sent, before observing.
+        await new Promise<void>((r) => setImmediate(r));
         const t0 = this.now();
-        const dirty = epoch === 0 ? new PageSet(pageCount) : scanner.scan();
+        const dirty = epoch === 0 ? new PageSet(pageCount) : await scanner.scanAsync();
         if (epoch > 0) refreshStale(dirty);
         acct.onWrites(dirty);
         // The epoch really lasted as long as its scan and sends took, if longer than planned.
@@ -550,7 +552,7 @@ export class SourceMigration {
       let firstLaunchedScan = true;
       for (;;) {
         const t0 = this.now();
-        const dirty = scanner.scan();
+        const dirty = await scanner.scanAsync();
         refreshStale(dirty);
         if (firstLaunchedScan) {
           // Pages the target lacks at the moment of launch (in-flight pages are on their way).

@@ -32,10 +32,40 @@ export class DirtyScanner {
    * (every page on the first scan) and updates the stored digests.
    */
   scan(): PageSet {
+    const dirty = new PageSet(this.image.geometry.pageCount);
+    for (let first = 0; first < this.image.geometry.pageCount; first += SCAN_CHUNK_PAGES) this.scanChunk(first, dirty);
+    this.pagesHashed += this.image.geometry.pageCount;
+    this.scanned = true;
+    return dirty;
+  }
+
+  /**
+   * The same scan, yielding to the event loop between chunks so that the
+   * target's acknowledgements and pongs are read when they arrive: a scan that
+   * blocks for 100 ms would look like 100 ms of network delay.
+   */
+  async scanAsync(yieldEveryPages = 1024): Promise<PageSet> {
+    const dirty = new PageSet(this.image.geometry.pageCount);
+    let since = 0;
+    for (let first = 0; first < this.image.geometry.pageCount; first += SCAN_CHUNK_PAGES) {
+      this.scanChunk(first, dirty);
+      since += SCAN_CHUNK_PAGES;
+      if (since >= yieldEveryPages) {
+        since = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    this.pagesHashed += this.image.geometry.pageCount;
+    this.scanned = true;
+    return dirty;
+  }
+
+  private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
+
+  private scanChunk(first: number, dirty: PageSet): void {
     const { pageSize, pageCount } = this.image.geometry;
-    const dirty = new PageSet(pageCount);
-    const fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
-    for (let first = 0; first < pageCount; first += SCAN_CHUNK_PAGES) {
+    const fresh = this.fresh;
+    {
       const n = Math.min(SCAN_CHUNK_PAGES, pageCount - first);
       const bytes = this.image.readPages(first, n, this.buf);
       digestPages(bytes, pageSize, 0, n, fresh, 0);
@@ -47,8 +77,5 @@ export class DirtyScanner {
         }
       }
     }
-    this.pagesHashed += pageCount;
-    this.scanned = true;
-    return dirty;
   }
 }
