@@ -1,5 +1,6 @@
 import { PageSet } from '../core/pageset.ts';
 import { digestPages } from '../wire/digest.ts';
+import { nativePageHash } from '../native/pagehash.ts';
 import type { RamImageReader } from './ram-image.ts';
 
 /** Pages read per pread during a scan: large enough to amortise the syscall. */
@@ -61,20 +62,25 @@ export class DirtyScanner {
   }
 
   private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
+  private readonly changed = new Uint32Array(SCAN_CHUNK_PAGES);
 
   private scanChunk(first: number, dirty: PageSet): void {
     const { pageSize, pageCount } = this.image.geometry;
+    const n = Math.min(SCAN_CHUNK_PAGES, pageCount - first);
+    const bytes = this.image.readPages(first, n, this.buf);
+    if (nativePageHash) {
+      // Hash, compare and list the changed pages in one native call.
+      const k = nativePageHash.hashCompare(bytes, pageSize, this.digests, first, !this.scanned, this.changed, 0);
+      for (let i = 0; i < k; i++) dirty.add(this.changed[i]);
+      return;
+    }
     const fresh = this.fresh;
-    {
-      const n = Math.min(SCAN_CHUNK_PAGES, pageCount - first);
-      const bytes = this.image.readPages(first, n, this.buf);
-      digestPages(bytes, pageSize, 0, n, fresh, 0);
-      for (let i = 0; i < n; i++) {
-        const p = first + i;
-        if (!this.scanned || this.digests[p] !== fresh[i]) {
-          dirty.add(p);
-          this.digests[p] = fresh[i];
-        }
+    digestPages(bytes, pageSize, 0, n, fresh, 0);
+    for (let i = 0; i < n; i++) {
+      const p = first + i;
+      if (!this.scanned || this.digests[p] !== fresh[i]) {
+        dirty.add(p);
+        this.digests[p] = fresh[i];
       }
     }
   }

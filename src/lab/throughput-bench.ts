@@ -1,12 +1,15 @@
-import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPolicy } from '../core/policies/registry.ts';
 import { SourceMigration } from '../engine/source-session.ts';
-import { TargetAgent } from '../engine/target-agent.ts';
 import { ImageOnlyController } from '../guest/controller.ts';
 import { TcpTransport } from '../transport/tcp.ts';
+
+const CLI = fileURLToPath(new URL('../../bin/presync.js', import.meta.url));
 
 export interface ThroughputResult {
   readonly imageBytes: number;
@@ -52,8 +55,22 @@ export async function runThroughputBench(o: { bytes: number; dir?: string }): Pr
     rmSync(join(dir, 'cp.img'));
 
     const secret = Buffer.from('throughput-bench-secret-01234567');
+    const secretFile = join(dir, 'secret');
+    writeFileSync(secretFile, secret);
     const transport = new TcpTransport();
-    const agent = await TargetAgent.start({ transport, listen: { host: '127.0.0.1', port: 0 }, imagePath: join(dir, 'dst.img'), secret });
+    // The target agent runs as its own process, as it would on another host.
+    const serve = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', secretFile, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      const rl = createInterface({ input: serve.stdout! });
+      rl.on('line', (l) => {
+        const e = JSON.parse(l) as { event: string; port?: number };
+        if (e.event === 'listening' && e.port) resolve(e.port);
+      });
+      serve.once('exit', (c) => reject(new Error(`presync serve exited with ${c}`)));
+    });
+    const agent = { address: { host: '127.0.0.1', port }, close: async () => void serve.kill('SIGTERM') };
     const pageCount = o.bytes / 4096;
     let syncMs = -1;
     const start = performance.now();

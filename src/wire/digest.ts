@@ -1,5 +1,6 @@
 import xxhash from 'xxhash-wasm';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { nativePageHash } from '../native/pagehash.ts';
 
 /**
  * Per-page content digests: XXH64 with seed 0. 64 bits because "this page is
@@ -77,6 +78,10 @@ export function digestPages(
   }
   if (outOffset < 0 || outOffset + count > out.length) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `output holds ${out.length} digests; cannot write ${count} at ${outOffset}`);
+  }
+  if (nativePageHash && count > 0) {
+    nativePageHash.hashPages(image.subarray(first * pageSize, (first + count) * pageSize), pageSize, out, outOffset);
+    return;
   }
   const h = hasher();
   let off = first * pageSize;

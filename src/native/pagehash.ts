@@ -1,0 +1,27 @@
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The optional native page hasher (native/pagehash.c, built by `npm ci`
+ * through node-gyp). Same XXH64 as the WebAssembly path, hashed a batch of
+ * pages per call. When the build is missing (no compiler) presync falls back
+ * to WebAssembly; PRESYNC_NO_NATIVE=1 forces the fallback.
+ */
+export interface NativePageHash {
+  hashPages(src: Uint8Array, pageSize: number, out: BigUint64Array, outOffset: number): number;
+  hashCompare(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number): number;
+}
+
+function load(): NativePageHash | null {
+  if (process.env.PRESYNC_NO_NATIVE === '1') return null;
+  const path = fileURLToPath(new URL('../../native/build/Release/pagehash.node', import.meta.url));
+  if (!existsSync(path)) return null;
+  try {
+    return createRequire(import.meta.url)(path) as NativePageHash;
+  } catch {
+    return null;
+  }
+}
+
+export const nativePageHash: NativePageHash | null = load();
