@@ -1,6 +1,7 @@
 import { PresyncPolicy } from '../core/policies/presync.ts';
 import { registerPolicy } from '../core/policies/registry.ts';
 import type { SimResult } from '../sim/simulator.ts';
+import type { Workload } from '../sim/workload.ts';
 import { DEFAULT_SCENARIO, runScenario } from './scenario.ts';
 
 /**
@@ -34,6 +35,8 @@ export interface PaperOptions {
   readonly competing?: boolean;
   /** Called after each simulated run (progress). */
   readonly onRun?: (done: number, total: number) => void;
+  /** Resolves a workload name to a Workload object (e.g. a replayed trace); default: the built-in generator of that name. */
+  readonly workloadOf?: (name: string) => Workload | undefined;
 }
 
 export interface PaperRow {
@@ -76,8 +79,10 @@ interface Run {
   readonly r: SimResult;
 }
 
-function runOne(workload: string, policy: string, seed: number, launchAtMs: number): Run {
-  const r = runScenario({ ...DEFAULT_SCENARIO, workload, policy, seed, launchAtMs, keepSeries: true });
+function runOne(workload: string | Workload, policy: string, seed: number, launchAtMs: number): Run {
+  // A Workload object (a trace) brings its own geometry.
+  const geometry = typeof workload === 'string' ? DEFAULT_SCENARIO.geometry : workload.geometry;
+  const r = runScenario({ ...DEFAULT_SCENARIO, geometry, workload, policy, seed, launchAtMs, keepSeries: true });
   let steady = 0;
   for (const p of r.series) if (p.phase === 'presync' && p.tMs > STEADY_FROM_MS) steady += p.sentBytes;
   return { bytes: r.presyncBytes, steady, r };
@@ -108,7 +113,7 @@ export function runPaper(o: PaperOptions): PaperResult {
     for (const p of policies) {
       const list: Run[] = [];
       for (const seed of seeds) for (const l of o.launchMs) {
-        list.push(runOne(w, p, seed, l));
+        list.push(runOne(o.workloadOf?.(w) ?? w, p, seed, l));
         o.onRun?.(++done, total);
       }
       runs.set(p, list);
