@@ -1,11 +1,13 @@
-import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { createPolicy, policyNames } from '../../core/policies/registry.ts';
 import { ControlServer } from '../../engine/control.ts';
 import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
 import { ImageOnlyController, ProcessController } from '../../guest/controller.ts';
 import { RamImageReader } from '../../guest/ram-image.ts';
-import { formatRate } from '../../transport/rate.ts';
+import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
+import { makeResults, writeResults } from '../../lab/results.ts';
+import { runRecord } from '../../lab/results-build.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
@@ -79,7 +81,16 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   probe.close();
   const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
 
-  let lastProgress = 0;
+  // Progress: --json prints one event per line (progress at most once a second);
+  // a terminal gets one line redrawn in place; anything else a line a second.
+  const tracker = new MigrationProgressTracker(downtimeLimitMs !== undefined ? { readyDowntimeMs: downtimeLimitMs } : {});
+  const tty = !values.json && process.stderr.isTTY === true;
+  let lastProgress = Number.NEGATIVE_INFINITY;
+  let drawn = false;
+  const note = (text: string): void => {
+    io.err(`${drawn ? '\n' : ''}presync: ${text}\n`);
+    drawn = false;
+  };
   const m = new SourceMigration({
     transport,
     to,
@@ -93,16 +104,21 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     codec,
     ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
     onEvent: (e) => {
-      if (values.json) return;
-      if (e.event === 'progress' && e.status.elapsedMs - lastProgress >= 1000) {
+      if (e.event === 'progress') {
+        const p = tracker.update(e.status);
+        if (e.status.elapsedMs - lastProgress < (tty ? 250 : 1000)) return;
         lastProgress = e.status.elapsedMs;
-        const s = e.status;
-        io.err(
-          `presync: ${s.phase}  in sync ${s.inSyncPercent.toFixed(1)} %  rate ${formatRate(s.rateBytesPerSec)}  expected downtime if launched now ${s.expectedDowntimeMs.toFixed(0)} ms\n`,
-        );
-      } else if (e.event === 'phase') io.err(`presync: phase ${e.phase}\n`);
-      else if (e.event === 'disconnected') io.err(`presync: connection lost (${e.error.code}); reconnecting\n`);
-      else if (e.event === 'connected' && e.attempt > 0) io.err(`presync: reconnected, ${e.stalePages} pages to resend\n`);
+        if (values.json) io.out(jsonLine(progressEvent(e.status, p)));
+        else if (tty) {
+          io.err(`\rpresync: ${formatMigrationProgress(p)}\x1b[K`);
+          drawn = true;
+        } else io.err(`presync: ${formatMigrationProgress(p)}\n`);
+        return;
+      }
+      if (values.json) io.out(jsonLine(e));
+      else if (e.event === 'phase') note(`phase ${e.phase}`);
+      else if (e.event === 'disconnected') note(`connection lost (${e.error.code}); reconnecting`);
+      else if (e.event === 'connected' && e.attempt > 0) note(`reconnected, ${e.stalePages} pages to resend`);
     },
   });
   let control: ControlServer | undefined;
@@ -123,7 +139,19 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     if (timer) clearTimeout(timer);
     await control?.close();
   }
-  if (values.out) writeFileSync(values.out, JSON.stringify({ format: 'presync-result/1', kind: 'migration', policy: policy.name, image: values.image, result: { ...resultJson(r), series: r.series } }) + '\n');
+  if (drawn) io.err('\n');
+  if (values.out) {
+    const workload = basename(values.image);
+    writeResults(
+      values.out,
+      makeResults({
+        kind: 'migration',
+        createdBy: `presync migrate ${argv.join(' ')}`,
+        params: { image: values.image, policy: policy.name, epochMs, codec, pageSize, pageCount: geometry.pageCount, ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}) },
+        runs: [runRecord('real', r, { label: `${workload} · ${policy.name} (real)`, workload, policy: policy.name, seed: null })],
+      }),
+    );
+  }
   if (values.json) io.out(jsonLine(resultJson(r)));
   else {
     const j = resultJson(r);
