@@ -12,6 +12,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   launch: { summary: 'say "go" to a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).launchCommand },
   status: { summary: 'live figures of a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).statusCommand },
   qemu: { summary: 'migrate a running QEMU VM: "qemu serve" (target) and "qemu migrate" (source)', load: async () => (await import('./commands/qemu.ts')).qemuCommand },
+  report: { summary: 'one self-contained HTML report with charts from results files (--out of benches and migrations)', load: async () => (await import('./commands/report.ts')).reportCommand },
+  trace: { summary: 'record a dirty-page trace from a live image ("trace record") or simulate policies on one ("trace replay")', load: async () => (await import('./commands/trace.ts')).traceCommand },
   bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 
