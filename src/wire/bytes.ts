@@ -6,7 +6,8 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
  * bytes come from a peer we do not trust.
  */
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading U+FEFF: dropping it would make decoding lossy, and proofs are over re-encoded frames.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8enc = new TextEncoder();
 
 function protocol(message: string): PresyncError {
