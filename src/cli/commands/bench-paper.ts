@@ -1,12 +1,17 @@
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { PAPER_LAUNCH_MS, PAPER_POLICIES, PAPER_WORKLOADS, runFrontier, runPaper, STEADY_FROM_MS } from '../../lab/paper.ts';
+import { BarProgress } from '../../lab/progress.ts';
+import { writeResults } from '../../lab/results.ts';
+import { paperResults } from '../../lab/results-paper.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
+import type { Workload } from '../../sim/workload.ts';
+import { loadTraceWorkload } from '../../sim/trace-workload.ts';
 import { WORKLOAD_NAMES } from '../../sim/workloads/index.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-ms 20000,30000] [--no-competing] [--frontier]';
+const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-ms 20000,30000] [--no-competing] [--frontier] [--trace FILE] [--out FILE]';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : String(x));
 
@@ -34,6 +39,8 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
       'launch-ms': { type: 'string' },
       'no-competing': { type: 'boolean' },
       frontier: { type: 'boolean' },
+      trace: { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
@@ -46,11 +53,22 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
   const launchMs = values['launch-ms'] === undefined
     ? quick ? [30_000] : [...PAPER_LAUNCH_MS]
     : values['launch-ms'].split(',').map((s, i) => intFlag(s.trim(), `launch-ms[${i}]`, 30_000, 1, 3_600_000));
-  const workloads = listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
+  // --trace: the recorded trace is the workload (under its own name).
+  const trace: Workload | undefined = values.trace !== undefined ? await loadTraceWorkload(values.trace) : undefined;
+  const workloads = trace ? [trace.name] : listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
+  const workloadOf = trace ? (name: string): Workload | undefined => (name === trace.name ? trace : undefined) : undefined;
+  const bar = new BarProgress(io.err, process.stderr.isTTY === true, 'bench paper');
   const policies = listFlag(values.policies, 'policies', policyNames(), PAPER_POLICIES);
   const seeds = intFlag(values.seeds, 'seeds', quick ? 1 : 3, 1, 100);
-  const res = runPaper({ workloads, policies, seeds, launchMs, competing: values['no-competing'] !== true });
+  const res = runPaper({ workloads, policies, seeds, launchMs, competing: values['no-competing'] !== true, onRun: (d, t) => bar.update(d, t, performance.now()), ...(workloadOf ? { workloadOf } : {}) });
   const frontier = values.frontier ? runFrontier({ workloads: workloads.filter((w) => ['text-editing', 'audio', 'movie'].includes(w)), slacks: [0.1, 0.5, 2, 10, 100], seeds, launchMs }) : undefined;
+  if (values.out) {
+    const series = new BarProgress(io.err, process.stderr.isTTY === true, 'representative runs for --out');
+    writeResults(
+      values.out,
+      paperResults(res, { createdBy: `presync bench paper ${argv.join(' ')}`, workloads, policies, seeds, launchMs, ...(workloadOf ? { workloadOf } : {}), ...(frontier ? { frontier } : {}), onRun: (d, t) => series.update(d, t, performance.now()) }),
+    );
+  }
   if (values.json) {
     io.out(JSON.stringify({ rows: res.rows, competing: res.competing, ...(frontier ? { frontier } : {}) }) + '\n');
     return 0;

@@ -1,11 +1,14 @@
 import { policyNames } from '../../core/policies/registry.ts';
 import { DEMO_WORKLOADS, runDemo } from '../../lab/demo.ts';
+import { makeResults, writeResults } from '../../lab/results.ts';
+import { simulateForResults } from '../../lab/results-build.ts';
+import { DEFAULT_SCENARIO } from '../../lab/scenario.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { WORKLOAD_NAMES } from '../../sim/workloads/index.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync demo [--json] [--seed N] [--workloads a,b] [--policies a,b] [--launch-after-ms MS]';
+const USAGE = 'presync demo [--json] [--seed N] [--workloads a,b] [--policies a,b] [--launch-after-ms MS] [--out FILE]';
 
 export async function demoCommand(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseFlags(
@@ -16,6 +19,7 @@ export async function demoCommand(argv: string[], io: CommandIO): Promise<number
       workloads: { type: 'string' },
       policies: { type: 'string' },
       'launch-after-ms': { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
@@ -24,12 +28,18 @@ export async function demoCommand(argv: string[], io: CommandIO): Promise<number
     io.out(`${USAGE}\n\nSimulates a 256 MiB guest on a 1 Gbit/s, 1 ms RTT link: 30 s of presync, then launch.\n`);
     return 0;
   }
-  const rows = runDemo({
+  const opts = {
     seed: intFlag(values.seed, 'seed', 1, 0, 0xffffffff),
     workloads: listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, DEMO_WORKLOADS),
     policies: listFlag(values.policies, 'policies', policyNames(), policyNames()),
     launchAtMs: intFlag(values['launch-after-ms'], 'launch-after-ms', 30_000, 0, 3_600_000),
-  });
+  };
+  const rows = runDemo(opts);
+  if (values.out) {
+    // The table's runs again with their series kept (runDemo drops them to stay fast).
+    const runs = opts.workloads.flatMap((workload) => opts.policies.map((policy) => simulateForResults({ ...DEFAULT_SCENARIO, workload, policy, seed: opts.seed, launchAtMs: opts.launchAtMs })));
+    writeResults(values.out, makeResults({ kind: 'sim', createdBy: `presync demo ${argv.join(' ')}`, params: { ...opts, geometry: DEFAULT_SCENARIO.geometry, link: DEFAULT_SCENARIO.link }, runs, table: rows.map((r) => ({ ...r })) }));
+  }
   if (values.json) {
     io.out(JSON.stringify({ results: rows }) + '\n');
     return 0;
