@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the system packages the real-QEMU tests and the test guest need.
+# Installs the system packages the real-QEMU tests, the test guest and the
+# report tests (headless chromium; DejaVu fonts for PNG charts) need.
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
-PKGS=(qemu-system-x86 busybox-static cpio iproute2)
+PKGS=(qemu-system-x86 busybox-static cpio iproute2 chromium fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do
