@@ -31,6 +31,14 @@ export function loadResultsFiles(paths: readonly string[]): LoadedResults[] {
   return paths.map((p) => ({ source: p, results: readResults(p) }));
 }
 
+/**
+ * Prefixes the SVG's element ids (gradients, clip paths) with the chart's id:
+ * inlined side by side in one page, two charts must not share an id.
+ */
+export function scopeIds(svg: string, prefix: string): string {
+  return svg.replace(/\bid="([^"]+)"/g, `id="${prefix}-$1"`).replace(/url\(#([^)]+)\)/g, `url(#${prefix}-$1)`).replace(/href="#([^"]+)"/g, `href="#${prefix}-$1"`);
+}
+
 const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'x';
 
 /**
@@ -44,7 +52,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
   const warn = { warnings: [] as string[] };
   const charts: Chart[] = [];
   const add = async (id: string, title: string, caption: string, spec: Parameters<typeof renderSvg>[0]): Promise<void> => {
-    charts.push({ id, title, caption, svg: await renderSvg(spec, warn) });
+    charts.push({ id, title, caption, svg: scopeIds(await renderSvg(spec, warn), id) });
   };
   const withSeries = runs.filter((r) => r.run.series.length > 0);
   const workloads = workloadsOf(withSeries);
