@@ -130,6 +130,18 @@ export class Vm {
     this.qmp.close();
   }
 
+  /**
+   * Lets this process exit while QEMU goes on running (a migrated guest
+   * outlives the agent that received it): drops the QMP connection and the
+   * handles that would keep Node's event loop alive.
+   */
+  async detach(): Promise<void> {
+    this.qmp.close();
+    await this.serial.close();
+    this.#child.stderr?.destroy();
+    this.#child.unref();
+  }
+
   /** Kills QEMU, stops following the serial log, removes the QMP socket (the RAM file and log are the caller's). */
   async dispose(): Promise<void> {
     await this.kill();
