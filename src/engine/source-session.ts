@@ -602,7 +602,6 @@ export class SourceMigration {
       }
       if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'the target image still differs from the source after the final copy');
 
-      this.toPhase('handover');
       if (o.deviceState) {
         const state = await o.deviceState();
         const chunk = 1 << 20;
@@ -611,8 +610,12 @@ export class SourceMigration {
           if (state.length === 0) break;
         }
       }
-      await c.send({ type: 'phase', phase: 'handover' });
+      // Still in verify: a failed commit (e.g. QEMU's device-state stream
+      // failing because the target QEMU died) must be able to roll back,
+      // and the phase machine allows no rollback from handover.
       await o.controller.commit();
+      this.toPhase('handover');
+      await c.send({ type: 'phase', phase: 'handover' });
       const done = waitFor<void>((r) => (handoverWaiter = r), 'confirm the handover', stepTimeout);
       handoverSent = true;
       await c.send({ type: 'handover' });
