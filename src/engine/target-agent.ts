@@ -1,13 +1,18 @@
 import { channel } from 'node:diagnostics_channel';
+import { mkdirSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { initDigest } from '../wire/digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
+import { imagePathInDir } from './image-dir.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
 
 export interface TargetAgentOptions {
   readonly transport: Transport;
   readonly listen: TransportAddress;
-  readonly imagePath: string;
+  /** One image for every migration; exactly one of imagePath and imageDir. */
+  readonly imagePath?: string;
+  /** One image per identity, `imageDir/<imageId>.img`; migrations of different images run side by side. */
+  readonly imageDir?: string;
   readonly secret: Uint8Array;
   readonly force?: boolean;
   readonly hook?: HandoverHook;
@@ -23,20 +28,26 @@ const events = channel('presync:target:event');
  * A second source for the same image identity takes over from a stale
  * session (its connection may be half-dead after a network cut); a source
  * for another identity is refused with PRESYNC_ERR_BUSY while one is active.
- * No peer's failure stops the agent.
+ * With imageDir, each identity has its own image and the BUSY rule applies
+ * per identity only. No peer's failure stops the agent.
  */
 export class TargetAgent {
-  private active: { imageId: string; abort: () => void; done: Promise<void> } | undefined;
+  private readonly active = new Map<string, { imageId: string; abort: () => void; done: Promise<void> }>();
   private readonly sessions = new Set<Promise<unknown>>();
 
   private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
 
   static async start(o: TargetAgentOptions): Promise<TargetAgent> {
+    if ((o.imagePath === undefined) === (o.imageDir === undefined)) {
+      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'a target agent needs exactly one of imagePath and imageDir');
+    }
+    const dir = o.imageDir;
+    if (dir !== undefined) mkdirSync(dir, { recursive: true });
     await initDigest();
     const agent = new TargetAgent(o, undefined);
     agent.listener = await o.transport.listen(o.listen, (conn) => {
       const s = runTargetSession(conn, {
-        imagePath: o.imagePath,
+        imagePath: dir !== undefined ? (id: string) => imagePathInDir(dir, id) : o.imagePath!,
         secret: o.secret,
         ...(o.force !== undefined ? { force: o.force } : {}),
         ...(o.hook ? { hook: o.hook } : {}),
@@ -60,27 +71,29 @@ export class TargetAgent {
   }
 
   private async claim(imageId: string, abort: () => void): Promise<() => void> {
-    const prev = this.active;
+    // One image: any other identity waits. Image directory: only the same identity competes.
+    const key = this.o.imageDir === undefined ? '' : imageId;
+    const prev = this.active.get(key);
     if (prev) {
       if (prev.imageId !== imageId) {
         throw new PresyncError(ErrorCodes.BUSY, `the target is busy with a migration of image "${prev.imageId}"; try again when it ends`);
       }
       prev.abort();
       await prev.done;
-      if (this.active) throw new PresyncError(ErrorCodes.BUSY, 'another source claimed this image at the same moment');
+      if (this.active.has(key)) throw new PresyncError(ErrorCodes.BUSY, 'another source claimed this image at the same moment');
     }
     let release!: () => void;
     const done = new Promise<void>((r) => (release = r));
     const mine = { imageId, abort, done };
-    this.active = mine;
+    this.active.set(key, mine);
     return () => {
-      if (this.active === mine) this.active = undefined;
+      if (this.active.get(key) === mine) this.active.delete(key);
       release();
     };
   }
 
   async close(): Promise<void> {
-    this.active?.abort();
+    for (const a of this.active.values()) a.abort();
     await this.listener?.close({ destroyConnections: true });
     await Promise.allSettled([...this.sessions]);
   }

@@ -22,7 +22,8 @@ export type TargetEvent =
   | { event: 'session-end'; sessionId: string; outcome: 'handed-over' | 'aborted' | 'failed'; error: { code: string; message: string } | null; pagesWritten: number };
 
 export interface TargetSessionOptions {
-  readonly imagePath: string;
+  /** The image file, or how to find it from the identity in the HELLO (multi-image agents). */
+  readonly imagePath: string | ((imageId: string) => string);
   readonly secret: Uint8Array;
   readonly force?: boolean;
   readonly handshakeTimeoutMs?: number;
@@ -71,22 +72,33 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     return e;
   };
   try {
-    const held = heldMeta(o.imagePath);
+    const deadline = o.handshakeTimeoutMs ?? 10_000;
+    let first: Frame | undefined;
+    let imagePath: string;
+    if (typeof o.imagePath === 'string') imagePath = o.imagePath;
+    else {
+      // The image (and so the geometry the CHALLENGE announces) depends on the identity in the HELLO.
+      first = await ch.recv(deadline);
+      if (first.type !== 'hello') throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${first.type} frame while the server handshake is await-hello`);
+      imagePath = o.imagePath(first.imageId);
+    }
+    const held = heldMeta(imagePath);
     const hs = new ServerHandshake({
       secret: o.secret,
       ...(held ? { geometry: { pageSize: held.pageSize, pageCount: held.pageCount }, heldImageId: held.imageId } : {}),
     });
     let result;
-    const deadline = o.handshakeTimeoutMs ?? 10_000;
     while (!result) {
-      const step = hs.receive(await ch.recv(deadline));
+      const next = first ?? (await ch.recv(deadline));
+      first = undefined;
+      const step = hs.receive(next);
       for (const f of step.send) await ch.send(f);
       result = step.result;
     }
     sessionId = result.sessionId;
     ch.setGeometry(result.geometry);
     if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
-    image = TargetImage.open(o.imagePath, result.geometry, result.imageId, { force: o.force === true, zeroFill: !result.resume });
+    image = TargetImage.open(imagePath, result.geometry, result.imageId, { force: o.force === true, zeroFill: !result.resume });
     emit({ event: 'session-start', remote: conn.remote, sessionId, imageId: result.imageId, resume: result.resume });
     if (result.resume) for (const f of digestRunFrames('have', image.digests)) await ch.send(f);
 
@@ -135,7 +147,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
           if (deviceTotal >= 0 && deviceLen !== deviceTotal) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
           image.markValid();
-          await (o.hook?.start({ imagePath: o.imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
           await ch.send({ type: 'handover-done' });
           await ch.close();
           return end('handed-over', null);

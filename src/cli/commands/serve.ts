@@ -6,7 +6,7 @@ import { TRANSPORT_FLAGS, addressFlag, jsonLine, readSecret, transportFromFlags 
 import type { CommandIO } from '../io.ts';
 
 const USAGE =
-  'presync serve --listen HOST:PORT --image PATH --secret-file F [--on-handover CMD] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+  'presync serve --listen HOST:PORT (--image PATH | --image-dir DIR) --secret-file F [--on-handover CMD] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
 
 export async function serveCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
   const { values } = parseFlags(
@@ -14,6 +14,7 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
     {
       listen: { type: 'string' },
       image: { type: 'string' },
+      'image-dir': { type: 'string' },
       'secret-file': { type: 'string' },
       'on-handover': { type: 'string' },
       force: { type: 'boolean' },
@@ -24,17 +25,19 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nThe target agent: receives migrations one after another into --image, verifies them, and at handover runs --on-handover (with $PRESYNC_IMAGE set).\n`);
+    io.out(`${USAGE}\n\nThe target agent: receives migrations one after another into --image (or, with --image-dir, side by side into DIR/<image id>.img), verifies them, and at handover runs --on-handover (with $PRESYNC_IMAGE set).\n`);
     return 0;
   }
-  if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required\nusage: ${USAGE}`);
+  if ((values.image === undefined) === (values['image-dir'] === undefined)) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `exactly one of --image PATH and --image-dir DIR is required\nusage: ${USAGE}`);
+  }
   const listen = addressFlag(values.listen, 'listen');
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
   const agent = await TargetAgent.start({
     transport,
     listen,
-    imagePath: values.image,
+    ...(values.image !== undefined ? { imagePath: values.image } : { imageDir: values['image-dir']! }),
     secret,
     force: values.force === true,
     ...(values['on-handover'] ? { hook: commandHook(values['on-handover']) } : {}),
@@ -49,7 +52,7 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
   });
   const a = agent.address;
   if (values.json) io.out(jsonLine({ event: 'listening', host: a.host, port: a.port }));
-  else io.err(`presync serve: listening on ${a.host}:${a.port}, image ${values.image}\n`);
+  else io.err(`presync serve: listening on ${a.host}:${a.port}, ${values.image !== undefined ? `image ${values.image}` : `images in ${values['image-dir']}`}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
