@@ -181,8 +181,7 @@ export class QemuTarget {
     if (!this.#handedOver || opts.alsoRunning) await vm.dispose();
     else {
       // Leave the migrated guest running; only stop following it.
-      vm.qmp.close();
-      await vm.serial.close();
+      await vm.detach();
     }
   }
 }
