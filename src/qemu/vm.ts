@@ -39,6 +39,12 @@ export interface LaunchOptions extends MachineSpec {
   incoming?: 'defer';
   qemuBinary?: string;
   extraArgs?: string[];
+  /**
+   * argv that runs QEMU, e.g. `['ip', 'netns', 'exec', 'ns1']` to start it in
+   * another network namespace. It must exec QEMU (not fork), so the pid and
+   * exit status are QEMU's.
+   */
+  commandPrefix?: string[];
   /** How long to wait for QMP to come up. */
   startTimeoutMs?: number;
 }
@@ -154,7 +160,8 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   const args = buildQemuArgs(opts);
   await rm(opts.qmpSocket, { force: true });
   await rm(opts.serialLog, { force: true });
-  const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const argv = [...(opts.commandPrefix ?? []), opts.qemuBinary ?? 'qemu-system-x86_64', ...args];
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d: string) => {
@@ -281,7 +288,7 @@ export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
  */
 export function matchingTargetOptions(
   source: VmDescription | MachineSpec,
-  target: { memPath: string; qmpSocket: string; serialLog: string; accel?: Accel; qemuBinary?: string; extraArgs?: string[] },
+  target: { memPath: string; qmpSocket: string; serialLog: string; accel?: Accel; qemuBinary?: string; extraArgs?: string[]; commandPrefix?: string[] },
 ): LaunchOptions {
   const isDesc = 'memPath' in source;
   if (isDesc && source.backendId !== RAM_BACKEND_ID) {
@@ -308,5 +315,6 @@ export function matchingTargetOptions(
     incoming: 'defer',
     qemuBinary: target.qemuBinary,
     extraArgs: target.extraArgs,
+    commandPrefix: target.commandPrefix,
   };
 }

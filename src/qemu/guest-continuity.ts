@@ -1,0 +1,60 @@
+/**
+ * Reading the test guest's serial console (guest/README.md): heartbeats,
+ * failures, and whether a migrated guest continued where the source stopped.
+ * Shared by the e2e tests and the QEMU bench, so both judge a migration by
+ * the same rule.
+ */
+import type { SerialLog } from './serial.ts';
+
+/** Heartbeat counters printed since line `since`. */
+export function heartbeats(serial: SerialLog, since = 0): number[] {
+  return serial.matching(/^HB (\d+)$/, since).map((m) => Number(m.match[1]));
+}
+
+export function failures(serial: SerialLog): string[] {
+  return serial.matching(/^FAIL\b/).map((m) => m.text);
+}
+
+/** The source's last heartbeat (after reading what QEMU wrote), or -1 if none. */
+export async function lastHeartbeat(serial: SerialLog): Promise<number> {
+  await serial.flush();
+  const hb = heartbeats(serial);
+  return hb.length === 0 ? -1 : Math.max(...hb);
+}
+
+export interface ContinuityVerdict {
+  ok: boolean;
+  /** Why not, in one line; empty when ok. */
+  reason: string;
+  /** First OK counter on the target, or null. */
+  targetOk: number | null;
+  /** First heartbeat on the target, or null. */
+  targetFirstHb: number | null;
+  lastSourceHb: number;
+}
+
+/**
+ * The target continues the source's guest: it prints OK with a counter past
+ * the source's last heartbeat, its heartbeats start at or after that value,
+ * its verifier completes one more pass (a second OK), and neither console
+ * shows FAIL. Never throws for a guest that misbehaves; it says why.
+ */
+export async function checkContinuity(target: SerialLog, source: SerialLog, lastSourceHb: number, timeoutMs = 60_000): Promise<ContinuityVerdict> {
+  const v: ContinuityVerdict = { ok: false, reason: '', targetOk: null, targetFirstHb: null, lastSourceHb };
+  try {
+    const ok = await target.waitForLine(/^OK (\d+)/, timeoutMs);
+    v.targetOk = Number(ok.match[1]);
+    const hb = heartbeats(target);
+    v.targetFirstHb = hb.length > 0 ? hb[0] : null;
+    if (!(v.targetOk > lastSourceHb)) v.reason = `target OK ${v.targetOk} does not continue past the source's last heartbeat ${lastSourceHb}`;
+    else if (v.targetFirstHb === null || v.targetFirstHb < lastSourceHb) v.reason = `target heartbeats start at ${v.targetFirstHb}, source stopped at ${lastSourceHb}`;
+    else await target.waitForLine(/^OK/, Math.min(timeoutMs, 30_000), ok.index + 1);
+  } catch (e) {
+    v.reason = `target guest: ${(e as Error).message}`;
+  }
+  await source.flush();
+  const fails = [...failures(source).map((f) => `source: ${f}`), ...failures(target).map((f) => `target: ${f}`)];
+  if (!v.reason && fails.length > 0) v.reason = fails[0];
+  v.ok = v.reason === '';
+  return v;
+}
