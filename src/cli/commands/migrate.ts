@@ -3,6 +3,7 @@ import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { createPolicy, policyNames } from '../../core/policies/registry.ts';
 import { ControlServer } from '../../engine/control.ts';
 import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
+import { recoverStaleLock, SourceLock } from '../../engine/source-lock.ts';
 import { ImageOnlyController, ProcessController } from '../../guest/controller.ts';
 import { RamImageReader } from '../../guest/ram-image.ts';
 import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
@@ -14,7 +15,8 @@ import type { CommandIO } from '../io.ts';
 
 const USAGE =
   'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
-  '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]';
+  '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]\n' +
+  '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
 /** The fields `--json` prints, in this order (issue #3's contract). */
 export function resultJson(r: MigrationResult): Record<string, unknown> {
@@ -52,6 +54,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'page-size': { type: 'string' },
       out: { type: 'string' },
       json: { type: 'boolean' },
+      recover: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...TRANSPORT_FLAGS,
     },
@@ -62,6 +65,13 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     return 0;
   }
   if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required\nusage: ${USAGE}`);
+  if (values.recover) {
+    const rep = recoverStaleLock(values.image);
+    if (values.json) io.out(jsonLine({ event: 'recover', action: rep.action, guestPid: rep.record?.guestPid ?? null, state: rep.record?.state ?? null }));
+    else io.out(`recover: ${rep.action}${rep.record?.guestPid ? ` (guest pid ${rep.record.guestPid}, left ${rep.record.state})` : ''}\n`);
+    if (rep.action === 'held') throw new PresyncError(ErrorCodes.LOCKED, `${values.image} is being migrated by a live agent (pid ${rep.record?.agentPid}); nothing to recover`);
+    return 0;
+  }
   if (values['launch-after'] === undefined && values.control === undefined) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${USAGE}`);
   }
@@ -74,12 +84,16 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
-  const controller = values.pid !== undefined ? new ProcessController(intFlag(values.pid, 'pid', 0, 2)) : new ImageOnlyController();
+  const guestPid = values.pid !== undefined ? intFlag(values.pid, 'pid', 0, 2) : undefined;
+  const inner = guestPid !== undefined ? new ProcessController(guestPid) : new ImageOnlyController();
   // Geometry comes from the image itself; open once to validate before connecting.
   const probe = RamImageReader.open(values.image, pageSize);
   const geometry = probe.geometry;
   probe.close();
   const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
+  // One migration per guest; a lock left by a dead agent is recovered (its paused guest resumed) first.
+  const lock = SourceLock.acquire(values.image, guestPid !== undefined ? { guestPid } : {});
+  const controller = lock.guard(inner);
 
   // Progress: --json prints one event per line (progress at most once a second);
   // a terminal gets one line redrawn in place; anything else a line a second.
@@ -122,22 +136,27 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     },
   });
   let control: ControlServer | undefined;
-  if (values.control) {
-    control = await ControlServer.listen(values.control, {
-      launch: () => {
-        m.launch();
-        return { launched: true, ...m.currentStatus() };
-      },
-      status: () => ({ ...m.currentStatus(), launched: m.launched }),
-    });
-  }
-  const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
-  let r: MigrationResult;
+  let r: MigrationResult | undefined;
   try {
-    r = await m.run();
+    if (values.control) {
+      control = await ControlServer.listen(values.control, {
+        launch: () => {
+          m.launch();
+          return { launched: true, ...m.currentStatus() };
+        },
+        status: () => ({ ...m.currentStatus(), launched: m.launched }),
+      });
+    }
+    const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
+    try {
+      r = await m.run();
+    } finally {
+      if (timer) clearTimeout(timer);
+      await control?.close();
+    }
   } finally {
-    if (timer) clearTimeout(timer);
-    await control?.close();
+    // In doubt, the lock stays (state committed) so no later agent resumes a guest the target may run.
+    lock.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
   }
   if (drawn) io.err('\n');
   if (values.out) {
