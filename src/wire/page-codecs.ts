@@ -8,7 +8,9 @@ import { Capability, PageEncoding, type PageEncodingCode } from './constants.ts'
  * from the optional `lz4-napi` package (prebuilt binaries shipped in npm
  * packages) and is loaded on first use; a host without it simply does not
  * advertise the capability. zstd is not offered: zstd-napi has no prebuilt
- * binary inside its npm package (it downloads one or compiles at install).
+ * binary inside its npm package, so every install would download one (not
+ * possible offline) or compile libzstd from source (about a minute here);
+ * lz4 gives the fast-codec option without that cost.
  */
 
 export type CodecName = 'deflate' | 'lz4';
