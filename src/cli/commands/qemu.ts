@@ -251,6 +251,7 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     const geometry = { pageSize: 4096, pageCount: vm.memBytes / 4096 };
     const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
     let lastProgress = 0;
+    const phaseAtMs: Record<string, number> = {};
     const m = new SourceMigration({
       transport,
       to,
@@ -262,6 +263,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       codec,
       ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
       onEvent: (e) => {
+        // When each phase began (ms since the migration started): where the launch→running time went.
+        if (e.event === 'phase') phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10;
         if (values.json) return;
         if (e.event === 'progress' && e.status.elapsedMs - lastProgress >= 1000) {
           lastProgress = e.status.elapsedMs;
@@ -289,7 +292,7 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       if (timer) clearTimeout(timer);
       await control?.close();
     }
-    const j = qemuResultJson(r, controller, vm);
+    const j: QemuMigrationJson = { ...qemuResultJson(r, controller, vm), phaseAtMs };
     if (values.out) writeFileSync(values.out, JSON.stringify({ format: 'presync-result/1', kind: 'qemu-migration', policy: policy.name, image: vm.memPath, result: { ...j, series: r.series } }) + '\n');
     if (values.json) io.out(jsonLine(j));
     else {
