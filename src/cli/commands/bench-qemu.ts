@@ -1,0 +1,106 @@
+/**
+ * `presync bench qemu`: presync against stock QEMU pre-copy on real VMs over
+ * a real 1 Gbit/s link (src/lab/qemu-bench.ts does the work; this file reads
+ * flags and prints).
+ */
+import { ErrorCodes, PresyncError } from '../../core/errors.ts';
+import { GUEST_WORKLOADS, qemuBenchJson, qemuBenchResults, runQemuBench, UNCAPPED_BANDWIDTH } from '../../lab/qemu-bench.ts';
+import { writeResults } from '../../lab/results.ts';
+import { fmtBytes, formatTable } from '../../lab/table.ts';
+import { parseRate } from '../../transport/rate.ts';
+import { intFlag, listFlag, parseFlags } from '../args.ts';
+import { durationFlag } from '../common.ts';
+import type { CommandIO } from '../io.ts';
+import { parseMemory } from './qemu.ts';
+
+const USAGE =
+  'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
+  '[--stock-bandwidth uncapped|32MiB] [--accel tcg|kvm] [--warmup N] [--out FILE]';
+
+/** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
+export function stockBandwidthFlag(value: string | undefined): number {
+  if (value === undefined || value === 'uncapped' || value === 'none') return UNCAPPED_BANDWIDTH;
+  // A size read as "per second": QEMU's own max-bandwidth is written that way (32M).
+  const text = /[kmgt]?i?B$/i.test(value.trim()) && !/bit$/i.test(value.trim()) ? `${value.trim()}/s` : value;
+  try {
+    return Math.round(parseRate(text));
+  } catch (e) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--stock-bandwidth: ${(e as Error).message}`);
+  }
+}
+
+const ms = (x: number | null): string => (x === null ? '—' : x.toFixed(0));
+
+export async function benchQemu(argv: string[], io: CommandIO): Promise<number> {
+  const { values } = parseFlags(
+    argv,
+    {
+      reps: { type: 'string' },
+      json: { type: 'boolean' },
+      workloads: { type: 'string' },
+      memory: { type: 'string' },
+      'presync-for': { type: 'string' },
+      link: { type: 'string' },
+      'stock-bandwidth': { type: 'string' },
+      accel: { type: 'string' },
+      warmup: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    USAGE,
+  );
+  if (values.help) {
+    io.out(
+      `${USAGE}\n\nMigrates the test guest (guest/README.md) with presync and with QEMU's own pre-copy, N times per workload each, over two network\n` +
+        `namespaces joined by veth with tbf 1gbit (--link netns, needs root and iproute2), or over loopback with presync's shaper and QEMU\n` +
+        `max-bandwidth at 1 Gbit/s (--link shaper; the fallback when namespaces cannot be made). Prints the medians of launch→running,\n` +
+        `downtime (source STOP → target RESUME, QMP timestamps) and bytes, and stock ÷ presync. --out writes presync-results/1 for presync report.\n` +
+        `--stock-bandwidth 32MiB reproduces QEMU's 2012 default cap (the paper's era). See docs/qemu.md.\n`,
+    );
+    return 0;
+  }
+  const link = values.link ?? 'auto';
+  if (link !== 'netns' && link !== 'shaper' && link !== 'auto') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--link must be netns or shaper, got "${link}"`);
+  const accel = values.accel ?? 'tcg';
+  if (accel !== 'tcg' && accel !== 'kvm') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--accel must be tcg or kvm, got "${accel}"`);
+  const presyncForMs = durationFlag(values['presync-for'], 'presync-for') ?? 15_000;
+  if (presyncForMs < 1000) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--presync-for must be at least 1s (the first full copy needs time), got ${presyncForMs} ms`);
+  const opts = {
+    workloads: listFlag(values.workloads, 'workloads', GUEST_WORKLOADS, ['text', 'audio', 'movie']),
+    reps: intFlag(values.reps, 'reps', 3, 1, 100),
+    warmup: intFlag(values.warmup, 'warmup', 0, 0, 10),
+    memBytes: parseMemory(values.memory),
+    presyncForMs,
+    link: link as 'netns' | 'shaper' | 'auto',
+    stockBandwidthBytesPerSec: stockBandwidthFlag(values['stock-bandwidth']),
+    accel: accel as 'tcg' | 'kvm',
+    onProgress: (line: string) => io.err(`bench qemu: ${line}\n`),
+  };
+  const res = await runQemuBench(opts);
+  if (values.out) writeResults(values.out, qemuBenchResults(res, `presync bench qemu ${argv.join(' ')}`.trim()));
+  const o = res.options;
+  const cap = o.stockBandwidthBytesPerSec >= UNCAPPED_BANDWIDTH ? 'uncapped' : `${fmtBytes(o.stockBandwidthBytesPerSec)}/s`;
+  io.out(`presync bench qemu: ${o.memBytes / 2 ** 20} MiB guest, ${o.accel}, ${o.reps} rep(s), presync for ${o.presyncForMs / 1000} s before launch, stock max-bandwidth ${cap}\n`);
+  io.out(`link: ${res.link.kind}: ${res.link.description}\n`);
+  io.out(`medians; downtime = source STOP → target RESUME (QMP); ratio = stock ÷ presync launch→running\n\n`);
+  io.out(
+    formatTable(
+      ['workload', 'presync launch→run ms', 'stock launch→run ms', 'ratio', 'presync downtime ms', 'stock downtime ms', 'presync bytes', 'stock bytes', 'guest'],
+      res.workloads.map((w) => [
+        w.workload,
+        ms(w.presyncLaunchToRunningMsMedian),
+        ms(w.stockLaunchToRunningMsMedian),
+        w.ratio === null ? '—' : `${w.ratio.toFixed(1)}×`,
+        ms(w.presyncDowntimeMsMedian),
+        ms(w.stockDowntimeMsMedian),
+        w.presyncBytesMedian === null ? '—' : fmtBytes(w.presyncBytesMedian),
+        w.stockBytesMedian === null ? '—' : fmtBytes(w.stockBytesMedian),
+        w.guestOk ? 'OK' : 'FAILED',
+      ]),
+    ) + '\n',
+  );
+  const failed = res.runs.filter((r) => r.outcome !== 'done' || r.guest?.ok !== true);
+  for (const r of failed) io.out(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest check: ${r.guest?.reason}`}\n`);
+  if (values.json) io.out(JSON.stringify(qemuBenchJson(res)) + '\n');
+  return res.workloads.every((w) => w.guestOk) ? 0 : 1;
+}
