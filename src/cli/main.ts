@@ -14,6 +14,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   qemu: { summary: 'migrate a running QEMU VM: "qemu serve" (target) and "qemu migrate" (source)', load: async () => (await import('./commands/qemu.ts')).qemuCommand },
   report: { summary: 'one self-contained HTML report with charts from results files (--out of benches and migrations)', load: async () => (await import('./commands/report.ts')).reportCommand },
   trace: { summary: 'record a dirty-page trace from a live image ("trace record") or simulate policies on one ("trace replay")', load: async () => (await import('./commands/trace.ts')).traceCommand },
+  faults: { summary: 'run the fault matrix: every fault case must leave the guest running once, whole', load: async () => (await import('./commands/faults.ts')).faultsCommand },
   bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 

@@ -1,0 +1,477 @@
+/**
+ * Fault cases for RAM-file guests: a writer process (its state lives in its
+ * image) migrated by a real source agent to a real target agent over TCP on
+ * loopback, with the fault proxy, SIGKILL, a full disk or a second migration
+ * as the fault.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createPolicy } from '../core/policies/registry.ts';
+import type { GuestController } from '../guest/controller.ts';
+import { ProcessController, processState } from '../guest/controller.ts';
+import { readLock, lockPath } from '../engine/source-lock.ts';
+import { SourceMigration, type MigrationResult, type SourceEvent } from '../engine/source-session.ts';
+import { TargetAgent } from '../engine/target-agent.ts';
+import type { TargetEvent } from '../engine/target-session.ts';
+import { FaultProxy } from '../transport/fault-proxy.ts';
+import { ShapedTransport } from '../transport/shaper.ts';
+import { TcpTransport } from '../transport/tcp.ts';
+import type { Transport, TransportAddress } from '../transport/types.ts';
+import type { FaultCase } from './faults.ts';
+import { runCli, spawnCli, type CliChild } from './faults-cli.ts';
+import {
+  checkWriterImage,
+  judgeDone,
+  judgeRolledBack,
+  PAGE,
+  sleep,
+  startWriter,
+  targetRestart,
+  waitFor,
+  type TargetRestart,
+  type Verdict,
+  type Writer,
+} from './faults-rig.ts';
+
+const SECRET = Buffer.from('presync-fault-matrix-secret-0123');
+const PAGES = 2048;
+
+interface Rig {
+  readonly dir: string;
+  readonly writer: Writer;
+  readonly restart: TargetRestart;
+  readonly agent: TargetAgent;
+  readonly targetImage: string;
+  readonly proxy: FaultProxy | undefined;
+  readonly targetEnds: Array<Extract<TargetEvent, { event: 'session-end' }>>;
+  /** The target image as it was when a session failed on a bad frame (before anything else could touch it). */
+  readonly atFailure: Buffer[];
+  readonly to: TransportAddress;
+  close(): Promise<void>;
+}
+
+async function rig(dir: string, o: { proxy?: boolean; targetImage?: string; pages?: number } = {}): Promise<Rig> {
+  const writer = await startWriter(dir, 'guest', o.pages ?? PAGES);
+  const restart = targetRestart(dir);
+  const targetImage = o.targetImage ?? join(dir, 'target.img');
+  const targetEnds: Rig['targetEnds'] = [];
+  const atFailure: Buffer[] = [];
+  let agent: TargetAgent | undefined;
+  let proxy: FaultProxy | undefined;
+  try {
+    agent = await TargetAgent.start({
+      transport: new TcpTransport(),
+      listen: { host: '127.0.0.1', port: 0 },
+      imagePath: targetImage,
+      secret: SECRET,
+      hook: restart.hook,
+      onEvent: (e) => {
+        if (e.event === 'session-end') {
+          targetEnds.push(e);
+          if (e.error && e.error.code !== 'PRESYNC_ERR_CONNECTION' && existsSync(targetImage)) atFailure.push(readFileSync(targetImage));
+        }
+      },
+    });
+    proxy = o.proxy ? await FaultProxy.start({ upstream: agent.address }) : undefined;
+  } catch (e) {
+    writer.kill();
+    await agent?.close();
+    throw e;
+  }
+  const a = agent;
+  return {
+    dir,
+    writer,
+    restart,
+    agent: a,
+    targetImage,
+    proxy,
+    targetEnds,
+    atFailure,
+    to: proxy?.address ?? a.address,
+    close: async () => {
+      writer.kill();
+      await proxy?.close();
+      await a.close();
+    },
+  };
+}
+
+interface MigrateSpec {
+  readonly launchAfterMs?: number;
+  readonly rate?: number;
+  readonly onEvent?: (e: SourceEvent, m: SourceMigration) => void;
+  readonly controller?: (inner: GuestController) => GuestController;
+  readonly transport?: Transport;
+  readonly to?: TransportAddress;
+}
+
+async function migrate(r: Rig, s: MigrateSpec = {}): Promise<MigrationResult> {
+  const inner = new ProcessController(r.writer.pid);
+  const base: Transport = s.transport ?? new TcpTransport();
+  const m: SourceMigration = new SourceMigration({
+    transport: s.rate ? new ShapedTransport(base, { rate: s.rate }) : base,
+    to: s.to ?? r.to,
+    secret: SECRET,
+    imagePath: r.writer.image,
+    policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount: PAGES }, seed: 1 }),
+    controller: s.controller ? s.controller(inner) : inner,
+    epochMs: 50,
+    stepTimeoutMs: 10_000,
+    ...(s.rate ? { bandwidthBytesPerSec: s.rate } : {}),
+    onEvent: (e) => s.onEvent?.(e, m),
+  });
+  const timer = s.launchAfterMs !== undefined ? setTimeout(() => m.launch(), s.launchAfterMs) : undefined;
+  // A fault that never fires must not hang the matrix: launch anyway after a while.
+  const fallback = setTimeout(() => m.launch(), 15_000);
+  try {
+    return await m.run();
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(fallback);
+  }
+}
+
+function errText(e: { code: string; message: string } | null | undefined): string {
+  return e ? e.code : 'no error';
+}
+
+async function judge(r: Rig, res: { outcome: string }, expect: 'done' | 'rolled-back'): Promise<Verdict> {
+  if (res.outcome === 'done') return judgeDone(r.writer, r.restart, r.targetImage);
+  const v = await judgeRolledBack(r.writer, r.restart);
+  if (expect === 'done') v.notes.push('expected done');
+  return v;
+}
+
+function finish(res: { outcome: string; error?: { code: string; message: string } | null }, v: Verdict, evidence: string, checks = true) {
+  const outcome = res.outcome === 'done' || res.outcome === 'rolled-back' || res.outcome === 'in-doubt' ? res.outcome : 'failed';
+  const detail = [evidence, ...v.notes].filter(Boolean).join('; ');
+  return { outcome, guestRunning: v.guestRunning, memoryVerified: v.memoryVerified, lostPages: v.lostPages, detail, checks } as const;
+}
+
+/** A controller whose pause/commit run `hook` first: the fault lands at an exact step of the switchover. */
+function around(inner: GuestController, at: 'pause' | 'commit', hook: () => Promise<void>): GuestController {
+  return {
+    kind: inner.kind,
+    pause: async () => {
+      await inner.pause();
+      if (at === 'pause') await hook();
+    },
+    resume: () => inner.resume(),
+    commit: async () => {
+      if (at === 'commit') await hook();
+      await inner.commit();
+    },
+    release: () => inner.release(),
+    isAlive: () => inner.isAlive(),
+  };
+}
+
+const cutDuringPresync: FaultCase = {
+  name: 'cut-presync',
+  inject: 'connection reset after 3 MiB of the initial sync (fault proxy)',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    try {
+      r.proxy!.cutAfter('up', 3 << 20);
+      let resumed: Extract<SourceEvent, { event: 'connected' }> | undefined;
+      const res = await migrate(r, {
+        rate: 20_000_000,
+        onEvent: (e, m) => {
+          if (e.event === 'connected' && e.attempt > 0 && !resumed) {
+            resumed = e;
+            setTimeout(() => m.launch(), 300);
+          }
+        },
+      });
+      const v = await judge(r, res, 'done');
+      const ok = resumed !== undefined && resumed.resume && resumed.heldPages > 0;
+      const ev = resumed ? `reconnected and resumed: target held ${resumed.heldPages} of ${PAGES} pages, ${resumed.stalePages} to send` : 'never reconnected';
+      return finish(res, v, ev, ok && res.outcome === 'done');
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const cutDuringFinalCopy: FaultCase = {
+  name: 'cut-final-copy',
+  inject: 'connection reset while the guest is paused for the final copy',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    try {
+      const res = await migrate(r, {
+        launchAfterMs: 800,
+        // Hold the final pages back, so the reset surely lands while the guest is paused in final copy.
+        onEvent: (e) => e.event === 'phase' && e.phase === 'final-copy' && r.proxy!.stall(),
+        controller: (c) => around(c, 'pause', async () => r.proxy!.cutAll()),
+      });
+      const v = await judge(r, res, 'rolled-back');
+      return finish(res, v, `rolled back (${errText(res.error)}); target session ${errText(r.targetEnds.at(-1)?.error)}`);
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const cutDuringVerify: FaultCase = {
+  name: 'cut-verify',
+  inject: 'connection reset as the verify request goes out (guest paused)',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    try {
+      const res = await migrate(r, {
+        launchAfterMs: 800,
+        onEvent: (e) => e.event === 'phase' && e.phase === 'verify' && r.proxy!.cutAll(),
+      });
+      const v = await judge(r, res, 'rolled-back');
+      return finish(res, v, `rolled back (${errText(res.error)}); target session ${errText(r.targetEnds.at(-1)?.error)}`);
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const cutBeforeHandover: FaultCase = {
+  name: 'cut-before-handover',
+  inject: 'connection reset after a matching verify, just before HANDOVER is sent',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    try {
+      let seen = false;
+      const res = await migrate(r, {
+        launchAfterMs: 800,
+        onEvent: (e) => {
+          if (e.event === 'phase' && e.phase === 'handover') seen = true;
+        },
+        // The last source-side step before HANDOVER: cut, and give the source time to notice.
+        controller: (c) =>
+          around(c, 'commit', async () => {
+            r.proxy!.cutAll();
+            await sleep(300);
+          }),
+      });
+      const v = await judge(r, res, 'rolled-back');
+      return finish(res, v, `rolled back (${errText(res.error)})${seen ? ' from the handover phase, HANDOVER not sent' : ''}`);
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const corruptWire: FaultCase = {
+  name: 'corrupt-wire',
+  inject: 'one byte flipped in the page stream during presync (fault proxy)',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    try {
+      // 1.5 MB into the stream: inside a PAGES frame of the initial sync.
+      r.proxy!.corruptNext('up', 1_500_000, 0x40);
+      let reconnected = false;
+      const res = await migrate(r, {
+        rate: 20_000_000,
+        onEvent: (e, m) => {
+          if (e.event === 'connected' && e.attempt > 0 && !reconnected) {
+            reconnected = true;
+            setTimeout(() => m.launch(), 300);
+          }
+        },
+      });
+      const v = await judge(r, res, 'done');
+      const tErr = r.targetEnds.find((e) => e.error)?.error;
+      // Applied or not, every page the target holds must still be a page the writer could have written.
+      let applied = -1;
+      const tgt = r.atFailure[0];
+      if (tgt) {
+        const src = checkWriterImage(readFileSync(r.writer.image));
+        tgt.writeUInt32LE(0x52575350, 0); // page 0 may not have arrived yet; its stamp is not what is checked here
+        applied = checkWriterImage(tgt, src.counter, { allowZeroPages: true }).badPages.length;
+      }
+      const detected = tErr?.code === 'PRESYNC_ERR_CHECKSUM';
+      return finish(
+        res,
+        v,
+        `target rejected the frame with ${tErr?.code ?? 'nothing'}, image at that moment holds ${applied} bad pages; source ${reconnected ? 'reconnected, resumed and' : ''} ended ${res.outcome}`,
+        detected && applied === 0,
+      );
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const diskFull: FaultCase = {
+  name: 'target-disk-full',
+  inject: 'target image on a 1 MiB tmpfs: writes fail with ENOSPC during presync',
+  skip: () => (process.getuid?.() === 0 ? undefined : 'needs root to mount a tmpfs'),
+  async run({ dir }) {
+    const tiny = join(dir, 'tiny');
+    mkdirSync(tiny);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1M', 'tmpfs', tiny]);
+    try {
+      const r = await rig(dir, { targetImage: join(tiny, 'target.img') });
+      try {
+        const res = await migrate(r, { launchAfterMs: 3000 });
+        const v = await judge(r, res, 'rolled-back');
+        const tErr = r.targetEnds.find((e) => e.error)?.error;
+        return finish(res, v, `target failed with ${tErr?.code ?? 'nothing'}; source ${res.outcome} (${errText(res.error)})`, tErr?.code === 'PRESYNC_ERR_IMAGE');
+      } finally {
+        await r.close();
+      }
+    } finally {
+      execFileSync('umount', ['-l', tiny]);
+    }
+  },
+};
+
+function secretFile(dir: string): string {
+  const p = join(dir, 'secret');
+  writeFileSync(p, `${SECRET.toString()}\n`);
+  return p;
+}
+
+function lastResult(c: CliChild): Record<string, unknown> | undefined {
+  return [...c.lines].reverse().find((l) => typeof l.outcome === 'string');
+}
+
+const targetKilled: FaultCase = {
+  name: 'target-killed-restarted',
+  inject: 'SIGKILL of `presync serve` mid-presync, restarted on the same port and image',
+  async run({ dir }) {
+    const writer = await startWriter(dir, 'guest', PAGES);
+    const restart = targetRestart(dir);
+    const secret = secretFile(dir);
+    const targetImage = join(dir, 'target.img');
+    const serveArgs = (port: number) => ['serve', '--listen', `127.0.0.1:${port}`, '--image', targetImage, '--secret-file', secret, '--on-handover', restart.command, '--json'];
+    let serve = spawnCli(serveArgs(0));
+    try {
+      const port = Number((await serve.next((l) => l.event === 'listening')).port);
+      let killed = false;
+      let resumed: Extract<SourceEvent, { event: 'connected' }> | undefined;
+      let restarting: Promise<unknown> | undefined;
+      const inner = new ProcessController(writer.pid);
+      const m: SourceMigration = new SourceMigration({
+        transport: new ShapedTransport(new TcpTransport(), { rate: 20_000_000 }),
+        bandwidthBytesPerSec: 20_000_000,
+        to: { host: '127.0.0.1', port },
+        secret: SECRET,
+        imagePath: writer.image,
+        policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount: PAGES }, seed: 1 }),
+        controller: inner,
+        epochMs: 50,
+        stepTimeoutMs: 10_000,
+        onEvent: (e) => {
+          if (e.event === 'progress' && !killed && e.status.presyncBytes >= 3 << 20) {
+            killed = true;
+            serve.child.kill('SIGKILL');
+            restarting = serve.exited.then(() => {
+              serve = spawnCli(serveArgs(port));
+              return serve.next((l) => l.event === 'listening');
+            });
+          }
+          if (e.event === 'connected' && e.attempt > 0 && !resumed) {
+            resumed = e;
+            setTimeout(() => m.launch(), 300);
+          }
+        },
+      });
+      const fallback = setTimeout(() => m.launch(), 20_000);
+      const res = await m.run();
+      clearTimeout(fallback);
+      await restarting?.catch(() => undefined);
+      const v = res.outcome === 'done' ? await judgeDone(writer, restart, targetImage) : await judgeRolledBack(writer, restart);
+      const fewer = resumed !== undefined && resumed.resume && resumed.stalePages < PAGES;
+      const ev = resumed
+        ? `restarted target resumed from its image: ${resumed.heldPages} of ${PAGES} pages held, ${resumed.stalePages} re-sent`
+        : `never reconnected (${errText(res.error)})`;
+      return finish(res, v, ev, fewer && res.outcome === 'done');
+    } finally {
+      writer.kill();
+      serve.child.kill('SIGKILL');
+      await serve.exited;
+    }
+  },
+};
+
+const sourceKilled: FaultCase = {
+  name: 'source-agent-killed',
+  inject: 'SIGKILL of `presync migrate` while it holds the guest paused (final copy); recovered by `presync migrate --recover`',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    const secret = secretFile(dir);
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--launch-after', '800ms', '--json']);
+    try {
+      // Hold the final copy back at the proxy, so the agent dies with the guest surely paused.
+      await mig.next((l) => l.event === 'phase' && l.phase === 'final-copy', 20_000);
+      r.proxy!.stall();
+      await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
+      const lockState = readLock(r.writer.image)?.state;
+      mig.child.kill('SIGKILL');
+      await mig.exited;
+      const stillStopped = processState(r.writer.pid) === 'T';
+      // The target notices the dead connection and invalidates its image.
+      r.proxy!.cutAll();
+      const rec = await runCli(['migrate', '--image', r.writer.image, '--recover', '--json']);
+      const action = rec.lines.find((l) => l.event === 'recover')?.action;
+      await waitFor('the target session to end', () => r.targetEnds.length > 0, 10_000).catch(() => undefined);
+      const v = await judgeRolledBack(r.writer, r.restart);
+      const tState = existsSync(`${r.targetImage}.presync`) ? (JSON.parse(readFileSync(`${r.targetImage}.presync`, 'utf8')) as { state: string }).state : 'absent';
+      const ok = lockState === 'paused' && stillStopped && rec.code === 0 && action === 'resumed' && !existsSync(lockPath(r.writer.image)) && tState !== 'valid';
+      return finish(
+        { outcome: 'rolled-back' },
+        v,
+        `agent killed with the guest stopped (lock said ${lockState}); recover: ${String(action)} (exit ${rec.code}); target image ${tState}`,
+        ok,
+      );
+    } finally {
+      mig.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+const secondMigration: FaultCase = {
+  name: 'second-migration-refused',
+  inject: 'a second `presync migrate` of the same guest while the first runs',
+  async run({ dir }) {
+    const r = await rig(dir);
+    const secret = secretFile(dir);
+    const args = ['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--json'];
+    // The first launches only on command, after the second has been refused: no race with process start-up.
+    const control = join(dir, 'control.sock');
+    const first = spawnCli([...args, '--control', control]);
+    try {
+      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), 20_000);
+      const second = await runCli([...args, '--launch-after', '100ms']);
+      const refused = second.code !== 0 && second.stderr.includes('PRESYNC_ERR_LOCKED');
+      await runCli(['launch', '--control', control]);
+      const code = await first.exited;
+      const res = lastResult(first);
+      const outcome = String(res?.outcome ?? 'failed');
+      const v = outcome === 'done' ? await judgeDone(r.writer, r.restart, r.targetImage) : await judgeRolledBack(r.writer, r.restart);
+      return finish(
+        { outcome },
+        v,
+        `second migrate exited ${second.code} with ${refused ? 'PRESYNC_ERR_LOCKED' : JSON.stringify(second.stderr.slice(0, 300))}; first exited ${code}, ${outcome}`,
+        refused && outcome === 'done' && code === 0,
+      );
+    } finally {
+      first.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+export const RAM_CASES: readonly FaultCase[] = [
+  cutDuringPresync,
+  cutDuringFinalCopy,
+  cutDuringVerify,
+  cutBeforeHandover,
+  corruptWire,
+  targetKilled,
+  sourceKilled,
+  diskFull,
+  secondMigration,
+];
+
