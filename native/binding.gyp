@@ -3,7 +3,8 @@
     {
       "target_name": "pagehash",
       "sources": ["pagehash.c"],
-      "cflags": ["-O3", "-std=c11"],
+      "cflags": ["-O3", "-std=gnu11", "-pthread"],
+      "ldflags": ["-pthread"],
       "defines": ["NAPI_VERSION=8"]
     }
   ]

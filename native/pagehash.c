@@ -10,6 +10,11 @@
 #include <node_api.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <errno.h>
+#include <stdio.h>
 
 static const uint64_t P1 = 0x9E3779B185EBCA87ULL;
 static const uint64_t P2 = 0xC2B2AE3D27D4EB4FULL;
@@ -55,6 +60,42 @@ static uint64_t xxh64(const uint8_t *p, size_t len) {
   return h;
 }
 
+
+/*
+ * Guests hold many zero pages (never touched, or freed and zeroed). Checking
+ * for zero exits at the first non-zero word of a data page, so it costs almost
+ * nothing there, and saves the hash on a zero page (a read at memory speed).
+ */
+static int is_zero(const uint8_t *p, size_t len) {
+  size_t i = 0;
+  for (; i + 64 <= len; i += 64) {
+    uint64_t a = read64(p + i) | read64(p + i + 8) | read64(p + i + 16) | read64(p + i + 24) |
+                 read64(p + i + 32) | read64(p + i + 40) | read64(p + i + 48) | read64(p + i + 56);
+    if (a) return 0;
+  }
+  for (; i < len; i++) if (p[i]) return 0;
+  return 1;
+}
+
+/* XXH64 of a page, with the zero-page digest cached per page size (thread-safe: computed before threads start). */
+typedef struct { size_t size; uint64_t digest; } zero_cache;
+static inline uint64_t page_digest(const uint8_t *p, size_t len, const zero_cache *z) {
+  if (z->size == len && is_zero(p, len)) return z->digest;
+  return xxh64(p, len);
+}
+static zero_cache zero_for(size_t len) {
+  static zero_cache last = { 0, 0 };
+  if (last.size != len) {
+    uint8_t tmp[256];
+    /* Hash of len zero bytes, without allocating len bytes: feed XXH64 from a zero block. */
+    zero_cache z = { len, 0 };
+    if (len <= sizeof tmp) { memset(tmp, 0, len); z.digest = xxh64(tmp, len); }
+    else { uint8_t *buf = calloc(1, len); if (!buf) { z.size = 0; return z; } z.digest = xxh64(buf, len); free(buf); }
+    last = z;
+  }
+  return last;
+}
+
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "pagehash: N-API call failed"); return NULL; } } while (0)
 
 static int typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
@@ -80,26 +121,47 @@ static napi_value hash_pages(napi_env env, napi_callback_info info) {
   size_t pages = srcLen / pageSize;
   if (outOffset > outLen || pages > outLen - outOffset) { napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashPages: output too small"); return NULL; }
   uint64_t *o = (uint64_t *)out + outOffset;
-  for (size_t i = 0; i < pages; i++) o[i] = xxh64((const uint8_t *)src + i * pageSize, pageSize);
+  zero_cache z = zero_for(pageSize);
+  for (size_t i = 0; i < pages; i++) o[i] = page_digest((const uint8_t *)src + i * pageSize, pageSize, &z);
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)pages, &r));
   return r;
 }
 
+typedef struct {
+  const uint8_t *src; size_t pageSize; uint64_t *d; uint32_t *out; uint32_t first; size_t from, to; int all; zero_cache z; uint32_t found;
+} cmp_job;
+
+static void *cmp_run(void *arg) {
+  cmp_job *j = (cmp_job *)arg;
+  uint32_t k = 0;
+  for (size_t i = j->from; i < j->to; i++) {
+    uint64_t h = page_digest(j->src + i * j->pageSize, j->pageSize, &j->z);
+    if (j->all || h != j->d[i]) { j->d[i] = h; j->out[k++] = j->first + (uint32_t)i; }
+  }
+  j->found = k;
+  return NULL;
+}
+
+#define MAX_THREADS 8
+
 /*
- * hashCompare(src: Uint8Array, pageSize, digests: BigUint64Array, firstPage, all: boolean, dirty: Uint32Array, dirtyOffset)
+ * hashCompare(src: Uint8Array, pageSize, digests: BigUint64Array, firstPage, all: boolean, dirty: Uint32Array, dirtyOffset, threads?)
  * Hashes the pages of src (pages firstPage..), stores digests, and writes the
- * indices of pages whose digest changed (every page when `all`) into dirty.
- * Returns the new dirtyOffset.
+ * indices of pages whose digest changed (every page when `all`) into dirty,
+ * in ascending order. Returns the new dirtyOffset. With threads > 1 the pages
+ * are split in contiguous slices hashed in parallel (each slice lists its
+ * pages in its own part of `dirty`, compacted afterwards).
  */
 static napi_value hash_compare(napi_env env, napi_callback_info info) {
-  size_t argc = 7; napi_value a[7];
+  size_t argc = 8; napi_value a[8];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  void *src, *dig, *dirty; size_t srcLen, digLen, dirtyLen; uint32_t pageSize, first, dOff; bool all;
+  void *src, *dig, *dirty; size_t srcLen, digLen, dirtyLen; uint32_t pageSize, first, dOff, threads = 1; bool all;
   if (argc < 7 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || !typed(env, a[2], napi_biguint64_array, &dig, &digLen) ||
       !typed(env, a[5], napi_uint32_array, &dirty, &dirtyLen) || napi_get_value_uint32(env, a[1], &pageSize) != napi_ok ||
       napi_get_value_uint32(env, a[3], &first) != napi_ok || napi_get_value_bool(env, a[4], &all) != napi_ok ||
-      napi_get_value_uint32(env, a[6], &dOff) != napi_ok || pageSize == 0) {
-    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashCompare(src, pageSize, digests, firstPage, all, dirty, dirtyOffset)");
+      napi_get_value_uint32(env, a[6], &dOff) != napi_ok || pageSize == 0 ||
+      (argc >= 8 && napi_get_value_uint32(env, a[7], &threads) != napi_ok)) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashCompare(src, pageSize, digests, firstPage, all, dirty, dirtyOffset, threads?)");
     return NULL;
   }
   size_t pages = srcLen / pageSize;
@@ -107,22 +169,79 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashCompare: pages beyond the digest table or dirty list");
     return NULL;
   }
-  uint64_t *d = (uint64_t *)dig + first;
-  uint32_t *out = (uint32_t *)dirty;
-  for (size_t i = 0; i < pages; i++) {
-    uint64_t h = xxh64((const uint8_t *)src + i * pageSize, pageSize);
-    if (all || h != d[i]) { d[i] = h; out[dOff++] = first + (uint32_t)i; }
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  /* A thread per few pages costs more than it saves. */
+  if (pages < (size_t)threads * 1024) threads = 1;
+  zero_cache z = zero_for(pageSize);
+  cmp_job jobs[MAX_THREADS];
+  pthread_t tids[MAX_THREADS];
+  int started[MAX_THREADS] = { 0 };
+  for (uint32_t t = 0; t < threads; t++) {
+    size_t from = pages * t / threads, to = pages * (t + 1) / threads;
+    jobs[t] = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff + from, first, from, to, all, z, 0 };
+    /* The calling thread takes slice 0; a failed spawn runs its slice here too. */
+    if (t > 0 && pthread_create(&tids[t], NULL, cmp_run, &jobs[t]) == 0) started[t] = 1;
   }
-  napi_value r; CHECK(napi_create_uint32(env, dOff, &r));
+  cmp_run(&jobs[0]);
+  for (uint32_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(tids[t], NULL);
+    else cmp_run(&jobs[t]);
+  }
+  uint32_t *out = (uint32_t *)dirty;
+  uint32_t k = dOff + jobs[0].found;
+  for (uint32_t t = 1; t < threads; t++) {
+    if (jobs[t].found) memmove(out + k, jobs[t].out, jobs[t].found * sizeof(uint32_t));
+    k += jobs[t].found;
+  }
+  napi_value r; CHECK(napi_create_uint32(env, k, &r));
   return r;
+}
+
+static void unmap_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
+/*
+ * mapFile(fd, offset, length): ArrayBuffer
+ * A read-only shared mapping of part of a file: scans read the guest's RAM in
+ * place instead of copying it out with pread (which costs more than the hash).
+ * Unmapped when the ArrayBuffer is collected. The file must not shrink while
+ * mapped (a guest RAM file never does).
+ */
+static napi_value map_file(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int32_t fd; int64_t off, len;
+  if (argc < 3 || napi_get_value_int32(env, a[0], &fd) != napi_ok || napi_get_value_int64(env, a[1], &off) != napi_ok ||
+      napi_get_value_int64(env, a[2], &len) != napi_ok || fd < 0 || off < 0 || len <= 0 || (off & 4095) != 0) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "mapFile(fd, offset (4 KiB aligned), length > 0)");
+    return NULL;
+  }
+  void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+  if (m == MAP_FAILED) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "mapFile: mmap failed: %s", strerror(errno));
+    napi_throw_error(env, "PRESYNC_ERR_IMAGE", msg);
+    return NULL;
+  }
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, m, (size_t)len, unmap_finalize, (void *)(uintptr_t)len, &ab) != napi_ok) {
+    munmap(m, (size_t)len);
+    napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "mapFile: cannot wrap the mapping");
+    return NULL;
+  }
+  return ab;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "hashPages", NULL, hash_pages, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompare", NULL, hash_compare, NULL, NULL, NULL, napi_default, NULL },
+    { "mapFile", NULL, map_file, NULL, NULL, NULL, napi_default, NULL },
   };
-  if (napi_define_properties(env, exports, 2, props) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 3, props) != napi_ok) return NULL;
   return exports;
 }
 

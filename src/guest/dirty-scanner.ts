@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { PageSet } from '../core/pageset.ts';
 import { digestPages } from '../wire/digest.ts';
 import { nativePageHash } from '../native/pagehash.ts';
@@ -5,23 +6,57 @@ import type { RamImageReader } from './ram-image.ts';
 
 /** Pages read per pread during a scan: large enough to amortise the syscall. */
 const SCAN_CHUNK_PAGES = 1024;
+/**
+ * Pages hashed per native call on a mapped image: big enough that the call
+ * and thread start-up vanish, small enough (a few ms) that scanAsync still
+ * reads acknowledgements often. A power of two, so it never straddles a
+ * mapping segment.
+ */
+const MAPPED_CHUNK_PAGES = 8192;
+
+export interface DirtyScannerOptions {
+  /** Hashing threads for a mapped image; default min(2, cores). */
+  readonly threads?: number;
+}
+
+export interface IncrementalScanOptions {
+  /** Pages to scan besides the rotating slice (e.g. those the predictor expects to change). */
+  readonly hot?: PageSet;
+  /** Share of the image the rotating slice covers per scan, (0, 1]; default 1/8. */
+  readonly sliceFraction?: number;
+}
 
 /**
- * Dirty tracking for a RAM image without help from the guest: every scan
- * hashes every page (64-bit XXH64) and reports the pages whose digest changed
- * since the previous scan. A 64-bit digest decides "unchanged"; a 32-bit one
- * would miss a change every few hours at 10 scans/s on 256 MiB.
+ * Dirty tracking for a RAM image without help from the guest: a scan hashes
+ * pages (64-bit XXH64) and reports those whose digest changed since they were
+ * last hashed. A 64-bit digest decides "unchanged"; a 32-bit one would miss a
+ * change every few hours at 10 scans/s on 256 MiB.
+ *
+ * On a mapped image (native build) pages are hashed in place, on several
+ * threads; zero pages skip the hash. An incremental scan hashes only the
+ * recently written pages, the caller's hot pages and a rotating slice of the
+ * rest: a change in a cold page is then seen within 1/sliceFraction scans
+ * instead of the next one. Whoever needs certainty (the final copy) calls
+ * scan(), which is always full.
  */
 export class DirtyScanner {
   readonly digests: BigUint64Array;
   private readonly buf: Buffer;
   private scanned = false;
+  private readonly threads: number;
+  private readonly list: Uint32Array;
   /** Pages hashed so far, for metrics. */
   pagesHashed = 0;
+  /** Next page of the rotating slice. */
+  private cursor = 0;
+  /** Pages found dirty by the last few scans: scanned every incremental scan. */
+  private recent: PageSet[] = [];
 
-  constructor(private readonly image: RamImageReader) {
+  constructor(private readonly image: RamImageReader, opts: DirtyScannerOptions = {}) {
     this.digests = new BigUint64Array(image.geometry.pageCount);
     this.buf = Buffer.allocUnsafe(SCAN_CHUNK_PAGES * image.geometry.pageSize);
+    this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(2, availableParallelism())));
+    this.list = new Uint32Array(MAPPED_CHUNK_PAGES);
   }
 
   get hasBaseline(): boolean {
@@ -34,9 +69,8 @@ export class DirtyScanner {
    */
   scan(): PageSet {
     const dirty = new PageSet(this.image.geometry.pageCount);
-    for (let first = 0; first < this.image.geometry.pageCount; first += SCAN_CHUNK_PAGES) this.scanChunk(first, dirty);
-    this.pagesHashed += this.image.geometry.pageCount;
-    this.scanned = true;
+    this.scanRange(0, this.image.geometry.pageCount, dirty);
+    this.finish(dirty);
     return dirty;
   }
 
@@ -45,33 +79,93 @@ export class DirtyScanner {
    * target's acknowledgements and pongs are read when they arrive: a scan that
    * blocks for 100 ms would look like 100 ms of network delay.
    */
-  async scanAsync(yieldEveryPages = 1024): Promise<PageSet> {
-    const dirty = new PageSet(this.image.geometry.pageCount);
-    let since = 0;
-    for (let first = 0; first < this.image.geometry.pageCount; first += SCAN_CHUNK_PAGES) {
-      this.scanChunk(first, dirty);
-      since += SCAN_CHUNK_PAGES;
-      if (since >= yieldEveryPages) {
-        since = 0;
-        await new Promise<void>((r) => setImmediate(r));
-      }
+  async scanAsync(yieldEveryPages = MAPPED_CHUNK_PAGES): Promise<PageSet> {
+    const { pageCount } = this.image.geometry;
+    const dirty = new PageSet(pageCount);
+    const step = Math.max(SCAN_CHUNK_PAGES, yieldEveryPages);
+    for (let first = 0; first < pageCount; first += step) {
+      this.scanRange(first, Math.min(pageCount, first + step), dirty);
+      if (first + step < pageCount) await new Promise<void>((r) => setImmediate(r));
     }
-    this.pagesHashed += this.image.geometry.pageCount;
-    this.scanned = true;
+    this.finish(dirty);
     return dirty;
   }
 
-  private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
-  private readonly changed = new Uint32Array(SCAN_CHUNK_PAGES);
+  /**
+   * Hashes the pages dirty in the last scans, `hot`, and the next slice of
+   * the image; reports which of those changed. Until a first full scan there
+   * is no baseline, so that one is full.
+   */
+  async scanIncremental(o: IncrementalScanOptions = {}): Promise<PageSet> {
+    const { pageCount } = this.image.geometry;
+    if (!this.scanned) return this.scanAsync();
+    const frac = Math.min(1, Math.max(1 / pageCount, o.sliceFraction ?? 1 / 8));
+    const slice = Math.min(pageCount, Math.ceil(pageCount * frac));
+    const dirty = new PageSet(pageCount);
+    // The rotating slice, in chunks, possibly wrapping around.
+    let left = slice;
+    while (left > 0) {
+      const end = Math.min(pageCount, this.cursor + Math.min(left, MAPPED_CHUNK_PAGES));
+      this.scanRange(this.cursor, end, dirty);
+      left -= end - this.cursor;
+      this.cursor = end === pageCount ? 0 : end;
+      if (left > 0) await new Promise<void>((r) => setImmediate(r));
+    }
+    // Recently written and hot pages, in runs of consecutive indices.
+    const extra = new PageSet(pageCount);
+    for (const s of this.recent) extra.unionWith(s);
+    if (o.hot) extra.unionWith(o.hot);
+    const pages = extra.toArray();
+    let i = 0;
+    while (i < pages.length) {
+      let j = i + 1;
+      while (j < pages.length && pages[j] === pages[j - 1] + 1 && j - i < MAPPED_CHUNK_PAGES) j++;
+      this.scanRange(pages[i], pages[j - 1] + 1, dirty);
+      i = j;
+    }
+    this.pagesHashed += pages.length;
+    this.remember(dirty);
+    return dirty;
+  }
 
-  private scanChunk(first: number, dirty: PageSet): void {
-    const { pageSize, pageCount } = this.image.geometry;
-    const n = Math.min(SCAN_CHUNK_PAGES, pageCount - first);
+  private finish(dirty: PageSet): void {
+    this.pagesHashed += this.image.geometry.pageCount;
+    this.scanned = true;
+    this.remember(dirty);
+  }
+
+  private remember(dirty: PageSet): void {
+    this.recent.push(dirty);
+    if (this.recent.length > 4) this.recent.shift();
+  }
+
+  private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
+
+  /** Scans pages [from, to): mapped in place when possible, else through the read buffer. */
+  private scanRange(from: number, to: number, dirty: PageSet): void {
+    const { pageSize } = this.image.geometry;
+    while (from < to) {
+      const n = Math.min(MAPPED_CHUNK_PAGES, to - from);
+      const v = nativePageHash ? this.image.view(from, n) : null;
+      if (v) {
+        const k = nativePageHash!.hashCompare(v, pageSize, this.digests, from, !this.scanned, this.list, 0, this.threads);
+        for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+        from += n;
+        continue;
+      }
+      const m = Math.min(SCAN_CHUNK_PAGES, to - from);
+      this.scanChunk(from, m, dirty);
+      from += m;
+    }
+  }
+
+  private scanChunk(first: number, n: number, dirty: PageSet): void {
+    const { pageSize } = this.image.geometry;
     const bytes = this.image.readPages(first, n, this.buf);
     if (nativePageHash) {
       // Hash, compare and list the changed pages in one native call.
-      const k = nativePageHash.hashCompare(bytes, pageSize, this.digests, first, !this.scanned, this.changed, 0);
-      for (let i = 0; i < k; i++) dirty.add(this.changed[i]);
+      const k = nativePageHash.hashCompare(bytes, pageSize, this.digests, first, !this.scanned, this.list, 0);
+      for (let i = 0; i < k; i++) dirty.add(this.list[i]);
       return;
     }
     const fresh = this.fresh;

@@ -10,7 +10,10 @@ import { fileURLToPath } from 'node:url';
  */
 export interface NativePageHash {
   hashPages(src: Uint8Array, pageSize: number, out: BigUint64Array, outOffset: number): number;
-  hashCompare(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number): number;
+  /** `threads` > 1 splits the pages over that many threads (builds with it; older builds ignore it). */
+  hashCompare(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number, threads?: number): number;
+  /** Read-only shared mapping of [offset, offset+length) of an open file; absent in builds before it existed. */
+  mapFile?(fd: number, offset: number, length: number): ArrayBuffer;
 }
 
 function load(): NativePageHash | null {
