@@ -21,11 +21,12 @@ export async function benchCommand(argv: string[], io: CommandIO): Promise<numbe
   if (name === 'paper') return benchPaper(rest, io);
   if (name === 'throughput') return (await import('./bench-throughput.ts')).benchThroughput(rest, io);
   if (name === 'qemu') return (await import('./bench-qemu.ts')).benchQemu(rest, io);
+  if (name === 'perf') return (await import('./bench-perf.ts')).benchPerf(rest, io);
   if (name === undefined || name === '--help' || name === '-h') {
-    io.out(`usage: presync bench paper [flags]\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n  throughput    full sync of a 1 GiB image over loopback next to cp of the same file\n  qemu          real QEMU VMs over a 1 Gbit/s link: presync vs stock QEMU pre-copy (launch→running, downtime, bytes)\n`);
+    io.out(`usage: presync bench paper [flags]\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n  throughput    full sync of a 1 GiB image over loopback next to cp of the same file\n  qemu          real QEMU VMs over a 1 Gbit/s link: presync vs stock QEMU pre-copy (launch→running, downtime, bytes)\n  perf          scan cost, policy cost, codecs, full-sync throughput, memory overhead, QEMU side by side\n`);
     return name === undefined ? 2 : 0;
   }
-  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown bench "${name}"; known benches: paper, throughput, qemu`);
+  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown bench "${name}"; known benches: paper, throughput, qemu, perf`);
 }
 
 export async function benchPaper(argv: string[], io: CommandIO): Promise<number> {
