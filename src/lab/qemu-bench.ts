@@ -50,6 +50,8 @@ export interface QemuBenchOptions {
   /** QEMU's max-bandwidth for the stock runs; default uncapped (on the shaper fallback: 1 Gbit/s). */
   readonly stockBandwidthBytesPerSec?: number;
   readonly accel?: Accel;
+  /** presync's policy (`presync qemu migrate --policy`); default 'presync' (prediction + slow start). */
+  readonly policy?: string;
   /** Kernel and initrd of the test guest; default: built by scripts/build-guest.sh. */
   readonly guest?: { kernel: string; initrd: string };
   /** Human-readable progress, one line each. */
@@ -99,7 +101,7 @@ export interface QemuBenchWorkloadSummary {
 
 export interface QemuBenchResult {
   readonly link: { kind: 'netns' | 'shaper'; description: string };
-  readonly options: { reps: number; memBytes: number; presyncForMs: number; stockBandwidthBytesPerSec: number; accel: Accel; workloads: readonly string[] };
+  readonly options: { reps: number; memBytes: number; presyncForMs: number; stockBandwidthBytesPerSec: number; accel: Accel; policy: string; workloads: readonly string[] };
   readonly runs: QemuBenchRun[];
   readonly workloads: QemuBenchWorkloadSummary[];
 }
@@ -249,7 +251,7 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
     const listening = await serve.next((l) => l.event === 'listening', 60_000, 'listening line');
     migrate = new JsonChild(
       [...ctx.where.sourcePrefix, process.execPath, CLI, 'qemu', 'migrate', '--qmp', presyncQmp, '--to', `${ctx.where.targetHost}:${String(listening.port)}`,
-        '--qemu-uri', String(listening.qemuUri), '--secret-file', ctx.secretFile, '--launch-after', `${ctx.o.presyncForMs}ms`, '--json', '--out', outFile,
+        '--qemu-uri', String(listening.qemuUri), '--secret-file', ctx.secretFile, '--launch-after', `${ctx.o.presyncForMs}ms`, '--json', '--out', outFile, '--policy', ctx.o.policy ?? 'presync',
         ...(ctx.where.kind === 'shaper' ? ['--bandwidth', '1gbit'] : [])],
       'presync qemu migrate',
     );
@@ -456,7 +458,7 @@ export async function runQemuBench(o: QemuBenchOptions): Promise<QemuBenchResult
   }
   return {
     link: { kind: where.kind, description: where.description },
-    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, stockBandwidthBytesPerSec: stockBandwidth, accel: o.accel ?? 'tcg', workloads: [...o.workloads] },
+    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, stockBandwidthBytesPerSec: stockBandwidth, accel: o.accel ?? 'tcg', policy: o.policy ?? 'presync', workloads: [...o.workloads] },
     runs,
     workloads: summarize(o.workloads, runs),
   };
@@ -492,6 +494,7 @@ export function qemuBenchJson(res: QemuBenchResult): Record<string, unknown> {
     reps: res.options.reps,
     memBytes: res.options.memBytes,
     presyncForMs: res.options.presyncForMs,
+    policy: res.options.policy,
     stockBandwidthBytesPerSec: res.options.stockBandwidthBytesPerSec,
   };
 }
@@ -499,9 +502,9 @@ export function qemuBenchJson(res: QemuBenchResult): Record<string, unknown> {
 /** `presync-results/1` of kind qemu-bench: one run per migration (stock runs under policy `qemu-stock`) and the medians table. */
 export function qemuBenchResults(res: QemuBenchResult, createdBy: string): ResultsFile {
   const runs: ResultRun[] = res.runs.map((r) => ({
-    label: `${r.workload} · ${r.kind === 'presync' ? 'presync' : 'qemu-stock'} #${r.rep + 1}`,
+    label: `${r.workload} · ${r.kind === 'presync' ? res.options.policy : 'qemu-stock'} #${r.rep + 1}`,
     workload: r.workload,
-    policy: r.kind === 'presync' ? 'presync' : 'qemu-stock',
+    policy: r.kind === 'presync' ? res.options.policy : 'qemu-stock',
     seed: null,
     shell: 'real',
     launchAtMs: r.kind === 'presync' ? res.options.presyncForMs : 0,

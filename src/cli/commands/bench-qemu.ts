@@ -7,6 +7,7 @@ import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { GUEST_WORKLOADS, qemuBenchJson, qemuBenchResults, runQemuBench, UNCAPPED_BANDWIDTH } from '../../lab/qemu-bench.ts';
 import { writeResults } from '../../lab/results.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
+import { policyNames } from '../../core/policies/registry.ts';
 import { parseRate } from '../../transport/rate.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import { durationFlag } from '../common.ts';
@@ -15,7 +16,7 @@ import { parseMemory } from './qemu.ts';
 
 const USAGE =
   'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
-  '[--stock-bandwidth uncapped|32MiB] [--accel tcg|kvm] [--warmup N] [--out FILE]';
+  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [--out FILE]';
 
 /** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
 export function stockBandwidthFlag(value: string | undefined): number {
@@ -43,6 +44,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
       link: { type: 'string' },
       'stock-bandwidth': { type: 'string' },
       accel: { type: 'string' },
+      policy: { type: 'string' },
       warmup: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -74,13 +76,14 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
     link: link as 'netns' | 'shaper' | 'auto',
     stockBandwidthBytesPerSec: stockBandwidthFlag(values['stock-bandwidth']),
     accel: accel as 'tcg' | 'kvm',
+    policy: listFlag(values.policy, 'policy', policyNames(), ['presync'])[0],
     onProgress: (line: string) => io.err(`bench qemu: ${line}\n`),
   };
   const res = await runQemuBench(opts);
   if (values.out) writeResults(values.out, qemuBenchResults(res, `presync bench qemu ${argv.join(' ')}`.trim()));
   const o = res.options;
   const cap = o.stockBandwidthBytesPerSec >= UNCAPPED_BANDWIDTH ? 'uncapped' : `${fmtBytes(o.stockBandwidthBytesPerSec)}/s`;
-  io.out(`presync bench qemu: ${o.memBytes / 2 ** 20} MiB guest, ${o.accel}, ${o.reps} rep(s), presync for ${o.presyncForMs / 1000} s before launch, stock max-bandwidth ${cap}\n`);
+  io.out(`presync bench qemu: ${o.memBytes / 2 ** 20} MiB guest, ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, presync for ${o.presyncForMs / 1000} s before launch, stock max-bandwidth ${cap}\n`);
   io.out(`link: ${res.link.kind}: ${res.link.description}\n`);
   io.out(`medians; downtime = source STOP → target RESUME (QMP); ratio = stock ÷ presync launch→running\n\n`);
   io.out(
