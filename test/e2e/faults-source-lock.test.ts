@@ -1,0 +1,157 @@
+/**
+ * The source lock through the CLI: a guest left paused by a dead source agent
+ * is resumed by `presync migrate --recover` (or by the next migrate), a lock
+ * left in doubt is never resumed blindly, a live lock refuses. Two concurrent
+ * `presync migrate` of one guest are the `second-migration-refused` case of
+ * the fault matrix (test/e2e/faults-matrix.test.ts).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { processState } from '../../src/guest/controller.ts';
+import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
+import { TargetAgent } from '../../src/engine/target-agent.ts';
+import { FaultProxy } from '../../src/transport/fault-proxy.ts';
+import { TcpTransport } from '../../src/transport/tcp.ts';
+import { runCli, spawnCli } from '../../src/lab/faults-cli.ts';
+
+const SECRET = 'lock-test-secret-0123456789abcdef';
+
+function sleeper(): ChildProcess {
+  return spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+}
+
+async function until(what: string, fn: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A pid that certainly belongs to no process: a child that has exited. */
+async function deadPid(): Promise<number> {
+  const c = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  await new Promise((r) => c.once('exit', r));
+  return c.pid!;
+}
+
+function writeLock(image: string, r: Partial<LockRecord>): void {
+  const rec: LockRecord = { format: 'presync-lock/1', agentPid: 1, agentStart: null, guestPid: null, guestStart: null, state: 'running', image, updatedAt: '', ...r };
+  writeFileSync(lockPath(image), JSON.stringify(rec));
+}
+
+function setup(): { dir: string; image: string; secret: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'presync-lock-'));
+  const image = join(dir, 'guest.img');
+  writeFileSync(image, Buffer.alloc(256 * 4096, 3));
+  const secret = join(dir, 'secret');
+  writeFileSync(secret, `${SECRET}\n`);
+  return { dir, image, secret };
+}
+
+test('a guest left paused by a dead source agent is resumed by presync migrate --recover, and the stale lock removed', { timeout: 30_000 }, async () => {
+  const { image } = setup();
+  const guest = sleeper();
+  try {
+    process.kill(guest.pid!, 'SIGSTOP');
+    await until('guest stopped', () => processState(guest.pid!) === 'T');
+    writeLock(image, { agentPid: await deadPid(), guestPid: guest.pid!, guestStart: processStartTime(guest.pid!), state: 'paused' });
+    const r = await runCli(['migrate', '--image', image, '--recover', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.lines[0]?.action, 'resumed');
+    await until('guest running', () => processState(guest.pid!) !== 'T');
+    assert.equal(existsSync(lockPath(image)), false);
+    // Nothing left to recover: a second call says so.
+    const again = await runCli(['migrate', '--image', image, '--recover', '--json']);
+    assert.equal(again.lines[0]?.action, 'none');
+  } finally {
+    guest.kill('SIGKILL');
+  }
+});
+
+test('a stale lock never signals a recycled pid: a guest pid whose start time differs is left alone', { timeout: 30_000 }, async () => {
+  const { image } = setup();
+  const other = sleeper();
+  try {
+    process.kill(other.pid!, 'SIGSTOP');
+    await until('stopped', () => processState(other.pid!) === 'T');
+    writeLock(image, { agentPid: await deadPid(), guestPid: other.pid!, guestStart: '1', state: 'paused' });
+    const r = await runCli(['migrate', '--image', image, '--recover', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.lines[0]?.action, 'removed');
+    assert.equal(processState(other.pid!), 'T', 'an unrelated process that reuses the pid is not continued');
+  } finally {
+    other.kill('SIGKILL');
+  }
+});
+
+test('a lock held by a live agent: --recover and a new migrate both refuse with PRESYNC_ERR_LOCKED', { timeout: 30_000 }, async () => {
+  const { image, secret } = setup();
+  const agentStandIn = sleeper();
+  try {
+    writeLock(image, { agentPid: agentStandIn.pid!, agentStart: processStartTime(agentStandIn.pid!) });
+    const rec = await runCli(['migrate', '--image', image, '--recover']);
+    assert.equal(rec.code, 1);
+    assert.match(rec.stderr, /PRESYNC_ERR_LOCKED/);
+    const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+    assert.equal(mig.code, 1);
+    assert.match(mig.stderr, /PRESYNC_ERR_LOCKED: .* is already being migrated/);
+    assert.equal(readLock(image)?.agentPid, agentStandIn.pid, 'the live lock is left as it was');
+  } finally {
+    agentStandIn.kill('SIGKILL');
+  }
+});
+
+test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: 30_000 }, async () => {
+  const { image, secret } = setup();
+  writeFileSync(lockPath(image), 'something else\n');
+  const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+  assert.equal(mig.code, 1);
+  assert.match(mig.stderr, /PRESYNC_ERR_LOCKED: .*not a presync lock file/);
+  assert.equal(readFileSync(lockPath(image), 'utf8'), 'something else\n');
+});
+
+test('in doubt: HANDOVER sent, confirmation lost; the guest stays paused, the lock stays committed, and --recover refuses to resume it', { timeout: 60_000 }, async () => {
+  const { dir, image, secret } = setup();
+  const guest = sleeper();
+  let proxy: FaultProxy | undefined;
+  const agent = await TargetAgent.start({
+    transport: new TcpTransport(),
+    listen: { host: '127.0.0.1', port: 0 },
+    imagePath: join(dir, 'target.img'),
+    secret: Buffer.from(SECRET),
+    // The target starts the guest, then the network dies before it can confirm.
+    hook: {
+      start: async () => {
+        proxy!.cutAll();
+        await new Promise((r) => setTimeout(r, 200));
+      },
+    },
+  });
+  proxy = await FaultProxy.start({ upstream: agent.address });
+  try {
+    const mig = spawnCli(['migrate', '--image', image, '--to', `127.0.0.1:${proxy.address.port}`, '--secret-file', secret, '--pid', String(guest.pid), '--launch-after', '500ms', '--json']);
+    const code = await mig.exited;
+    const result = mig.lines.at(-1)!;
+    assert.equal(result.outcome, 'in-doubt', JSON.stringify(result));
+    assert.equal((result.error as { code: string }).code, 'PRESYNC_ERR_HANDOVER_IN_DOUBT');
+    assert.equal(code, 1);
+    assert.equal(processState(guest.pid!), 'T', 'the source guest stays paused: it may run on the target');
+    assert.equal(readLock(image)?.state, 'committed', 'the lock stays, saying the handover began');
+    const rec = await runCli(['migrate', '--image', image, '--recover']);
+    assert.equal(rec.code, 1);
+    assert.match(rec.stderr, /PRESYNC_ERR_HANDOVER_IN_DOUBT: .*Check the target/);
+    assert.equal(processState(guest.pid!), 'T', '--recover did not resume it');
+    const again = await runCli(['migrate', '--image', image, '--to', `127.0.0.1:${agent.address.port}`, '--secret-file', secret, '--pid', String(guest.pid), '--launch-after', '1s']);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /PRESYNC_ERR_HANDOVER_IN_DOUBT/);
+  } finally {
+    guest.kill('SIGKILL');
+    await proxy.close();
+    await agent.close();
+  }
+});
