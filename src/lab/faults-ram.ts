@@ -137,6 +137,21 @@ function errText(e: { code: string; message: string } | null | undefined): strin
   return e ? e.code : 'no error';
 }
 
+function targetState(r: Rig): string {
+  try {
+    return (JSON.parse(readFileSync(`${r.targetImage}.presync`, 'utf8')) as { state: string }).state;
+  } catch {
+    return 'absent';
+  }
+}
+
+/** After a rollback: how the target session ended, and that its image is not left startable. */
+async function targetSide(r: Rig): Promise<{ text: string; ok: boolean }> {
+  await waitFor('the target session to end', () => r.targetEnds.length > 0, 10_000).catch(() => undefined);
+  const st = targetState(r);
+  return { text: `target session ${errText(r.targetEnds.at(-1)?.error)}, its image ${st}`, ok: st !== 'valid' && r.targetEnds.length > 0 };
+}
+
 async function judge(r: Rig, res: { outcome: string }, expect: 'done' | 'rolled-back'): Promise<Verdict> {
   if (res.outcome === 'done') return judgeDone(r.writer, r.restart, r.targetImage);
   const v = await judgeRolledBack(r.writer, r.restart);
@@ -208,7 +223,8 @@ const cutDuringFinalCopy: FaultCase = {
         controller: (c) => around(c, 'pause', async () => r.proxy!.cutAll()),
       });
       const v = await judge(r, res, 'rolled-back');
-      return finish(res, v, `rolled back (${errText(res.error)}); target session ${errText(r.targetEnds.at(-1)?.error)}`);
+      const t = await targetSide(r);
+      return finish(res, v, `rolled back (${errText(res.error)}); ${t.text}`, t.ok && res.outcome === 'rolled-back');
     } finally {
       await r.close();
     }
@@ -226,7 +242,8 @@ const cutDuringVerify: FaultCase = {
         onEvent: (e) => e.event === 'phase' && e.phase === 'verify' && r.proxy!.cutAll(),
       });
       const v = await judge(r, res, 'rolled-back');
-      return finish(res, v, `rolled back (${errText(res.error)}); target session ${errText(r.targetEnds.at(-1)?.error)}`);
+      const t = await targetSide(r);
+      return finish(res, v, `rolled back (${errText(res.error)}); ${t.text}`, t.ok && res.outcome === 'rolled-back');
     } finally {
       await r.close();
     }
@@ -253,7 +270,8 @@ const cutBeforeHandover: FaultCase = {
           }),
       });
       const v = await judge(r, res, 'rolled-back');
-      return finish(res, v, `rolled back (${errText(res.error)})${seen ? ' from the handover phase, HANDOVER not sent' : ''}`);
+      const t = await targetSide(r);
+      return finish(res, v, `rolled back (${errText(res.error)})${seen ? ' from the handover phase, HANDOVER not sent' : ''}; ${t.text}`, t.ok && res.outcome === 'rolled-back');
     } finally {
       await r.close();
     }
@@ -314,8 +332,9 @@ const diskFull: FaultCase = {
       try {
         const res = await migrate(r, { launchAfterMs: 3000 });
         const v = await judge(r, res, 'rolled-back');
+        const t = await targetSide(r);
         const tErr = r.targetEnds.find((e) => e.error)?.error;
-        return finish(res, v, `target failed with ${tErr?.code ?? 'nothing'}; source ${res.outcome} (${errText(res.error)})`, tErr?.code === 'PRESYNC_ERR_IMAGE');
+        return finish(res, v, `target failed with ${tErr?.code ?? 'nothing'}, its image ${targetState(r)}; source ${res.outcome} (${errText(res.error)})`, tErr?.code === 'PRESYNC_ERR_IMAGE' && t.ok);
       } finally {
         await r.close();
       }
@@ -400,11 +419,14 @@ const sourceKilled: FaultCase = {
   async run({ dir }) {
     const r = await rig(dir, { proxy: true });
     const secret = secretFile(dir);
-    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--launch-after', '800ms', '--json']);
+    // precopy with --downtime-limit 10s: the pause follows launch at once, with no live round whose
+    // acknowledgements the stall below would hold back while the guest still runs.
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'precopy', '--epoch', '50ms', '--downtime-limit', '10s', '--launch-after', '800ms', '--json']);
     try {
-      // Hold the final copy back at the proxy, so the agent dies with the guest surely paused.
-      await mig.next((l) => l.event === 'phase' && l.phase === 'final-copy', 20_000);
-      r.proxy!.stall();
+      // Hold the target's answers back from launch on: the agent then waits, with the guest paused,
+      // for acknowledgements of its final copy (or for the verify result), and dies there.
+      await mig.next((l) => l.event === 'phase' && l.phase === 'launched', 20_000);
+      r.proxy!.stall(undefined, 'down');
       await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
       const lockState = readLock(r.writer.image)?.state;
       mig.child.kill('SIGKILL');
