@@ -45,6 +45,18 @@ export class FrameChannel {
     return n;
   }
 
+  /** Writes a frame already encoded whole (header and CRCs included). Returns its size. */
+  async sendEncoded(frame: Buffer): Promise<number> {
+    if (this.failure) throw this.failure;
+    try {
+      await this.conn.write(frame);
+    } catch (e) {
+      throw this.fail(toPresyncError(e, ErrorCodes.CONNECTION));
+    }
+    this.bytesSent += frame.length;
+    return frame.length;
+  }
+
   /** Next frame. Rejects on a broken connection, a bad frame, a peer's ERROR frame or the timeout. */
   async recv(timeoutMs?: number): Promise<Frame> {
     if (timeoutMs === undefined) return this.recvInner();

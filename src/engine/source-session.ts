@@ -18,6 +18,7 @@ import { initDigest, zeroPageDigest } from '../wire/digest.ts';
 import type { Frame, PageRecord, VerifyResponseFrame } from '../wire/frames.ts';
 import { ClientHandshake } from '../wire/handshake.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
+import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
 
 export interface MigrateOptions {
@@ -183,7 +184,9 @@ export class SourceMigration {
     const sentDigests = new BigUint64Array(pageCount);
     const stale = new PageSet(pageCount);
     const everSent = new PageSet(pageCount);
-    const batchBuf = Buffer.allocUnsafe(pageSize * (o.pagesPerFrame ?? 64));
+    const batchBuf = Buffer.allocUnsafe(pageSize * perFrame);
+    const rawFrames = (o.codec ?? 'none') === 'none' && hasFastPagesFrame;
+    const srcPos = new Uint32Array(perFrame);
     const inflight = new Map<number, InFlight>();
     let seq = 0;
     let acked = 0;
@@ -371,23 +374,56 @@ export class SourceMigration {
         batch = [];
       };
       const approx = pageSize + 24;
-      // Pages of a batch are read in runs of consecutive indices: one pread per run.
+      // Pages of a batch are read in runs of consecutive indices: one copy (or pread) per run.
       const idx: number[] = [];
-      const encodeBatch = (): void => {
+      const readBatch = (): void => {
         let k = 0;
         while (k < idx.length) {
           let e = k + 1;
           while (e < idx.length && idx[e] === idx[e - 1] + 1) e++;
-          const bytesRun = reader.readPages(idx[k], e - k, batchBuf);
-          for (let q = k; q < e; q++) {
-            const p = idx[q];
-            const rec = encodePage(p, bytesRun.subarray((q - k) * pageSize, (q - k + 1) * pageSize), { pageSize, codec: o.codec ?? 'none' });
-            batch.push(rec);
-            sentDigests[p] = rec.digest;
-          }
+          reader.readPages(idx[k], e - k, batchBuf.subarray(k * pageSize));
           k = e;
         }
+      };
+      const encodeBatch = async (): Promise<void> => {
+        if (idx.length === 0) return;
+        if (rawFrames) {
+          // The whole frame in one buffer; pages copied straight from the mapped
+          // image into it and hashed from that copy (one pass over the data).
+          let lo = idx[0];
+          let hi = idx[0];
+          for (const p of idx) {
+            if (p < lo) lo = p;
+            if (p > hi) hi = p;
+          }
+          const view = reader.view(lo, hi - lo + 1);
+          const s = ++seq;
+          let enc;
+          if (view) {
+            for (let q = 0; q < idx.length; q++) srcPos[q] = idx[q] - lo;
+            enc = encodeRawPagesFrame(s, idx, view, pageSize, { srcPos: srcPos.subarray(0, idx.length) });
+          } else {
+            readBatch();
+            enc = encodeRawPagesFrame(s, idx, batchBuf, pageSize);
+          }
+          for (let q = 0; q < idx.length; q++) sentDigests[idx[q]] = enc.digests[q];
+          idx.length = 0;
+          const n = await c.sendEncoded(enc.frame);
+          inflight.set(s, { bytes: n, stamp: est.onSent(n, this.now()) });
+          sentBytes += n;
+          acct.onBytes(n);
+          bytes += n;
+          return;
+        }
+        readBatch();
+        for (let q = 0; q < idx.length; q++) {
+          const p = idx[q];
+          const rec = encodePage(p, batchBuf.subarray(q * pageSize, (q + 1) * pageSize), { pageSize, codec: o.codec ?? 'none' });
+          batch.push(rec);
+          sentDigests[p] = rec.digest;
+        }
         idx.length = 0;
+        await flush();
       };
       for (; i < list.length; i++) {
         const p = list[i];
@@ -399,15 +435,13 @@ export class SourceMigration {
         everSent.add(p);
         pages++;
         if (idx.length >= perFrame) {
-          encodeBatch();
-          await flush();
+          await encodeBatch();
           // Let acknowledgements in: an await that never blocks never reaches the I/O phase.
           if (seq % 16 === 0) await new Promise<void>((r) => setImmediate(r));
         }
         if (linkError) throw linkError;
       }
-      encodeBatch();
-      await flush();
+      await encodeBatch();
       consumed = i;
       recentBytes = recentBytes * 0.5 + bytes;
       recentPages = recentPages * 0.5 + pages;

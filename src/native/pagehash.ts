@@ -14,6 +14,8 @@ export interface NativePageHash {
   hashCompare(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number, threads?: number): number;
   /** Read-only shared mapping of [offset, offset+length) of an open file; absent in builds before it existed. */
   mapFile?(fd: number, offset: number, length: number): ArrayBuffer;
+  /** PAGES records for `count` pages laid out in `dst` from `dstOffset`; returns the end offset. Little-endian builds only. */
+  packPages?(src: Uint8Array, pageSize: number, srcPos: Uint32Array, indices: Uint32Array, count: number, dst: Uint8Array, dstOffset: number, digests: BigUint64Array): number;
 }
 
 function load(): NativePageHash | null {
