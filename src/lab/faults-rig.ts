@@ -167,11 +167,20 @@ export async function judgeDone(w: Writer, t: TargetRestart, targetImage: string
   const lostPages = differingPages(src, at);
   if (lostPages > 0) notes.push(`${lostPages} pages of the image at handover differ from the source's last state`);
   const srcCheck = checkWriterImage(src);
+  if (srcCheck.badPages.length > 0) notes.push(`${srcCheck.badPages.length} pages of the source's last state fail the writer's rule (first ${srcCheck.badPages.slice(0, 5).join(',')})`);
   let memoryVerified = lostPages === 0 && srcCheck.badPages.length === 0;
   let targetRuns = false;
   if (cont) {
     const pid = Number(cont.pid);
-    if (cont.event !== 'CONTINUE') notes.push(`the target writer failed its check: ${JSON.stringify(cont)}`);
+    if (cont.event !== 'CONTINUE') {
+      notes.push(`the target writer failed its check: ${JSON.stringify(cont)}`);
+      // What changed in the target image between the handover copy and the writer's check?
+      const now = existsSync(targetImage) ? readFileSync(targetImage) : Buffer.alloc(0);
+      const changed: number[] = [];
+      for (let q = 0; q * PAGE < Math.min(now.length, at.length); q++) if (!now.subarray(q * PAGE, (q + 1) * PAGE).equals(at.subarray(q * PAGE, (q + 1) * PAGE))) changed.push(q);
+      const tc = checkWriterImage(now, srcCheck.counter);
+      notes.push(`target image vs the copy at handover: ${changed.length} pages differ (first ${changed.slice(0, 8).join(',')}); rule fails on ${tc.badPages.length} (first ${tc.badPages.slice(0, 8).join(',')})`);
+    }
     if (BigInt(String(cont.counter ?? -1)) !== srcCheck.counter) notes.push(`target resumed at ${String(cont.counter)}, source stopped at ${srcCheck.counter}`);
     memoryVerified &&= cont.event === 'CONTINUE' && BigInt(String(cont.counter ?? -1)) === srcCheck.counter;
     // It must make progress past where the source stopped.
