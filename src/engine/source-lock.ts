@@ -1,4 +1,4 @@
-import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, openSync, readFileSync, realpathSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { GuestController } from '../guest/controller.ts';
 
@@ -40,8 +40,15 @@ export interface RecoveryReport {
   readonly record: LockRecord | null;
 }
 
+/** Beside the image's real path, so two names for one file (symlinks, relative paths) share one lock. */
 export function lockPath(imagePath: string): string {
-  return `${imagePath}.presync-lock`;
+  let real = imagePath;
+  try {
+    real = realpathSync(imagePath);
+  } catch {
+    /* no image (yet): its own name */
+  }
+  return `${real}.presync-lock`;
 }
 
 /** Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, or null if it is gone. */

@@ -8,9 +8,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
 import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
 import { TargetAgent } from '../../src/engine/target-agent.ts';
@@ -101,6 +101,12 @@ test('a lock held by a live agent: --recover and a new migrate both refuse with 
     assert.equal(mig.code, 1);
     assert.match(mig.stderr, /PRESYNC_ERR_LOCKED: .* is already being migrated/);
     assert.equal(readLock(image)?.agentPid, agentStandIn.pid, 'the live lock is left as it was');
+    // Another name for the same file is the same guest.
+    const alias = join(dirname(image), 'alias.img');
+    symlinkSync(image, alias);
+    const viaAlias = await runCli(['migrate', '--image', alias, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+    assert.equal(viaAlias.code, 1);
+    assert.match(viaAlias.stderr, /PRESYNC_ERR_LOCKED/);
   } finally {
     agentStandIn.kill('SIGKILL');
   }
