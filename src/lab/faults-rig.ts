@@ -133,6 +133,8 @@ export function differingPages(a: Buffer, b: Buffer): number {
 export interface TargetRestart {
   readonly command: string;
   readonly hook: HandoverHook;
+  /** Times the in-process hook was called (a handover starts the guest exactly once). */
+  readonly starts: { count: number };
   readonly atHandover: string;
   readonly report: string;
 }
@@ -141,7 +143,15 @@ export function targetRestart(dir: string, name = 'target'): TargetRestart {
   const atHandover = join(dir, `${name}.at-handover.img`);
   const report = join(dir, `${name}.report`);
   const command = `cp "$PRESYNC_IMAGE" "${atHandover}" && exec "${process.execPath}" "${WRITER}" --image "$PRESYNC_IMAGE" --continue --report "${report}"`;
-  return { command, hook: commandHook(command), atHandover, report };
+  const inner = commandHook(command);
+  const starts = { count: 0 };
+  const hook: HandoverHook = {
+    start: (ctx) => {
+      starts.count++;
+      return inner.start(ctx);
+    },
+  };
+  return { command, hook, starts, atHandover, report };
 }
 
 export interface Verdict {
@@ -170,6 +180,8 @@ export async function judgeDone(w: Writer, t: TargetRestart, targetImage: string
   if (srcCheck.badPages.length > 0) notes.push(`${srcCheck.badPages.length} pages of the source's last state fail the writer's rule (first ${srcCheck.badPages.slice(0, 5).join(',')})`);
   let memoryVerified = lostPages === 0 && srcCheck.badPages.length === 0;
   let targetRuns = false;
+  const started = reportLines(t.report).filter((l) => l.event === 'CONTINUE' || l.event === 'FAIL');
+  if (started.length > 1 || t.starts.count > 1) notes.push(`${started.length} writers reported on the target (hook called ${t.starts.count} times)`);
   if (cont) {
     const pid = Number(cont.pid);
     if (cont.event !== 'CONTINUE') {
@@ -186,9 +198,9 @@ export async function judgeDone(w: Writer, t: TargetRestart, targetImage: string
     // It must make progress past where the source stopped.
     targetRuns = alive(pid) && (await waitFor('the target writer to progress', () => counterOf(targetImage) > srcCheck.counter, 5000).catch(() => false)) === true;
     if (!targetRuns) notes.push('the target writer does not run on past the source');
-    killQuietly(pid);
+    for (const l of started) killQuietly(Number(l.pid));
   }
-  return { guestRunning: sourceGone && targetRuns, memoryVerified, lostPages, notes };
+  return { guestRunning: sourceGone && targetRuns && started.length === 1, memoryVerified, lostPages, notes };
 }
 
 /** After `rolled-back`: the source writer runs (not stopped) and makes progress, its image checks out, and nothing started on the target. */
