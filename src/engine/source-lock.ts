@@ -1,4 +1,4 @@
-import { closeSync, existsSync, linkSync, openSync, readFileSync, realpathSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { GuestController } from '../guest/controller.ts';
 
@@ -19,7 +19,7 @@ import type { GuestController } from '../guest/controller.ts';
  * A lock whose agent is dead is stale. Recovering it resumes a `paused` guest
  * (SIGCONT; harmless if it was still running) and removes the lock; a
  * `committed` lock is refused as in doubt, because resuming could run the
- * guest twice.
+ * guest twice (unless the guest process is gone: then nothing can).
  */
 export type LockState = 'running' | 'paused' | 'committed';
 
@@ -93,8 +93,17 @@ export function readLock(imagePath: string): LockRecord | null {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new PresyncError(ErrorCodes.LOCKED, `cannot read ${p}: ${(e as Error).message}`);
   }
-  // A writer between open and write leaves an empty file for an instant: that lock is live.
-  if (text.length === 0) return { format: 'presync-lock/1', agentPid: -1, agentStart: null, guestPid: null, guestStart: null, state: 'running', image: imagePath, updatedAt: '' };
+  // An agent between open and write leaves an empty file for an instant: live. One that died
+  // right there leaves it for good: stale once it is clearly older than that instant.
+  if (text.length === 0) {
+    let old = false;
+    try {
+      old = Date.now() - statSync(p).mtimeMs > 5000;
+    } catch {
+      /* gone meanwhile */
+    }
+    return { format: 'presync-lock/1', agentPid: old ? 0 : -1, agentStart: null, guestPid: null, guestStart: null, state: 'running', image: imagePath, updatedAt: '' };
+  }
   return parseRecord(text, p);
 }
 
@@ -113,7 +122,10 @@ export function recoverStaleLock(imagePath: string): RecoveryReport {
   const r = readLock(imagePath);
   if (!r) return { action: 'none', record: null };
   if (isLive(r)) return { action: 'held', record: r };
-  if (r.state === 'committed') {
+  // A committed lock whose guest process is gone (released after a handover that was confirmed
+  // just before the agent died) leaves nothing that could run twice.
+  const guestGone = r.guestPid !== null && !sameProcess(r.guestPid, r.guestStart);
+  if (r.state === 'committed' && !guestGone) {
     throw new PresyncError(
       ErrorCodes.HANDOVER_IN_DOUBT,
       `the agent (pid ${r.agentPid}) that was migrating ${imagePath} died after the handover began; the guest${r.guestPid ? ` (pid ${r.guestPid})` : ''} may run on the target. ` +

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
@@ -110,6 +110,26 @@ test('a lock held by a live agent: --recover and a new migrate both refuse with 
   } finally {
     agentStandIn.kill('SIGKILL');
   }
+});
+
+test('stale locks with nothing to resume are removed: an agent that died before writing its lock, a committed lock whose guest is gone', { timeout: 30_000 }, async () => {
+  const { image } = setup();
+  writeFileSync(lockPath(image), '');
+  const old = new Date(Date.now() - 60_000);
+  utimesSync(lockPath(image), old, old);
+  const r1 = await runCli(['migrate', '--image', image, '--recover', '--json']);
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.equal(r1.lines[0]?.action, 'removed');
+  // A fresh empty lock is an agent between creating and writing it: live.
+  writeFileSync(lockPath(image), '');
+  const r2 = await runCli(['migrate', '--image', image, '--recover']);
+  assert.equal(r2.code, 1);
+  assert.match(r2.stderr, /PRESYNC_ERR_LOCKED/);
+  writeLock(image, { agentPid: await deadPid(), guestPid: await deadPid(), guestStart: '1', state: 'committed' });
+  const r3 = await runCli(['migrate', '--image', image, '--recover', '--json']);
+  assert.equal(r3.code, 0, r3.stderr);
+  assert.equal(r3.lines[0]?.action, 'removed');
+  assert.equal(existsSync(lockPath(image)), false);
 });
 
 test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: 30_000 }, async () => {

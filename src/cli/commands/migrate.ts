@@ -69,7 +69,10 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     const rep = recoverStaleLock(values.image);
     if (values.json) io.out(jsonLine({ event: 'recover', action: rep.action, guestPid: rep.record?.guestPid ?? null, state: rep.record?.state ?? null }));
     else io.out(`recover: ${rep.action}${rep.record?.guestPid ? ` (guest pid ${rep.record.guestPid}, left ${rep.record.state})` : ''}\n`);
-    if (rep.action === 'held') throw new PresyncError(ErrorCodes.LOCKED, `${values.image} is being migrated by a live agent (pid ${rep.record?.agentPid}); nothing to recover`);
+    if (rep.action === 'held') {
+      const who = rep.record && rep.record.agentPid > 0 ? ` (pid ${rep.record.agentPid})` : '';
+      throw new PresyncError(ErrorCodes.LOCKED, `${values.image} is being migrated by a live agent${who}; nothing to recover`);
+    }
     return 0;
   }
   if (values['launch-after'] === undefined && values.control === undefined) {
