@@ -112,10 +112,16 @@ export class FrameChannel {
 
   /** Tells the peer why we give up (best effort), then closes. */
   async abortWith(err: unknown): Promise<void> {
+    // Straight to the connection: send() refuses once a failure is recorded,
+    // and the usual reason to abort is a bad frame the peer must hear about.
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([this.send(errorFrame(err)), new Promise((r) => setTimeout(r, 500))]);
+      const parts = encodeFrameParts(errorFrame(err));
+      await Promise.race([this.conn.write(parts.length === 1 ? parts[0] : Buffer.concat(parts)), new Promise((r) => (timer = setTimeout(r, 500)))]);
     } catch {
       /* the peer may be gone already */
+    } finally {
+      clearTimeout(timer);
     }
     this.conn.destroy();
   }

@@ -648,10 +648,12 @@ export class SourceMigration {
       // failing because the target QEMU died) must be able to roll back,
       // and the phase machine allows no rollback from handover.
       await o.controller.commit();
-      this.toPhase('handover');
+      // Announced while still in verify: a connection that breaks here, before
+      // HANDOVER left, must roll back, and handover → rollback is illegal.
       await c.send({ type: 'phase', phase: 'handover' });
       const done = waitFor<void>((r) => (handoverWaiter = r), 'confirm the handover', stepTimeout);
       handoverSent = true;
+      this.toPhase('handover');
       await c.send({ type: 'handover' });
       await done;
       const resumedAt = this.now();
