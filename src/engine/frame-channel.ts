@@ -23,6 +23,11 @@ export class FrameChannel {
     this.decoder = new FrameDecoder(opts);
   }
 
+  /** Frames already decoded and waiting for recv(). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   setGeometry(g: Geometry): void {
     this.decoder.setGeometry(g);
   }

@@ -107,7 +107,14 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     let deviceLen = 0;
     let deviceTotal = -1;
     const maxDevice = o.maxDeviceStateBytes ?? 64 * 1024 * 1024;
+    let unacked = -1;
     for (;;) {
+      // Acknowledgements are cumulative: one for the whole burst of frames
+      // already read, once they are all applied, instead of a write per frame.
+      if (unacked >= 0 && ch.queued === 0) {
+        await ch.send({ type: 'ack', seq: unacked });
+        unacked = -1;
+      }
       const f: Frame = await ch.recv(idle);
       switch (f.type) {
         case 'pages': {
@@ -115,7 +122,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           const pages = decodePageBatch(f, result.geometry);
           image.writePages(pages);
           if (pages.length > 0) verified = false;
-          await ch.send({ type: 'ack', seq: f.seq });
+          unacked = f.seq;
           break;
         }
         case 'phase':

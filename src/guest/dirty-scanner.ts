@@ -130,8 +130,9 @@ export class DirtyScanner {
 
   private finish(dirty: PageSet): void {
     this.pagesHashed += this.image.geometry.pageCount;
+    // The first scan reports every page: that is no sign of recent writes.
+    if (this.scanned) this.remember(dirty);
     this.scanned = true;
-    this.remember(dirty);
   }
 
   private remember(dirty: PageSet): void {

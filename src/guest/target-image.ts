@@ -1,6 +1,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync, writevSync, constants as fsc } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
+import { nativePageHash } from '../native/pagehash.ts';
 import { digestPages, zeroPageDigest } from '../wire/digest.ts';
 
 /** Sidecar that says which migration an image belongs to and whether it may be used. */
@@ -103,6 +104,25 @@ export class TargetImage {
   /** Recomputes every page digest from the file: what the target really holds. */
   rescan(): void {
     const { pageSize, pageCount } = this.geometry;
+    // Hashed in place through a read-only mapping when the native build has it:
+    // pread of a fresh (sparse) image costs more than hashing its zero pages.
+    const map = nativePageHash?.mapFile;
+    if (map && process.env.PRESYNC_NO_MMAP !== '1') {
+      const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
+      const list = new Uint32Array(Math.min(segPages, pageCount));
+      for (let first = 0; first < pageCount; first += segPages) {
+        const n = Math.min(segPages, pageCount - first);
+        let view: Uint8Array | undefined;
+        try {
+          view = new Uint8Array(map(this.fd, first * pageSize, n * pageSize));
+        } catch {
+          view = undefined;
+        }
+        if (!view) break;
+        nativePageHash!.hashCompare(view, pageSize, this.digests, first, true, list, 0, 2);
+        if (first + n >= pageCount) return;
+      }
+    }
     const chunk = 1024;
     const buf = Buffer.allocUnsafe(chunk * pageSize);
     for (let first = 0; first < pageCount; first += chunk) {
