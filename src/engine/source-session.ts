@@ -16,7 +16,9 @@ import type { Transport, TransportAddress } from '../transport/types.ts';
 import { DigestRunCollector, digestRunFrames } from '../wire/digest-runs.ts';
 import { initDigest, zeroPageDigest } from '../wire/digest.ts';
 import type { Frame, PageRecord, VerifyResponseFrame } from '../wire/frames.ts';
+import { Capability } from '../wire/constants.ts';
 import { ClientHandshake } from '../wire/handshake.ts';
+import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
@@ -45,6 +47,13 @@ export interface MigrateOptions {
    * scans are always full, and so is the final one.
    */
   readonly scan?: 'full' | 'incremental' | 'auto';
+  /**
+   * TCP connections to sync over (default 1). Extra ones join the session
+   * (authenticated like the first) and carry pages only; a page always goes
+   * over the same one, so its versions arrive in order. A target that does
+   * not offer multi-stream gets one.
+   */
+  readonly streams?: number;
   /** Pages per PAGES frame. Default 64. */
   readonly pagesPerFrame?: number;
   /** Reconnect attempts after a connection breaks during presync. Default 8 (backoff 100 ms … 5 s). */
@@ -106,6 +115,16 @@ interface InFlight {
   readonly bytes: number;
   readonly stamp: SendStamp;
 }
+
+/** One connection pages travel on; lane 0 is the control connection. */
+interface Lane {
+  readonly ch: FrameChannel;
+  /** Batches sent on this connection and not yet acknowledged (acks are cumulative per connection). */
+  readonly inflight: Map<number, InFlight>;
+}
+
+/** Pages per stripe: a stripe of consecutive pages always travels on the same lane. */
+const STRIPE_SHIFT = 6;
 
 /**
  * The source side of one migration: presync epochs until launch, live rounds,
@@ -198,7 +217,13 @@ export class SourceMigration {
     const batchBuf = Buffer.allocUnsafe(pageSize * perFrame);
     const rawFrames = (o.codec ?? 'none') === 'none' && hasFastPagesFrame;
     const srcPos = new Uint32Array(perFrame);
-    const inflight = new Map<number, InFlight>();
+    let lanes: Lane[] = [];
+    const inflightCount = (): number => {
+      let n = 0;
+      for (const l of lanes) n += l.inflight.size;
+      return n;
+    };
+    const wantStreams = Math.max(1, Math.min(16, Math.floor(o.streams ?? 1)));
     let seq = 0;
     let acked = 0;
     let ackedBytes = 0;
@@ -261,20 +286,21 @@ export class SourceMigration {
         });
       });
 
-    const pump = async (c: FrameChannel): Promise<void> => {
+    const pump = async (lane: Lane): Promise<void> => {
+      const c = lane.ch;
       try {
         for (;;) {
           const f: Frame = await c.recv();
           if (f.type === 'ack') {
             const now = this.now();
-            for (const [s, fl] of inflight) {
+            for (const [s, fl] of lane.inflight) {
               if (s > f.seq) break;
               ackedBytes += fl.bytes;
               est.onAcked(fl.bytes, fl.stamp, now);
-              inflight.delete(s);
+              lane.inflight.delete(s);
             }
             acked = Math.max(acked, f.seq);
-            if (inflight.size === 0) {
+            if (inflightCount() === 0) {
               const ws = drainWaiters;
               drainWaiters = [];
               for (const w of ws) w();
@@ -299,8 +325,33 @@ export class SourceMigration {
           }
         }
       } catch (e) {
-        onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
+        // A lane already replaced by a reconnect is no news.
+        if (lanes.includes(lane)) onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
         c.destroy();
+      }
+    };
+
+    const destroyLanes = (): void => {
+      for (const l of lanes) l.ch.destroy();
+    };
+
+    /** Opens a data connection joining session `sessionId`. */
+    const join = async (sessionId: string): Promise<FrameChannel> => {
+      const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
+      try {
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
+        let result;
+        for (const f of hs.start().send) await c.send(f);
+        while (!result) {
+          const step = hs.receive(await c.recv(10_000));
+          for (const f of step.send) await c.send(f);
+          result = step.result;
+        }
+        c.setGeometry(geometry);
+        return c;
+      } catch (e) {
+        c.destroy();
+        throw e;
       }
     };
 
@@ -308,8 +359,10 @@ export class SourceMigration {
       const conn = await o.transport.dial(o.to, { timeoutMs: 10_000 });
       const c = new FrameChannel(conn);
       let resumed = false;
+      const sessionId = randomBytes(8).toString('hex');
+      const extra: FrameChannel[] = [];
       try {
-        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId: randomBytes(8).toString('hex') });
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
         let result;
         for (const f of hs.start().send) await c.send(f);
         while (!result) {
@@ -331,11 +384,15 @@ export class SourceMigration {
         } else {
           sentDigests.fill(zeroDigest);
         }
+        if (wantStreams > 1 && (result.capabilities & Capability.STREAMS) !== 0) {
+          for (let k = 1; k < wantStreams; k++) extra.push(await join(sessionId));
+        }
       } catch (e) {
+        for (const x of extra) x.destroy();
         c.destroy();
         throw e;
       }
-      inflight.clear();
+      destroyLanes();
       est.resetFlight();
       ackedBytes = 0;
       sentBytes = 0;
@@ -343,8 +400,9 @@ export class SourceMigration {
       seq = 0;
       linkError = undefined;
       ch = c;
+      lanes = [c, ...extra].map((x) => ({ ch: x, inflight: new Map<number, InFlight>() }));
       if (scanner.hasBaseline) refreshStale(null);
-      void pump(c);
+      for (const l of lanes) void pump(l);
       const stalePages = stale.count();
       this.emit({ event: 'connected', resume: resumed, stalePages, attempt, heldPages: scanner.hasBaseline ? pageCount - stalePages : 0, sentBeforePages: everSent.count() });
     };
@@ -369,24 +427,22 @@ export class SourceMigration {
     };
 
     /** Sends a prefix of `list` within `budget` bytes; returns bytes and pages sent. */
-    const sendPages = async (list: ArrayLike<number>, budget: number, c: FrameChannel): Promise<{ bytes: number; pages: number }> => {
+    const sendPages = async (list: ArrayLike<number>, budget: number): Promise<{ bytes: number; pages: number }> => {
       let bytes = 0;
       let pages = 0;
-      let batch: PageRecord[] = [];
       let i = 0;
-      const flush = async (): Promise<void> => {
-        if (batch.length === 0) return;
-        const s = ++seq;
-        const n = await c.send(pagesFrame(s, batch));
-        inflight.set(s, { bytes: n, stamp: est.onSent(n, this.now()) });
+      let pending = 0;
+      const ls = lanes;
+      const approx = pageSize + 24;
+      const batches: number[][] = ls.map(() => []);
+      const sent = (lane: Lane, s: number, n: number): void => {
+        lane.inflight.set(s, { bytes: n, stamp: est.onSent(n, this.now()) });
         sentBytes += n;
         acct.onBytes(n);
         bytes += n;
-        batch = [];
       };
-      const approx = pageSize + 24;
       // Pages of a batch are read in runs of consecutive indices: one copy (or pread) per run.
-      const idx: number[] = [];
+      let idx: number[] = [];
       const readBatch = (): void => {
         let k = 0;
         while (k < idx.length) {
@@ -396,8 +452,12 @@ export class SourceMigration {
           k = e;
         }
       };
-      const encodeBatch = async (): Promise<void> => {
+      const encodeBatch = async (laneNo: number): Promise<void> => {
+        const lane = ls[laneNo];
+        idx = batches[laneNo];
         if (idx.length === 0) return;
+        pending -= idx.length;
+        const c = lane.ch;
         if (rawFrames) {
           // The whole frame in one buffer; pages copied straight from the mapped
           // image into it and hashed from that copy (one pass over the data).
@@ -419,14 +479,11 @@ export class SourceMigration {
           }
           for (let q = 0; q < idx.length; q++) sentDigests[idx[q]] = enc.digests[q];
           idx.length = 0;
-          const n = await c.sendEncoded(enc.frame);
-          inflight.set(s, { bytes: n, stamp: est.onSent(n, this.now()) });
-          sentBytes += n;
-          acct.onBytes(n);
-          bytes += n;
+          sent(lane, s, await c.sendEncoded(enc.frame));
           return;
         }
         readBatch();
+        const batch: PageRecord[] = [];
         for (let q = 0; q < idx.length; q++) {
           const p = idx[q];
           const rec = encodePage(p, batchBuf.subarray(q * pageSize, (q + 1) * pageSize), { pageSize, codec: o.codec ?? 'none' });
@@ -434,13 +491,16 @@ export class SourceMigration {
           sentDigests[p] = rec.digest;
         }
         idx.length = 0;
-        await flush();
+        const s = ++seq;
+        sent(lane, s, await c.send(pagesFrame(s, batch)));
       };
       for (; i < list.length; i++) {
         const p = list[i];
         if (!stale.has(p)) continue;
-        if (bytes + (batch.length + idx.length + 1) * approx > budget) break;
-        idx.push(p);
+        if (bytes + (pending + 1) * approx > budget) break;
+        const laneNo = ls.length === 1 ? 0 : (p >>> STRIPE_SHIFT) % ls.length;
+        batches[laneNo].push(p);
+        pending++;
         stale.delete(p);
         acct.onPageSent(p);
         if (!everSent.has(p)) {
@@ -448,14 +508,14 @@ export class SourceMigration {
           everSentCount++;
         }
         pages++;
-        if (idx.length >= perFrame) {
-          await encodeBatch();
+        if (batches[laneNo].length >= perFrame) {
+          await encodeBatch(laneNo);
           // Let acknowledgements in: an await that never blocks never reaches the I/O phase.
           if (seq % 16 === 0) await new Promise<void>((r) => setImmediate(r));
         }
         if (linkError) throw linkError;
       }
-      await encodeBatch();
+      for (let k = 0; k < ls.length; k++) await encodeBatch(k);
       consumed = i;
       recentBytes = recentBytes * 0.5 + bytes;
       recentPages = recentPages * 0.5 + pages;
@@ -507,7 +567,7 @@ export class SourceMigration {
     };
 
     const drain = (c: FrameChannel): Promise<void> =>
-      inflight.size === 0 ? Promise.resolve() : waitFor<void>((r) => drainWaiters.push(() => r()), 'acknowledge every page', stepTimeout).then(() => void c);
+      inflightCount() === 0 ? Promise.resolve() : waitFor<void>((r) => drainWaiters.push(() => r()), 'acknowledge every page', stepTimeout).then(() => void c);
 
     const record = (phase: 'presync' | 'launched', t0: number, d: EpochDecision, sent: { bytes: number; pages: number }, dirty: number, delivered: number): void => {
       const stepMs = Math.max(1e-3, this.now() - t0);
@@ -566,13 +626,13 @@ export class SourceMigration {
         let sent = { bytes: 0, pages: 0 };
         try {
           if (linkError) throw linkError;
-          sent = await sendPages(d.send, d.budgetBytes, ch!);
+          sent = await sendPages(d.send, d.budgetBytes);
           await ch!.send({ type: 'ping', nonce: BigInt(Math.round(this.now() * 1000)) });
         } catch (e) {
           const err = toPresyncError(e, ErrorCodes.CONNECTION);
           if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) throw err;
           this.emit({ event: 'disconnected', error: { code: err.code, message: err.message } });
-          ch?.destroy();
+          destroyLanes();
           await reconnect();
         }
         lastOffered = sent.bytes;
@@ -616,7 +676,7 @@ export class SourceMigration {
           if (d.abort) throw new PresyncError(ErrorCodes.NO_CONVERGENCE, `policy ${o.policy.name} could not converge under its downtime limit`);
           break;
         }
-        const sent = await sendPages(d.send, d.budgetBytes, c);
+        const sent = await sendPages(d.send, d.budgetBytes);
         await drain(c);
         record('launched', t0, d, sent, dirty.count(), sent.bytes);
         epoch++;
@@ -630,7 +690,7 @@ export class SourceMigration {
       pausedAt = this.now();
       scanner.scan(); // the final scan is always full
       refreshStale(null);
-      await sendPages(stale.toArray(), Infinity, c);
+      await sendPages(stale.toArray(), Infinity);
       await drain(c);
 
       this.toPhase('verify');
@@ -645,7 +705,7 @@ export class SourceMigration {
           if (v.mismatches.length < v.mismatchCount) break;
           // The target's copy of these pages differs from ours: send them again once.
           for (const p of v.mismatches) stale.add(p);
-          await sendPages(v.mismatches, Infinity, c);
+          await sendPages(v.mismatches, Infinity);
           await drain(c);
         }
       }
@@ -675,6 +735,7 @@ export class SourceMigration {
       this.toPhase('done');
       // Only now is the source copy released: the guest runs on the target.
       await o.controller.release().catch(() => undefined);
+      for (const l of lanes.slice(1)) await l.ch.close();
       await c.close();
       updateStatus('done', 0);
       return finish('done', null, true, resumedAt);
@@ -685,7 +746,7 @@ export class SourceMigration {
         // The target may have started the guest: resuming here could run it
         // twice. The source image is untouched and the guest stays paused
         // until someone checks the target.
-        ch?.destroy();
+        destroyLanes();
         const doubt = new PresyncError(
           ErrorCodes.HANDOVER_IN_DOUBT,
           `handover sent but not confirmed (${err.code}: ${err.message}); the guest stays paused on the source and its image is intact: check the target, then resume the source only if the guest does not run there`,
@@ -703,6 +764,7 @@ export class SourceMigration {
         } catch {
           /* the target may be gone */
         }
+        destroyLanes();
         ch.destroy();
       }
       updateStatus('rollback', 0);

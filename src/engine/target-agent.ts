@@ -5,6 +5,7 @@ import { initDigest } from '../wire/digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { imagePathInDir } from './image-dir.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
+import { SessionRegistry } from './data-streams.ts';
 
 export interface TargetAgentOptions {
   readonly transport: Transport;
@@ -34,6 +35,7 @@ const events = channel('presync:target:event');
 export class TargetAgent {
   private readonly active = new Map<string, { imageId: string; abort: () => void; done: Promise<void> }>();
   private readonly sessions = new Set<Promise<unknown>>();
+  private readonly joinable = new SessionRegistry();
 
   private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
 
@@ -58,6 +60,7 @@ export class TargetAgent {
           o.onEvent?.(e);
         },
         claim: (imageId, abort) => agent.claim(imageId, abort),
+        sessions: agent.joinable,
       }).catch(() => undefined);
       agent.sessions.add(s);
       void s.finally(() => agent.sessions.delete(s));

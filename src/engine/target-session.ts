@@ -8,6 +8,7 @@ import type { Frame } from '../wire/frames.ts';
 import { ServerHandshake } from '../wire/handshake.ts';
 import { decodePageBatch } from '../wire/pages.ts';
 import { FrameChannel } from './frame-channel.ts';
+import type { SessionRegistry } from './data-streams.ts';
 
 /** What the target does at handover; the default starts nothing (an image at rest). */
 export interface HandoverHook {
@@ -38,6 +39,8 @@ export interface TargetSessionOptions {
   readonly claim?: (imageId: string, abortOther: () => void) => Promise<() => void>;
   /** Largest device state accepted, bytes. */
   readonly maxDeviceStateBytes?: number;
+  /** Where sessions register so that data streams (multi-stream sync) can join them; without it joins are refused. */
+  readonly sessions?: SessionRegistry;
 }
 
 function heldMeta(path: string): ImageMeta | null {
@@ -66,9 +69,11 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
   let phase = 'handshake';
   let release: (() => void) | undefined;
   let verified = false;
+  let endStreams: (() => void) | undefined;
   const end = (outcome: 'handed-over' | 'aborted' | 'failed', err: PresyncError | null) => {
     const e = { event: 'session-end' as const, sessionId, outcome, error: err ? { code: err.code, message: err.message } : null, pagesWritten: image?.pagesWritten ?? 0 };
-    emit(e);
+    // A data stream's end is not a session's: only the control connection reports one.
+    if (phase !== 'stream') emit(e);
     return e;
   };
   try {
@@ -97,8 +102,25 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     }
     sessionId = result.sessionId;
     ch.setGeometry(result.geometry);
+    if (result.join) {
+      // A data stream of a session that is already running: it owns nothing.
+      if (!o.sessions) throw new PresyncError(ErrorCodes.PROTOCOL, 'this target does not accept joining data streams');
+      phase = 'stream';
+      await o.sessions.serveJoin(ch, result.sessionId, result.imageId, idle);
+      ch.destroy();
+      return { event: 'session-end', sessionId, outcome: 'aborted', error: null, pagesWritten: 0 };
+    }
     if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
     image = TargetImage.open(imagePath, result.geometry, result.imageId, { force: o.force === true, zeroFill: !result.resume });
+    const opened = image;
+    endStreams = o.sessions?.register(sessionId, {
+      imageId: result.imageId,
+      geometry: result.geometry,
+      image: opened,
+      onPagesWritten: () => {
+        verified = false;
+      },
+    });
     emit({ event: 'session-start', remote: conn.remote, sessionId, imageId: result.imageId, resume: result.resume });
     if (result.resume) for (const f of digestRunFrames('have', image.digests)) await ch.send(f);
 
@@ -181,6 +203,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     else ch.destroy();
     return end('failed', err);
   } finally {
+    // Data streams stop before the image closes: none may write after this session.
+    endStreams?.();
     image?.close();
     release?.();
   }

@@ -61,6 +61,10 @@ export const Capability = {
   LZ4: 1 << 1,
   ZSTD: 1 << 2,
   RESUME: 1 << 16,
+  /** Target: accepts extra data connections joining a session (multi-stream sync). */
+  STREAMS: 1 << 17,
+  /** HELLO: this connection joins the session named by its sessionId as a data stream. */
+  JOIN: 1 << 18,
 } as const;
 
 export const PHASES = ['presync', 'launched', 'final-copy', 'verify', 'handover'] as const;

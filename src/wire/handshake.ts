@@ -34,6 +34,8 @@ export interface HandshakeResult {
   readonly sessionId: string;
   /** The target holds an earlier copy of this image; it will send HAVE frames next. */
   readonly resume: boolean;
+  /** A data stream joining the session `sessionId` (multi-stream sync), not a session of its own. */
+  readonly join: boolean;
 }
 
 export interface HandshakeStep {
@@ -115,6 +117,8 @@ function freshNonce(given: Uint8Array | undefined): Uint8Array {
 }
 
 const CODEC_BITS = Capability.DEFLATE | Capability.LZ4 | Capability.ZSTD;
+/** Bits a server may grant: codecs, resume, multi-stream. */
+const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN;
 
 export interface ClientHandshakeOptions {
   readonly secret: Uint8Array;
@@ -138,7 +142,7 @@ export class ClientHandshake {
     this.helloFrame = {
       type: 'hello',
       version: PROTOCOL_VERSION,
-      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME),
+      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS),
       pageSize: opts.geometry.pageSize,
       pageCount: opts.geometry.pageCount,
       imageId: opts.imageId,
@@ -187,12 +191,17 @@ export class ClientHandshake {
     }
     if (this.state === 'await-welcome' && frame.type === 'welcome' && this.challenge) {
       const allowed = this.helloFrame.capabilities & this.challenge.capabilities;
-      if ((frame.capabilities & ~allowed & (CODEC_BITS | Capability.RESUME)) !== 0) {
+      if ((frame.capabilities & ~allowed & GRANTABLE) !== 0) {
         throw new PresyncError(ErrorCodes.PROTOCOL, 'server granted capabilities that were not offered');
       }
       if (frame.resume && (frame.capabilities & Capability.RESUME) === 0) {
         throw new PresyncError(ErrorCodes.PROTOCOL, 'server resumes without the RESUME capability');
       }
+      const join = (this.helloFrame.capabilities & Capability.JOIN) !== 0;
+      if (join && (frame.capabilities & Capability.JOIN) === 0) {
+        throw new PresyncError(ErrorCodes.PROTOCOL, 'the target does not accept joining data streams; use --streams 1');
+      }
+      if (join && frame.resume) throw new PresyncError(ErrorCodes.PROTOCOL, 'server resumes a joining data stream');
       this.state = 'done';
       return {
         send: [],
@@ -203,6 +212,7 @@ export class ClientHandshake {
           imageId: this.opts.imageId,
           sessionId: this.opts.sessionId,
           resume: frame.resume,
+          join,
         },
       };
     }
@@ -232,7 +242,7 @@ export class ServerHandshake {
 
   constructor(private readonly opts: ServerHandshakeOptions) {
     checkSecret(opts.secret);
-    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME);
+    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN);
     this.nonce = freshNonce(opts.nonce);
   }
 
@@ -276,9 +286,11 @@ export class ServerHandshake {
           `source image is ${hello.pageCount}×${hello.pageSize} B pages, target holds ${g.pageCount}×${g.pageSize} B; use a fresh target image`,
         );
       }
-      const capabilities = hello.capabilities & this.capabilities & (CODEC_BITS | Capability.RESUME);
+      const join = (hello.capabilities & this.capabilities & Capability.JOIN) !== 0;
+      // A joining stream resumes nothing: it belongs to a session that did.
+      const capabilities = hello.capabilities & this.capabilities & GRANTABLE & (join ? ~Capability.RESUME : ~0);
       const resume =
-        (capabilities & Capability.RESUME) !== 0 && g !== undefined && this.opts.heldImageId !== undefined && this.opts.heldImageId === hello.imageId;
+        !join && (capabilities & Capability.RESUME) !== 0 && g !== undefined && this.opts.heldImageId !== undefined && this.opts.heldImageId === hello.imageId;
       const welcome: WelcomeFrame = { type: 'welcome', capabilities, resume };
       this.state = 'done';
       return {
@@ -290,6 +302,7 @@ export class ServerHandshake {
           imageId: hello.imageId,
           sessionId: hello.sessionId,
           resume,
+          join,
         },
       };
     }

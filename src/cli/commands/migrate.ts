@@ -13,9 +13,15 @@ import { intFlag, parseFlags } from '../args.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 
+/** `--scan`: how presync epochs look for dirty pages (see MigrateOptions.scan). */
+export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
+  if (v === 'auto' || v === 'full' || v === 'incremental') return v;
+  throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--scan must be auto, full or incremental, got "${v}"`);
+}
+
 const USAGE =
   'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
-  '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]\n' +
+  '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
 /** The fields `--json` prints, in this order (issue #3's contract). */
@@ -48,6 +54,8 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'launch-after': { type: 'string' },
       control: { type: 'string' },
       epoch: { type: 'string' },
+      streams: { type: 'string' },
+      scan: { type: 'string' },
       codec: { type: 'string' },
       'downtime-limit': { type: 'string' },
       'image-id': { type: 'string' },
@@ -119,6 +127,8 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     controller,
     epochMs,
     codec,
+    streams: intFlag(values.streams, 'streams', 1, 1, 16),
+    ...(values.scan !== undefined ? { scan: scanFlag(values.scan) } : {}),
     ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
     onEvent: (e) => {
       if (e.event === 'progress') {

@@ -18,6 +18,7 @@ import { attachVm, RAM_BACKEND_ID, type Accel } from '../../qemu/vm.ts';
 import { formatAddress } from '../../transport/address.ts';
 import { formatRate } from '../../transport/rate.ts';
 import { intFlag, parseFlags } from '../args.ts';
+import { scanFlag } from './migrate.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { resultJson } from './migrate.ts';
@@ -27,7 +28,7 @@ const SERVE_USAGE =
   '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
 const MIGRATE_USAGE =
   'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
-  '[--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--leave-stopped] [--out FILE] [--json]';
+  '[--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--out FILE] [--json]';
 
 export async function qemuCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
   const [sub, ...rest] = argv;
@@ -211,6 +212,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       'launch-after': { type: 'string' },
       control: { type: 'string' },
       epoch: { type: 'string' },
+      streams: { type: 'string' },
+      scan: { type: 'string' },
       codec: { type: 'string' },
       'downtime-limit': { type: 'string' },
       'leave-stopped': { type: 'boolean' },
@@ -261,6 +264,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       controller,
       epochMs,
       codec,
+      streams: intFlag(values.streams, 'streams', 1, 1, 16),
+      ...(values.scan !== undefined ? { scan: scanFlag(values.scan) } : {}),
       ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
       onEvent: (e) => {
         // When each phase began (ms since the migration started): where the launch→running time went.
