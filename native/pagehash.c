@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <errno.h>
 #include <stdio.h>
+#include <zlib.h>
 
 static const uint64_t P1 = 0x9E3779B185EBCA87ULL;
 static const uint64_t P2 = 0xC2B2AE3D27D4EB4FULL;
@@ -246,7 +247,7 @@ static napi_value map_file(napi_env env, napi_callback_info info) {
  * a hash and a second copy. Returns the new dstOffset.
  */
 static napi_value pack_pages(napi_env env, napi_callback_info info) {
-  size_t argc = 8; napi_value a[8];
+  size_t argc = 9; napi_value a[9];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
   void *src, *pos, *idx, *dst, *dig; size_t srcLen, posLen, idxLen, dstLen, digLen; uint32_t pageSize, count, dOff;
   if (argc < 8 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || napi_get_value_uint32(env, a[1], &pageSize) != napi_ok ||
@@ -257,6 +258,17 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (count > posLen || count > idxLen || count > digLen) { napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "packPages: count beyond srcPos, indices or digests"); return NULL; }
+  /* Optional crc: Uint32Array [CRC-32 so far] in, [CRC-32 including these records] out; computed while the bytes are in cache. */
+  uint32_t *crcIo = NULL;
+  if (argc >= 9) {
+    void *c; size_t cLen; napi_valuetype t;
+    if (napi_typeof(env, a[8], &t) != napi_ok) { napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "packPages: bad crc"); return NULL; }
+    if (t != napi_undefined) {
+      if (!typed(env, a[8], napi_uint32_array, &c, &cLen) || cLen < 1) { napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "packPages: crc must be a Uint32Array of length 1"); return NULL; }
+      crcIo = (uint32_t *)c;
+    }
+  }
+  uLong crc = crcIo ? crcIo[0] : 0;
   const uint32_t *sp = (const uint32_t *)pos;
   size_t need = dOff;
   for (uint32_t i = 0; i < count; i++) {
@@ -275,8 +287,10 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
     else { memcpy(d + 17, p, pageSize); h = xxh64(d + 17, pageSize); enc = 1; len = pageSize; }
     memcpy(d, &ix[i], 4); memcpy(d + 4, &h, 8); d[12] = enc; memcpy(d + 13, &len, 4);
     o[i] = h;
+    if (crcIo) crc = crc32(crc, d, 17 + len);
     d += 17 + len;
   }
+  if (crcIo) crcIo[0] = (uint32_t)crc;
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)(d - (uint8_t *)dst), &r));
   return r;
 }

@@ -15,7 +15,7 @@ export interface NativePageHash {
   /** Read-only shared mapping of [offset, offset+length) of an open file; absent in builds before it existed. */
   mapFile?(fd: number, offset: number, length: number): ArrayBuffer;
   /** PAGES records for `count` pages laid out in `dst` from `dstOffset`; returns the end offset. Little-endian builds only. */
-  packPages?(src: Uint8Array, pageSize: number, srcPos: Uint32Array, indices: Uint32Array, count: number, dst: Uint8Array, dstOffset: number, digests: BigUint64Array): number;
+  packPages?(src: Uint8Array, pageSize: number, srcPos: Uint32Array, indices: Uint32Array, count: number, dst: Uint8Array, dstOffset: number, digests: BigUint64Array, crc?: Uint32Array): number;
 }
 
 function load(): NativePageHash | null {

@@ -48,10 +48,13 @@ export function encodeRawPagesFrame(seq: number, indices: ArrayLike<number>, src
     const worst = HEADER_BYTES + PAGES_PREFIX_BYTES + n * (PAGE_RECORD_HEADER_BYTES + pageSize);
     const buf = Buffer.allocUnsafe(worst);
     const digests = new BigUint64Array(n);
-    const end = pack(src, pageSize, pos, idx, n, buf, HEADER_BYTES + PAGES_PREFIX_BYTES, digests);
+    writePrefix(buf, seq, n);
+    // The payload CRC continues over the records as the packer writes them.
+    const crc = Uint32Array.of(crc32(buf.subarray(HEADER_BYTES, HEADER_BYTES + PAGES_PREFIX_BYTES)));
+    const end = pack(src, pageSize, pos, idx, n, buf, HEADER_BYTES + PAGES_PREFIX_BYTES, digests, crc);
     if (end > max) throw tooLarge(end, max);
     const frame = buf.subarray(0, end);
-    finishFrame(frame, seq, n);
+    finishHeader(frame, crc[0]);
     return { frame, digests, pages: n };
   }
   // Portable path: gather a snapshot, hash it in one call, lay the records out.
@@ -90,16 +93,25 @@ function tooLarge(bytes: number, max: number): PresyncError {
   return new PresyncError(ErrorCodes.FRAME_TOO_LARGE, `pages frame would be ${bytes} bytes, limit ${max}; send fewer pages per frame`);
 }
 
-/** Prefix, header and both CRCs around records already in place. */
-function finishFrame(frame: Buffer, seq: number, n: number): void {
+function writePrefix(frame: Buffer, seq: number, n: number): void {
   frame.writeBigUInt64LE(BigInt(seq), HEADER_BYTES);
   frame.writeUInt32LE(n, HEADER_BYTES + 8);
+}
+
+/** The header with both CRCs, around a payload already in place. */
+function finishHeader(frame: Buffer, payloadCrc: number): void {
   frame.writeUInt8(PROTOCOL_VERSION, 0);
   frame.writeUInt8(FrameType.PAGES, 1);
   frame.writeUInt16LE(0, 2);
   frame.writeUInt32LE(frame.length - HEADER_BYTES, 4);
-  frame.writeUInt32LE(crc32(frame.subarray(HEADER_BYTES)), 8);
+  frame.writeUInt32LE(payloadCrc >>> 0, 8);
   frame.writeUInt32LE(crc32(frame.subarray(0, 12)), 12);
+}
+
+/** Prefix, header and both CRCs around records already in place. */
+function finishFrame(frame: Buffer, seq: number, n: number): void {
+  writePrefix(frame, seq, n);
+  finishHeader(frame, crc32(frame.subarray(HEADER_BYTES)));
 }
 
 /** True when the native hasher is there: without it the record path is as fast. */
