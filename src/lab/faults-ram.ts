@@ -134,7 +134,9 @@ async function migrate(r: Rig, s: MigrateSpec = {}): Promise<MigrationResult> {
 }
 
 function errText(e: { code: string; message: string } | null | undefined): string {
-  return e ? e.code : 'no error';
+  if (!e) return 'no error';
+  // An internal error is a bug somewhere: say what it was.
+  return e.code === 'PRESYNC_ERR_INTERNAL' ? `${e.code}: ${e.message.slice(0, 160)}` : e.code;
 }
 
 function targetState(r: Rig): string {
@@ -327,18 +329,47 @@ const diskFull: FaultCase = {
     const tiny = join(dir, 'tiny');
     mkdirSync(tiny);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1M', 'tmpfs', tiny]);
+    const writer = await startWriter(dir, 'guest', PAGES).catch(async (e: unknown) => {
+      execFileSync('umount', ['-l', tiny]);
+      throw e;
+    });
+    const restart = targetRestart(dir);
+    const targetImage = join(tiny, 'target.img');
+    // The target agent is its own process: whatever the full disk does to it must not take the judge down too.
+    const serve = spawnCli(['serve', '--listen', '127.0.0.1:0', '--image', targetImage, '--secret-file', secretFile(dir), '--on-handover', restart.command, '--json']);
     try {
-      const r = await rig(dir, { targetImage: join(tiny, 'target.img') });
+      const port = Number((await serve.next((l) => l.event === 'listening')).port);
+      const inner = new ProcessController(writer.pid);
+      const m = new SourceMigration({
+        transport: new TcpTransport(),
+        to: { host: '127.0.0.1', port },
+        secret: SECRET,
+        imagePath: writer.image,
+        policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount: PAGES }, seed: 1 }),
+        controller: inner,
+        epochMs: 50,
+        stepTimeoutMs: 10_000,
+        reconnectAttempts: 2,
+      });
+      const timer = setTimeout(() => m.launch(), 3000);
+      const res = await m.run();
+      clearTimeout(timer);
+      const v = res.outcome === 'done' ? await judgeDone(writer, restart, targetImage) : await judgeRolledBack(writer, restart);
+      const end = await serve.next((l) => l.event === 'session-end', 5000).catch(() => undefined);
+      const tErr = (end?.error as { code?: string } | null | undefined)?.code;
+      const agentAlive = serve.child.exitCode === null && serve.child.signalCode === null;
+      let st = 'absent';
       try {
-        const res = await migrate(r, { launchAfterMs: 3000 });
-        const v = await judge(r, res, 'rolled-back');
-        const t = await targetSide(r);
-        const tErr = r.targetEnds.find((e) => e.error)?.error;
-        return finish(res, v, `target failed with ${tErr?.code ?? 'nothing'}, its image ${targetState(r)}; source ${res.outcome} (${errText(res.error)})`, tErr?.code === 'PRESYNC_ERR_IMAGE' && t.ok);
-      } finally {
-        await r.close();
+        st = (JSON.parse(readFileSync(`${targetImage}.presync`, 'utf8')) as { state: string }).state;
+      } catch {
+        /* none */
       }
+      const agent = agentAlive ? `target failed the session with ${tErr ?? 'nothing'}, its image ${st}` : `the target agent died (${serve.child.signalCode ?? `exit ${serve.child.exitCode}`})`;
+      return finish(res, v, `${agent}; source ${res.outcome} (${errText(res.error)})`, agentAlive && tErr === 'PRESYNC_ERR_IMAGE' && st !== 'valid');
     } finally {
+      writer.kill();
+      serve.child.kill('SIGKILL');
+      await serve.exited;
       execFileSync('umount', ['-l', tiny]);
     }
   },
