@@ -298,7 +298,7 @@ const corruptWire: FaultCase = {
           }
         },
       });
-      const v = await judge(r, res, 'done');
+      const v = await judge(r, res, 'rolled-back');
       const tErr = r.targetEnds.find((e) => e.error)?.error;
       // Applied or not, every page the target holds must still be a page the writer could have written.
       let applied = -1;
@@ -312,7 +312,7 @@ const corruptWire: FaultCase = {
       return finish(
         res,
         v,
-        `target rejected the frame with ${tErr?.code ?? 'nothing'}, image at that moment holds ${applied} bad pages; source ${reconnected ? 'reconnected, resumed and' : ''} ended ${res.outcome}`,
+        `target rejected the frame with ${tErr?.code ?? 'nothing'}, image at that moment holds ${applied} bad pages; source ${reconnected ? 'reconnected, resumed and ended' : 'ended'} ${res.outcome} (${errText(res.error)})`,
         detected && applied === 0,
       );
     } finally {

@@ -105,6 +105,8 @@ export function formatFaultTable(results: readonly FaultCaseResult[]): string {
 /** The matrix as a Markdown table, for docs/reliability.md. */
 export function formatFaultMarkdown(results: readonly FaultCaseResult[]): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
-  const rows = results.map((r) => `| \`${r.name}\` | ${esc(r.inject)} | ${r.outcome} | ${r.guestRunning ? 'yes' : 'no'} | ${r.memoryVerified ? 'yes' : 'no'} | ${r.lostPages} | ${esc(r.detail)} |`);
-  return ['| case | what is injected | outcome | guest running once | memory verified | lost pages | evidence |', '|---|---|---|---|---|---|---|', ...rows].join('\n');
+  const rows = results.map(
+    (r) => `| \`${r.name}\` | ${esc(r.inject)} | ${r.outcome} | ${r.guestRunning ? 'yes' : 'no'} | ${r.memoryVerified ? 'yes' : 'no'} | ${r.lostPages} | ${r.passed ? 'pass' : '**FAIL**'} | ${esc(r.detail)} |`,
+  );
+  return ['| case | what is injected | outcome | guest running once | memory verified | lost pages | verdict | evidence |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
