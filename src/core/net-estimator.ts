@@ -66,8 +66,16 @@ export class NetEstimator {
     this.sent = this.delivered;
   }
 
+  private rttSampleCount = 0;
+
+  /** How many RTT samples have been taken; before the first, rttMs is a 1 ms prior. */
+  get rttSamples(): number {
+    return this.rttSampleCount;
+  }
+
   onRttSample(ms: number): void {
     if (!(ms >= 0)) return;
+    this.rttSampleCount++;
     this.minRtt = Math.min(this.minRtt, ms);
     this.srtt = this.srtt < 0 ? ms : this.srtt * 0.875 + ms * 0.125;
   }

@@ -12,6 +12,11 @@ export interface NetObservation {
   readonly bandwidthBytesPerSec: number;
   /** Round-trip time, ms (smoothed). */
   readonly rttMs: number;
+  /**
+   * RTT samples the estimate rests on; 0 means rttMs is only a prior. A
+   * simulator's link knows its RTT and leaves this out.
+   */
+  readonly rttSamples?: number;
   /** Bytes handed to the transport and not yet acknowledged by the target. */
   readonly bytesInFlight: number;
   /** Bytes handed to the transport during the previous epoch. */

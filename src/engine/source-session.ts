@@ -536,6 +536,7 @@ export class SourceMigration {
         net: {
           bandwidthBytesPerSec: est.bandwidthBytesPerSec,
           rttMs: est.rttMs,
+          rttSamples: est.rttSamples,
           bytesInFlight: est.bytesInFlight,
           offeredBytes: lastOffered,
           deliveredBytes: Math.max(0, delivered),

@@ -91,3 +91,42 @@ test('hold-back: the downtime cap bounds the held set, the staleness cap release
   assert.ok(Math.max(...helds) <= 10);
   assert.equal(longest, 5, 'no page is held more than maxHoldEpochs epochs in a row');
 });
+
+test('presync-slowstart: an RTT prior (no sample yet) is not taken as the baseline, so the first real RTT is not a cut', () => {
+  // The real shell's estimator says 1 ms before its first sample; the first measured RTT is 25 ms.
+  const geometry = { pageSize: 4096, pageCount: 65536 };
+  const stale = PageSet.full(geometry.pageCount);
+  const windows: number[] = [];
+  for (const withCount of [true, false]) {
+    const policy = createPolicy('presync-slowstart', { geometry, seed: 1 });
+    let last = 0;
+    for (let epoch = 0; epoch < 30; epoch++) {
+      const prior = epoch === 0;
+      const d = policy.decide({
+        epoch,
+        timeMs: epoch * 100,
+        epochMs: 100,
+        phase: 'presync',
+        geometry,
+        dirty: new PageSet(geometry.pageCount),
+        stale,
+        net: {
+          bandwidthBytesPerSec: GBIT,
+          rttMs: prior ? 1 : 25,
+          ...(withCount ? { rttSamples: prior ? 0 : epoch } : {}),
+          bytesInFlight: 0,
+          offeredBytes: last,
+          deliveredBytes: last,
+        },
+        guestSlowdown: 0,
+        consumed: 0,
+        wireBytesPerPage: 4120,
+      });
+      last = Number.isFinite(d.budgetBytes) ? d.budgetBytes : 0;
+    }
+    windows.push(last);
+  }
+  const [withSamples, priorAsMeasurement] = windows;
+  // Knowing the 1 ms was a prior, the window grows freely; taking it as measured, every epoch looks congested.
+  assert.ok(withSamples > priorAsMeasurement * 8, `window ${withSamples} B with the sample count, ${priorAsMeasurement} B without`);
+});

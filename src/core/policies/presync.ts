@@ -70,7 +70,8 @@ export class PresyncPolicy implements MigrationPolicy {
         offeredBytes: obs.net.offeredBytes,
         deliveredBytes: obs.net.deliveredBytes,
         bytesInFlight: obs.net.bytesInFlight,
-        rttMs: obs.net.rttMs,
+        // A prior is no baseline: taken as one, the first real RTT looks like congestion.
+        rttMs: obs.net.rttSamples === 0 ? Number.NaN : obs.net.rttMs,
         guestSlowdown: obs.guestSlowdown,
         sendable: send.length > 0,
       });
