@@ -109,7 +109,11 @@ export class QemuGuestController implements GuestController {
     this.#stopOff?.();
     this.#stopOff = undefined;
     this.figures.sourceStopAtMs = null;
-    await rollbackSource(this.qmp);
+    // After commit() QEMU's stream has completed, but presync's target QEMU
+    // runs with -S and starts the guest only at HANDOVER, which the engine
+    // has not sent when it rolls back: the guest is safe to resume here.
+    await rollbackSource(this.qmp, 30_000, { targetHeldPaused: this.#completed !== undefined });
+    this.#completed = undefined;
   }
 
   async commit(): Promise<void> {

@@ -16,7 +16,7 @@ import type { HandoverHook } from '../engine/target-session.ts';
 import { metaPath, type ImageMeta } from '../guest/target-image.ts';
 import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import type { QmpEvent } from './qmp.ts';
-import { setCapabilities, waitTargetRunning } from './switchover.ts';
+import { setCapabilities, startIncomingGuest } from './switchover.ts';
 import { launchVm, type LaunchOptions, type Vm } from './vm.ts';
 
 export interface QemuTargetOptions {
@@ -99,7 +99,10 @@ export class QemuTarget {
 
   async #boot(): Promise<void> {
     this.#attempt++;
-    const vm = await launchVm({ ...this.o.launch, incoming: 'defer' });
+    // -S: QEMU must not start the guest when its incoming stream completes
+    // (the source commits the device state before HANDOVER); only the hook,
+    // called at HANDOVER after the image verified, lets it run.
+    const vm = await launchVm({ ...this.o.launch, incoming: 'defer', startPaused: true });
     try {
       await setCapabilities(vm.qmp, TARGET_CAPABILITIES);
       await vm.qmp.execute('migrate-incoming', { uri: this.o.listenUri });
@@ -162,7 +165,7 @@ export class QemuTarget {
         const vm = this.#vm;
         if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.QEMU, 'the target QEMU is not running; it cannot take the guest');
         try {
-          await waitTargetRunning(vm.qmp, this.o.runTimeoutMs ?? 30_000);
+          await startIncomingGuest(vm.qmp, this.o.runTimeoutMs ?? 30_000);
         } catch (e) {
           throw toPresyncError(e, ErrorCodes.QEMU);
         }

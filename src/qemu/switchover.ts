@@ -138,14 +138,35 @@ export async function waitTargetRunning(qmp: QmpClient, timeoutMs = DEFAULT_TIME
 }
 
 /**
+ * Target started with -S: waits until the incoming stream has been loaded
+ * (runstate leaves `inmigrate`), then `cont`, then until the vCPUs run.
+ * A QEMU whose incoming migration fails exits, which rejects through the
+ * closed connection.
+ */
+export async function startIncomingGuest(qmp: QmpClient, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const st = await qmp.execute('query-status');
+    if (st.running) return;
+    if (st.status !== 'inmigrate') break;
+    if (Date.now() > deadline) throw new PresyncError(ErrorCodes.TIMEOUT, `the target QEMU is still loading the incoming migration after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await qmp.execute('cont');
+  await waitTargetRunning(qmp, Math.max(1000, deadline - Date.now()));
+}
+
+/**
  * Source: abandons the migration and makes sure the guest runs again here.
  * Safe to call in any state before completion (no migration, active,
  * pre-switchover, failed); refuses after completion, when the target may
- * already be running the guest.
+ * already be running the guest — unless the caller knows the target holds
+ * it paused (`targetHeldPaused`: presync's target QEMU runs with -S and
+ * starts the guest only at HANDOVER).
  */
-export async function rollbackSource(qmp: QmpClient, timeoutMs = 30_000): Promise<void> {
+export async function rollbackSource(qmp: QmpClient, timeoutMs = 30_000, o: { targetHeldPaused?: boolean } = {}): Promise<void> {
   const before = await qmp.execute('query-migrate');
-  if (before.status === 'completed') {
+  if (before.status === 'completed' && o.targetHeldPaused !== true) {
     throw new PresyncError(ErrorCodes.BAD_PHASE, 'migration already completed: the target may be running the guest, so the source is not resumed');
   }
   if (before.status !== undefined && !TERMINAL.has(before.status) && before.status !== 'none') {

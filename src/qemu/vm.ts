@@ -37,6 +37,8 @@ export interface LaunchOptions extends MachineSpec {
   serialLog: string;
   /** Start as a migration target waiting for `migrate-incoming`. */
   incoming?: 'defer';
+  /** `-S`: the vCPUs wait for `cont`, also after an incoming migration completes. */
+  startPaused?: boolean;
   qemuBinary?: string;
   extraArgs?: string[];
   /**
@@ -75,6 +77,7 @@ export function buildQemuArgs(opts: LaunchOptions): string[] {
   if (opts.initrd) args.push('-initrd', opts.initrd);
   if (opts.append) args.push('-append', opts.append);
   if (opts.incoming) args.push('-incoming', opts.incoming);
+  if (opts.startPaused) args.push('-S');
   if (opts.extraArgs) args.push(...opts.extraArgs);
   return args;
 }

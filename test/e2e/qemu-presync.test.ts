@@ -17,6 +17,7 @@ import { QemuGuestController } from '../../src/qemu/qemu-controller.ts';
 import { claimImageGeometry, QemuTarget, type QemuTargetEvent } from '../../src/qemu/qemu-target.ts';
 import { SerialLog } from '../../src/qemu/serial.ts';
 import { attachVm, matchingTargetOptions } from '../../src/qemu/vm.ts';
+import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
 
@@ -132,6 +133,63 @@ describe('presync migrates real QEMU VMs', { skip: qemuMissing, timeout: 300_000
       serve.kill('SIGTERM');
     }
     assert.equal(await new Promise<number | null>((r) => (serve.exitCode !== null ? r(serve.exitCode) : serve.once('exit', (c) => r(c)))), 0);
+  });
+
+  it('in process: the connection breaks after QEMU sent the device state but before HANDOVER; the target QEMU never ran the guest, the source resumes', async () => {
+    const spec = lab.spec({ name: 'cc-src', memMiB: 128, guestMem: '32M', workload: 'audio' });
+    const attachSock = `${lab.paths('cc-src').qmpSocket}-presync`;
+    const src = await lab.launch(spec, 'cc-src', { extraArgs: ['-qmp', `unix:${attachSock},server=on,wait=off`] });
+    await waitHealthy(src);
+    const vm = await attachVm(attachSock);
+    const dstPaths = lab.paths('cc-dst');
+    claimImageGeometry(dstPaths.memPath, { pageSize: 4096, pageCount: spec.memBytes / 4096 });
+    const events: QemuTargetEvent[] = [];
+    const target = await QemuTarget.start({ launch: matchingTargetOptions(vm, dstPaths), listenUri: 'tcp:127.0.0.1:0', onEvent: (e) => events.push(e) });
+    const secret = Buffer.from(SECRET);
+    const agent = await TargetAgent.start({ transport: new TcpTransport(), listen: { host: '127.0.0.1', port: 0 }, imagePath: dstPaths.memPath, secret, force: true, hook: target.hook() });
+    const proxy = await FaultProxy.start({ upstream: agent.address });
+    try {
+      const inner = new QemuGuestController(vm.qmp, { targetUri: target.uri });
+      const firstQemu = target.vm!;
+      let targetStatusAfterCommit = '';
+      let lastSrc = -1;
+      const controller = Object.assign(Object.create(inner) as QemuGuestController, {
+        commit: async () => {
+          await inner.commit();
+          // QEMU's own stream is complete: the target QEMU holds the whole guest.
+          targetStatusAfterCommit = (await firstQemu.qmp.execute('query-status')).status;
+          await src.serial.flush();
+          lastSrc = Math.max(...heartbeats(src.serial));
+          proxy.cutAll('reset');
+        },
+      });
+      const m = new SourceMigration({
+        transport: new TcpTransport(),
+        to: proxy.address,
+        secret,
+        imagePath: vm.memPath,
+        policy: createPolicy('presync', { geometry: { pageSize: 4096, pageCount: vm.memBytes / 4096 }, seed: 1 }),
+        controller,
+        epochMs: 100,
+        reconnectAttempts: 0,
+      });
+      setTimeout(() => m.launch(), 3000);
+      const r = await m.run();
+      assert.equal(r.outcome, 'rolled-back', JSON.stringify(r.error));
+      // -S: the incoming migration completed, yet the guest did not start there.
+      assert.notEqual(targetStatusAfterCommit, 'running', 'the target QEMU must not run the guest before HANDOVER');
+      assert.equal(events.some((e) => e.event === 'qemu-running'), false, 'the target never ran the guest');
+      assert.equal((await vm.qmp.execute('query-status')).running, true, 'source guest runs after rollback');
+      const mark = src.serial.nextIndex;
+      const ok = await src.serial.waitForLine(/^OK (\d+)/, 30_000, mark);
+      assert.ok(Number(ok.match[1]) > lastSrc, 'the source guest makes progress after rollback');
+      assert.deepEqual(failures(src.serial), []);
+    } finally {
+      await proxy.close();
+      await agent.close();
+      await target.close({ alsoRunning: true });
+      vm.qmp.close();
+    }
   });
 
   it('in process: the target QEMU dies at pre-switchover; rolled back, the source runs on, the target QEMU is replaced', async () => {
