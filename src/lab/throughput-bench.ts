@@ -5,7 +5,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPolicy } from '../core/policies/registry.ts';
-import { SourceMigration } from '../engine/source-session.ts';
+import { SourceMigration, type MigrationResult } from '../engine/source-session.ts';
 import { ImageOnlyController } from '../guest/controller.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 
@@ -23,6 +23,8 @@ export interface ThroughputResult {
   readonly totalMs: number;
   readonly ratioVsCp: number;
   readonly verified: boolean;
+  /** The migration itself, metrics and per-epoch series (for --out). */
+  readonly migration: MigrationResult;
 }
 
 /** Fills a file with distinct non-zero pages (nothing for zero-page elision or compression to skip). */
@@ -93,7 +95,7 @@ export async function runThroughputBench(o: { bytes: number; dir?: string }): Pr
     await agent.close();
     const cpBytesPerSec = (o.bytes / cpMs) * 1000;
     const syncBytesPerSec = (o.bytes / syncMs) * 1000;
-    return { imageBytes: o.bytes, cpMs, cpBytesPerSec, syncMs, syncBytesPerSec, totalMs, ratioVsCp: syncBytesPerSec / cpBytesPerSec, verified: r.verified };
+    return { imageBytes: o.bytes, cpMs, cpBytesPerSec, syncMs, syncBytesPerSec, totalMs, ratioVsCp: syncBytesPerSec / cpBytesPerSec, verified: r.verified, migration: r };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

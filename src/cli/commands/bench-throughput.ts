@@ -1,19 +1,33 @@
+import { makeResults, writeResults } from '../../lab/results.ts';
+import { runRecord } from '../../lab/results-build.ts';
 import { runThroughputBench } from '../../lab/throughput-bench.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { jsonLine } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync bench throughput [--mib N] [--dir DIR] [--json]';
+const USAGE = 'presync bench throughput [--mib N] [--dir DIR] [--json] [--out FILE]';
 
 export async function benchThroughput(argv: string[], io: CommandIO): Promise<number> {
-  const { values } = parseFlags(argv, { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, USAGE);
+  const { values } = parseFlags(argv, { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, USAGE);
   if (values.help) {
     io.out(`${USAGE}\n\nSyncs an image (default 1024 MiB) over loopback, unshaped, and times cp of the same file in the same run.\n`);
     return 0;
   }
   const mib = intFlag(values.mib, 'mib', 1024, 1, 65536);
   const r = await runThroughputBench({ bytes: mib * 1024 * 1024, ...(values.dir ? { dir: values.dir } : {}) });
-  if (values.json) io.out(jsonLine(r));
+  const { migration, ...figures } = r;
+  if (values.out) {
+    writeResults(
+      values.out,
+      makeResults({
+        kind: 'migration',
+        createdBy: `presync bench throughput ${argv.join(' ')}`,
+        params: { imageBytes: r.imageBytes, cpMs: r.cpMs, cpBytesPerSec: r.cpBytesPerSec, syncMs: r.syncMs, syncBytesPerSec: r.syncBytesPerSec, ratioVsCp: r.ratioVsCp },
+        runs: [runRecord('real', migration, { label: `throughput ${mib} MiB · presync-naive (real)`, workload: `throughput-${mib}MiB`, policy: 'presync-naive', seed: null })],
+      }),
+    );
+  }
+  if (values.json) io.out(jsonLine(figures));
   else {
     const gb = (b: number) => (b / 1e9).toFixed(2);
     io.out(
