@@ -249,6 +249,7 @@ export async function benchSync(bytes: number, o: { streams?: number; dir?: stri
       imagePath: src,
       policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount }, seed: 1 }),
       controller: new ImageOnlyController(),
+      streams: o.streams ?? 1,
       onEvent: (e) => {
         if (e.event === 'progress' && syncMs < 0 && e.status.stalePages === 0) {
           syncMs = performance.now() - start;

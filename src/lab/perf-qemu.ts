@@ -97,6 +97,7 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
       imagePath: paths('src').memPath,
       policy: createPolicy('presync-naive', { geometry: { pageSize: 4096, pageCount: GUEST_BYTES / 4096 }, seed: 1 }),
       controller: new ImageOnlyController(),
+      streams: o.streams ?? 1,
       onEvent: (e) => {
         // The idle guest still writes a few pages (timers, the heartbeat): "in sync" is every page but those.
         if (e.event === 'progress' && syncMs < 0 && e.status.stalePages <= 64 && e.status.presyncBytes >= GUEST_BYTES * 0.9) {
