@@ -199,6 +199,69 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* hashCompareAsync: the same comparison on a libuv worker thread, so the
+ * event loop (sending pages, reading acks) runs meanwhile. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[3];
+  cmp_job job;
+  uint32_t dOff;
+} async_cmp;
+
+static void acmp_exec(napi_env env, void *data) {
+  (void)env;
+  cmp_run(&((async_cmp *)data)->job);
+}
+
+static void acmp_done(napi_env env, napi_status status, void *data) {
+  async_cmp *a = (async_cmp *)data;
+  napi_value r;
+  if (status == napi_ok && napi_create_uint32(env, a->dOff + a->job.found, &r) == napi_ok) napi_resolve_deferred(env, a->deferred, r);
+  else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "hashCompareAsync failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, a->deferred, err);
+  }
+  for (int i = 0; i < 3; i++) napi_delete_reference(env, a->refs[i]);
+  napi_delete_async_work(env, a->work);
+  free(a);
+}
+
+/* hashCompareAsync(src, pageSize, digests, firstPage, all, dirty, dirtyOffset): Promise<number> */
+static napi_value hash_compare_async(napi_env env, napi_callback_info info) {
+  size_t argc = 7; napi_value a[7];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  void *src, *dig, *dirty; size_t srcLen, digLen, dirtyLen; uint32_t pageSize, first, dOff; bool all;
+  if (argc < 7 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || !typed(env, a[2], napi_biguint64_array, &dig, &digLen) ||
+      !typed(env, a[5], napi_uint32_array, &dirty, &dirtyLen) || napi_get_value_uint32(env, a[1], &pageSize) != napi_ok ||
+      napi_get_value_uint32(env, a[3], &first) != napi_ok || napi_get_value_bool(env, a[4], &all) != napi_ok ||
+      napi_get_value_uint32(env, a[6], &dOff) != napi_ok || pageSize == 0) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashCompareAsync(src, pageSize, digests, firstPage, all, dirty, dirtyOffset)");
+    return NULL;
+  }
+  size_t pages = srcLen / pageSize;
+  if (first > digLen || pages > digLen - first || dOff > dirtyLen || pages > dirtyLen - dOff) {
+    napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashCompareAsync: pages beyond the digest table or dirty list");
+    return NULL;
+  }
+  async_cmp *w = calloc(1, sizeof *w);
+  if (!w) { napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "hashCompareAsync: out of memory"); return NULL; }
+  w->job = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff, first, 0, pages, all, zero_for(pageSize), 0 };
+  w->dOff = dOff;
+  napi_value promise, name;
+  /* The arrays stay alive (and mapped) until the worker is done with them. */
+  if (napi_create_reference(env, a[0], 1, &w->refs[0]) != napi_ok || napi_create_reference(env, a[2], 1, &w->refs[1]) != napi_ok ||
+      napi_create_reference(env, a[5], 1, &w->refs[2]) != napi_ok || napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "presync:hashCompare", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, acmp_exec, acmp_done, w, &w->work) != napi_ok || napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "hashCompareAsync: cannot queue the work");
+    return NULL;
+  }
+  return promise;
+}
+
 static void unmap_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   munmap(data, (size_t)(uintptr_t)hint);
@@ -300,6 +363,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "hashPages", NULL, hash_pages, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompare", NULL, hash_compare, NULL, NULL, NULL, napi_default, NULL },
     { "mapFile", NULL, map_file, NULL, NULL, NULL, napi_default, NULL },
+    { "hashCompareAsync", NULL, hash_compare_async, NULL, NULL, NULL, napi_default, NULL },
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     /* Writes wire fields with memcpy: only offered where that is little-endian. */
     { "packPages", NULL, pack_pages, NULL, NULL, NULL, napi_default, NULL },

@@ -48,6 +48,11 @@ export interface MigrateOptions {
    */
   readonly scan?: 'full' | 'incremental' | 'auto';
   /**
+   * Run each presync epoch's dirty scan during the previous epoch's sends
+   * (hashing on a worker thread), instead of before them. Default true.
+   */
+  readonly overlapScans?: boolean;
+  /**
    * TCP connections to sync over (default 1). Extra ones join the session
    * (authenticated like the first) and carry pages only; a page always goes
    * over the same one, so its versions arrive in order. A target that does
@@ -214,6 +219,7 @@ export class SourceMigration {
     const everSent = new PageSet(pageCount);
     let everSentCount = 0;
     const scanMode = o.scan ?? 'auto';
+    const overlapScans = o.overlapScans ?? true;
     const batchBuf = Buffer.allocUnsafe(pageSize * perFrame);
     const rawFrames = (o.codec ?? 'none') === 'none' && hasFastPagesFrame;
     const srcPos = new Uint32Array(perFrame);
@@ -612,19 +618,31 @@ export class SourceMigration {
       refreshStale(null);
       updateStatus('presync', 0);
       let lastEpochStart = -1;
+      let nextScan: Promise<PageSet> | undefined;
+      const presyncScan = (): Promise<PageSet> => {
+        const incremental = scanMode === 'incremental' || (scanMode === 'auto' && everSentCount < pageCount);
+        // Stale pages go out whatever they hold: the slice leaves them out (recent writes are still checked).
+        return incremental ? scanner.scanIncremental({ sliceFraction: 1 / 8, skip: stale }) : scanner.scanAsync();
+      };
       while (!this.launched) {
         if (this.stopRequested) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
         // Process acknowledgements that arrived while we scanned or sent, before observing.
         await new Promise<void>((r) => setImmediate(r));
         const t0 = this.now();
-        const incremental = scanMode === 'incremental' || (scanMode === 'auto' && everSentCount < pageCount);
-        const dirty = epoch === 0 ? new PageSet(pageCount) : incremental ? await scanner.scanIncremental({ sliceFraction: 1 / 8 }) : await scanner.scanAsync();
+        const dirty = epoch === 0 ? new PageSet(pageCount) : await (nextScan ?? presyncScan());
+        nextScan = undefined;
         if (epoch > 0) refreshStale(dirty);
         acct.onWrites(dirty);
         // The epoch really lasted as long as its scan and sends took, if longer than planned.
         const d = o.policy.decide(observe('presync', dirty, lastEpochStart < 0 ? epochMs : Math.max(epochMs, t0 - lastEpochStart)));
         lastEpochStart = t0;
         let sent = { bytes: 0, pages: 0 };
+        // The next epoch's scan hashes on a worker thread while this epoch's pages go out.
+        if (overlapScans) {
+          nextScan = presyncScan();
+          // Awaited next epoch; if the migration ends first, its failure must not go unhandled.
+          nextScan.catch(() => undefined);
+        }
         try {
           if (linkError) throw linkError;
           sent = await sendPages(d.send, d.budgetBytes);
@@ -652,6 +670,13 @@ export class SourceMigration {
         this.launchWaiter = undefined;
       }
 
+      if (nextScan) {
+        // What the scan in flight saw is news: its pages are compared only once.
+        const d = await nextScan;
+        nextScan = undefined;
+        refreshStale(d);
+        acct.onWrites(d);
+      }
       // ---- launched: live rounds until the policy says the pause will be short.
       if (linkError) await reconnect();
       this.toPhase('launched');

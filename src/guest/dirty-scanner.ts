@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
-import { PageSet } from '../core/pageset.ts';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { PageSet, type ReadonlyPageSet } from '../core/pageset.ts';
 import { digestPages } from '../wire/digest.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import type { RamImageReader } from './ram-image.ts';
@@ -24,6 +25,8 @@ export interface IncrementalScanOptions {
   readonly hot?: PageSet;
   /** Share of the image the rotating slice covers per scan, (0, 1]; default 1/8. */
   readonly sliceFraction?: number;
+  /** Pages the slice may leave out (e.g. stale ones, which will be sent whatever they hold). */
+  readonly skip?: ReadonlyPageSet;
 }
 
 /**
@@ -68,6 +71,7 @@ export class DirtyScanner {
    * (every page on the first scan) and updates the stored digests.
    */
   scan(): PageSet {
+    if (this.busy) throw new PresyncError(ErrorCodes.INTERNAL, 'a dirty scan is already running on this image; await it first');
     const dirty = new PageSet(this.image.geometry.pageCount);
     this.scanRange(0, this.image.geometry.pageCount, dirty);
     this.finish(dirty);
@@ -83,12 +87,52 @@ export class DirtyScanner {
     const { pageCount } = this.image.geometry;
     const dirty = new PageSet(pageCount);
     const step = Math.max(SCAN_CHUNK_PAGES, yieldEveryPages);
-    for (let first = 0; first < pageCount; first += step) {
-      this.scanRange(first, Math.min(pageCount, first + step), dirty);
-      if (first + step < pageCount) await new Promise<void>((r) => setImmediate(r));
+    this.enter();
+    try {
+      for (let first = 0; first < pageCount; first += step) {
+        await this.scanRangeAsync(first, Math.min(pageCount, first + step), dirty);
+      }
+    } finally {
+      this.busy = false;
     }
     this.finish(dirty);
     return dirty;
+  }
+
+  /** True while an asynchronous scan runs (it may be hashing on another thread). */
+  get scanning(): boolean {
+    return this.busy;
+  }
+
+  private busy = false;
+
+  private enter(): void {
+    // Two scans at once would race on the digest table (one may run on a worker thread).
+    if (this.busy) throw new PresyncError(ErrorCodes.INTERNAL, 'a dirty scan is already running on this image; await it first');
+    this.busy = true;
+  }
+
+  /**
+   * One chunk at a time: on a mapped image hashed on a libuv thread (the
+   * event loop sends pages and reads acknowledgements meanwhile), else here,
+   * yielding to the event loop after each chunk.
+   */
+  private async scanRangeAsync(from: number, to: number, dirty: PageSet): Promise<void> {
+    const { pageSize } = this.image.geometry;
+    const async = nativePageHash?.hashCompareAsync;
+    while (from < to) {
+      const n = Math.min(MAPPED_CHUNK_PAGES, to - from);
+      // A thread hop costs tens of µs: short runs are hashed right here.
+      const v = async && n >= 256 ? this.image.view(from, n) : null;
+      if (v) {
+        const k = await async!(v, pageSize, this.digests, from, !this.scanned, this.list, 0);
+        for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+      } else {
+        this.scanRange(from, from + n, dirty);
+        if (n >= 256) await new Promise<void>((r) => setImmediate(r));
+      }
+      from += n;
+    }
   }
 
   /**
@@ -102,14 +146,35 @@ export class DirtyScanner {
     const frac = Math.min(1, Math.max(1 / pageCount, o.sliceFraction ?? 1 / 8));
     const slice = Math.min(pageCount, Math.ceil(pageCount * frac));
     const dirty = new PageSet(pageCount);
-    // The rotating slice, in chunks, possibly wrapping around.
+    this.enter();
+    try {
+      await this.incremental(slice, o, dirty);
+    } finally {
+      this.busy = false;
+    }
+    this.remember(dirty);
+    return dirty;
+  }
+
+  private async incremental(slice: number, o: IncrementalScanOptions, dirty: PageSet): Promise<void> {
+    const { pageCount } = this.image.geometry;
+    // The rotating slice, in chunks, possibly wrapping around; runs of skipped pages left out.
     let left = slice;
     while (left > 0) {
       const end = Math.min(pageCount, this.cursor + Math.min(left, MAPPED_CHUNK_PAGES));
-      this.scanRange(this.cursor, end, dirty);
+      if (!o.skip) await this.scanRangeAsync(this.cursor, end, dirty);
+      else {
+        let p = this.cursor;
+        while (p < end) {
+          while (p < end && o.skip.has(p)) p++;
+          let q = p;
+          while (q < end && !o.skip.has(q)) q++;
+          if (q > p) await this.scanRangeAsync(p, q, dirty);
+          p = q;
+        }
+      }
       left -= end - this.cursor;
       this.cursor = end === pageCount ? 0 : end;
-      if (left > 0) await new Promise<void>((r) => setImmediate(r));
     }
     // Recently written and hot pages, in runs of consecutive indices.
     const extra = new PageSet(pageCount);
@@ -124,8 +189,6 @@ export class DirtyScanner {
       i = j;
     }
     this.pagesHashed += pages.length;
-    this.remember(dirty);
-    return dirty;
   }
 
   private finish(dirty: PageSet): void {

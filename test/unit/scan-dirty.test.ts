@@ -99,3 +99,30 @@ test('with PRESYNC_NO_MMAP-like reads (no view) a scan gives the same digests', 
     b.close();
   });
 });
+
+test('one scan at a time: a second scan while one runs is refused; skip leaves stale pages out of the slice only', async () => {
+  await initDigest();
+  await withImage(16_384, async (path) => {
+    const r = RamImageReader.open(path);
+    const s = new DirtyScanner(r);
+    s.scan();
+    const running = s.scanAsync();
+    assert.equal(s.scanning, true);
+    assert.throws(() => s.scan(), { code: 'PRESYNC_ERR_INTERNAL' });
+    await assert.rejects(s.scanIncremental(), { code: 'PRESYNC_ERR_INTERNAL' });
+    await running;
+    assert.equal(s.scanning, false);
+    // Pages 0..8191 skipped, 8192.. not: a change in each half, one full slice.
+    writeFileAt(path, randomBytes(PS), 100 * PS);
+    writeFileAt(path, randomBytes(PS), 9000 * PS);
+    const skip = (await s.scanAsync()).clone().clear();
+    skip.addRange(0, 8191);
+    writeFileAt(path, randomBytes(PS), 200 * PS);
+    writeFileAt(path, randomBytes(PS), 9100 * PS);
+    const d = await s.scanIncremental({ sliceFraction: 1, skip });
+    assert.ok(d.has(9100), 'an unskipped page is scanned');
+    assert.ok(!d.has(200), 'a skipped page is not');
+    assert.ok(s.scan().has(200), 'the full scan still finds it');
+    r.close();
+  });
+});
