@@ -649,7 +649,9 @@ export class SourceMigration {
           await ch!.send({ type: 'ping', nonce: BigInt(Math.round(this.now() * 1000)) });
         } catch (e) {
           const err = toPresyncError(e, ErrorCodes.CONNECTION);
-          if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) throw err;
+          // A frame damaged in transit (either end's CRC caught it) is the link's fault too:
+          // nothing bad was applied, so a fresh connection resumes from the target's digests.
+          if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT && err.code !== ErrorCodes.CHECKSUM) throw err;
           this.emit({ event: 'disconnected', error: { code: err.code, message: err.message } });
           destroyLanes();
           await reconnect();
