@@ -92,7 +92,9 @@ export class TargetImage {
     }
     const img = new TargetImage(path, geometry, imageId, fd, 'syncing');
     img.writeMeta('syncing');
-    img.rescan();
+    // A file created just now is all holes: its pages are zero pages, nothing to read.
+    if (exists) img.rescan();
+    else img.digests.fill(zeroPageDigest(geometry.pageSize));
     if (opts.zeroFill) img.zeroFill();
     return img;
   }
@@ -107,7 +109,13 @@ export class TargetImage {
     // Hashed in place through a read-only mapping when the native build has it:
     // pread of a fresh (sparse) image costs more than hashing its zero pages.
     const map = nativePageHash?.mapFile;
-    if (map && process.env.PRESYNC_NO_MMAP !== '1') {
+    // Only a fully allocated file is read through a mapping: on tmpfs (/dev/shm) a
+    // read fault on a hole allocates a page, and with the filesystem full the
+    // kernel answers with SIGBUS, which would kill the agent. pread of a hole
+    // allocates nothing.
+    const st = fstatSync(this.fd);
+    const allocated = st.blocks * 512 >= pageSize * pageCount;
+    if (map && allocated && process.env.PRESYNC_NO_MMAP !== '1') {
       const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
       const list = new Uint32Array(Math.min(segPages, pageCount));
       for (let first = 0; first < pageCount; first += segPages) {
@@ -205,8 +213,13 @@ export class TargetImage {
   private writeMeta(state: ImageMeta['state']): void {
     const meta: ImageMeta = { format: 'presync-image/1', imageId: this.imageId, pageSize: this.geometry.pageSize, pageCount: this.geometry.pageCount, state };
     const tmp = `${metaPath(this.path)}.tmp`;
-    writeFileSync(tmp, JSON.stringify(meta) + '\n');
-    renameSync(tmp, metaPath(this.path));
+    try {
+      writeFileSync(tmp, JSON.stringify(meta) + '\n');
+      renameSync(tmp, metaPath(this.path));
+    } catch (e) {
+      // A full or read-only disk is the image's problem, not presync's (ENOSPC must not surface as INTERNAL).
+      throw new PresyncError(ErrorCodes.IMAGE, `cannot record the state of target image ${this.path} in ${metaPath(this.path)}: ${(e as Error).message}`, { cause: e });
+    }
     this.metaState = state;
   }
 

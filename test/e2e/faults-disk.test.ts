@@ -23,7 +23,6 @@ test(
   'the fault matrix case target-disk-full: the target agent survives a full disk',
   {
     skip: notRoot,
-    todo: 'engine bug: TargetImage.rescan() hashes a fresh image through a read-only mapping; on a full tmpfs a read fault on a hole cannot get a page and the kernel sends SIGBUS, killing the whole target agent',
     timeout: 120_000,
   },
   async () => {
@@ -42,7 +41,6 @@ test(
   'a target image whose sidecar cannot be written (disk full) is refused with PRESYNC_ERR_IMAGE, not INTERNAL',
   {
     skip: notRoot,
-    todo: 'engine bug: TargetImage.open() writes the .presync sidecar with writeFileSync unguarded, so ENOSPC escapes as a plain Error and the source is told PRESYNC_ERR_INTERNAL',
     timeout: 60_000,
   },
   async () => {

@@ -12,7 +12,7 @@ import { FAULT_CASES, faultCaseNames } from '../../src/lab/faults.ts';
 const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
 
 /** Cases that fail on an engine bug not fixed yet; each runs as a todo test in the file named. */
-const KNOWN_ENGINE_BUGS = new Map([['target-disk-full', 'test/e2e/faults-disk.test.ts (SIGBUS in TargetImage.rescan on a full tmpfs)']]);
+const KNOWN_ENGINE_BUGS = new Map<string, string>();
 
 interface CaseJson {
   name: string;
