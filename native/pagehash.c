@@ -7,6 +7,7 @@
  * XXH64 follows the reference specification (github.com/Cyan4973/xxHash,
  * doc/xxhash_spec.md); the test suite checks it against xxhash-wasm.
  */
+#define _GNU_SOURCE /* SEEK_DATA, SEEK_HOLE */
 #include <node_api.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <errno.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <zlib.h>
 
 static const uint64_t P1 = 0x9E3779B185EBCA87ULL;
@@ -262,6 +264,45 @@ static napi_value hash_compare_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/*
+ * dataExtents(fd, offset, length): number[]  — [start, end, start, end, ...]
+ * The parts of [offset, offset+length) of the file that hold data, relative
+ * to offset (SEEK_DATA/SEEK_HOLE). Reading a hole of a tmpfs file through a
+ * mapping allocates a page for it (and raises SIGBUS when tmpfs is full), so
+ * scans read only data and take holes as zero pages. A file system without
+ * SEEK_DATA reports everything as data.
+ */
+static napi_value data_extents(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int32_t fd; int64_t off, len;
+  if (argc < 3 || napi_get_value_int32(env, a[0], &fd) != napi_ok || napi_get_value_int64(env, a[1], &off) != napi_ok ||
+      napi_get_value_int64(env, a[2], &len) != napi_ok || fd < 0 || off < 0 || len < 0) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "dataExtents(fd, offset, length)");
+    return NULL;
+  }
+  napi_value arr; CHECK(napi_create_array(env, &arr));
+  uint32_t k = 0;
+  int64_t end = off + len, pos = off;
+  while (pos < end) {
+    off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break; /* only a hole up to the end of the file */
+      /* No SEEK_DATA here: all of it is data. */
+      napi_value s0, e0; CHECK(napi_create_double(env, (double)(pos - off), &s0)); CHECK(napi_create_double(env, (double)len, &e0));
+      CHECK(napi_set_element(env, arr, k++, s0)); CHECK(napi_set_element(env, arr, k++, e0));
+      break;
+    }
+    if (d >= end) break;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0 || h > end) h = end;
+    napi_value s0, e0; CHECK(napi_create_double(env, (double)(d - off), &s0)); CHECK(napi_create_double(env, (double)(h - off), &e0));
+    CHECK(napi_set_element(env, arr, k++, s0)); CHECK(napi_set_element(env, arr, k++, e0));
+    pos = h;
+  }
+  return arr;
+}
+
 static void unmap_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   munmap(data, (size_t)(uintptr_t)hint);
@@ -364,6 +405,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "hashCompare", NULL, hash_compare, NULL, NULL, NULL, napi_default, NULL },
     { "mapFile", NULL, map_file, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompareAsync", NULL, hash_compare_async, NULL, NULL, NULL, napi_default, NULL },
+    { "dataExtents", NULL, data_extents, NULL, NULL, NULL, napi_default, NULL },
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     /* Writes wire fields with memcpy: only offered where that is little-endian. */
     { "packPages", NULL, pack_pages, NULL, NULL, NULL, napi_default, NULL },

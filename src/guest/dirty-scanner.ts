@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { PageSet, type ReadonlyPageSet } from '../core/pageset.ts';
-import { digestPages } from '../wire/digest.ts';
+import { digestPages, zeroPageDigest } from '../wire/digest.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import type { RamImageReader } from './ram-image.ts';
 
@@ -125,8 +125,12 @@ export class DirtyScanner {
       // A thread hop costs tens of µs: short runs are hashed right here.
       const v = async && n >= 256 ? this.image.view(from, n) : null;
       if (v) {
-        const k = await async!(v, pageSize, this.digests, from, !this.scanned, this.list, 0);
-        for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+        const runs: Array<[number, number]> = [];
+        this.eachRun(from, n, dirty, (s, e) => runs.push([s, e]));
+        for (const [s, e] of runs) {
+          const k = await async!(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, this.list, 0);
+          for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+        }
       } else {
         this.scanRange(from, from + n, dirty);
         if (n >= 256) await new Promise<void>((r) => setImmediate(r));
@@ -203,6 +207,30 @@ export class DirtyScanner {
     if (this.recent.length > 4) this.recent.shift();
   }
 
+  /**
+   * Calls `data` for each run of data pages in [from, from+n) and settles the
+   * hole pages here: a hole is a zero page, dirty if its digest was not that.
+   */
+  private eachRun(from: number, n: number, dirty: PageSet, data: (s: number, e: number) => void): void {
+    const runs = this.image.dataRuns(from, n);
+    const zd = zeroPageDigest(this.image.geometry.pageSize);
+    let p = from;
+    const holes = (end: number): void => {
+      for (; p < end; p++) {
+        if (!this.scanned || this.digests[p] !== zd) {
+          this.digests[p] = zd;
+          dirty.add(p);
+        }
+      }
+    };
+    for (let i = 0; i + 1 < runs.length; i += 2) {
+      holes(runs[i]);
+      data(runs[i], runs[i + 1]);
+      p = runs[i + 1];
+    }
+    holes(from + n);
+  }
+
   private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
 
   /** Scans pages [from, to): mapped in place when possible, else through the read buffer. */
@@ -212,8 +240,11 @@ export class DirtyScanner {
       const n = Math.min(MAPPED_CHUNK_PAGES, to - from);
       const v = nativePageHash ? this.image.view(from, n) : null;
       if (v) {
-        const k = nativePageHash!.hashCompare(v, pageSize, this.digests, from, !this.scanned, this.list, 0, this.threads);
-        for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+        // Holes are zero pages: reading them through the mapping would allocate them.
+        this.eachRun(from, n, dirty, (s, e) => {
+          const k = nativePageHash!.hashCompare(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, this.list, 0, this.threads);
+          for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+        });
         from += n;
         continue;
       }

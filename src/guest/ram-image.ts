@@ -80,6 +80,33 @@ export class RamImageReader {
     return new RamImageReader(path, fd, { pageSize, pageCount: st.size / pageSize });
   }
 
+  /**
+   * The runs of pages in [first, first+count) that hold data, as [start, end)
+   * page pairs; the rest are holes of a sparse file (zero pages no one has
+   * written). A page partly data counts as data. Without SEEK_DATA support
+   * (or the native build) the whole range is data.
+   */
+  dataRuns(first: number, count: number): number[] {
+    const ext = nativePageHash?.dataExtents;
+    if (!ext || this.fd < 0) return [first, first + count];
+    const { pageSize } = this.geometry;
+    let raw: number[];
+    try {
+      raw = ext(this.fd, first * pageSize, count * pageSize);
+    } catch {
+      return [first, first + count];
+    }
+    const out: number[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const s = first + Math.floor(raw[i] / pageSize);
+      const e = Math.min(first + count, first + Math.ceil(raw[i + 1] / pageSize));
+      if (e <= s) continue;
+      if (out.length > 0 && out[out.length - 1] >= s) out[out.length - 1] = Math.max(out[out.length - 1], e);
+      else out.push(s, e);
+    }
+    return out;
+  }
+
   /** Reads pages [first, first+count) into `into` (at offset 0). */
   readPages(first: number, count: number, into: Uint8Array): Uint8Array {
     const { pageSize, pageCount } = this.geometry;

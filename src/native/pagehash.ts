@@ -14,6 +14,8 @@ export interface NativePageHash {
   hashCompare(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number, threads?: number): number;
   /** hashCompare on a libuv worker thread; resolves to the new dirtyOffset. The arrays must not be touched meanwhile. */
   hashCompareAsync?(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number): Promise<number>;
+  /** Data (not hole) extents of [offset, offset+length) of a file, relative to offset, flat [start, end, ...]. */
+  dataExtents?(fd: number, offset: number, length: number): number[];
   /** Read-only shared mapping of [offset, offset+length) of an open file; absent in builds before it existed. */
   mapFile?(fd: number, offset: number, length: number): ArrayBuffer;
   /** PAGES records for `count` pages laid out in `dst` from `dstOffset`; returns the end offset. Little-endian builds only. */

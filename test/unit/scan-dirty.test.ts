@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, openSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DirtyScanner } from '../../src/guest/dirty-scanner.ts';
 import { RamImageReader } from '../../src/guest/ram-image.ts';
 import { nativePageHash } from '../../src/native/pagehash.ts';
-import { digestPageWasm, initDigest } from '../../src/wire/digest.ts';
+import { digestPageWasm, initDigest, zeroPageDigest } from '../../src/wire/digest.ts';
 
 const PS = 4096;
 
@@ -125,4 +125,28 @@ test('one scan at a time: a second scan while one runs is refused; skip leaves s
     assert.ok(s.scan().has(200), 'the full scan still finds it');
     r.close();
   });
+});
+
+test('holes of a sparse image are zero pages and stay holes: a scan allocates nothing', async () => {
+  await initDigest();
+  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-sparse-'));
+  try {
+    const path = join(dir, 'ram');
+    const fd = openSync(path, 'w');
+    ftruncateSync(fd, 4096 * PS);
+    closeSync(fd);
+    writeFileAt(path, randomBytes(PS), 1000 * PS);
+    const before = statSync(path).blocks;
+    const r = RamImageReader.open(path);
+    const s = new DirtyScanner(r);
+    assert.equal(s.scan().count(), 4096);
+    assert.equal(s.digests[0], zeroPageDigest(PS));
+    assert.equal((await s.scanAsync()).count(), 0);
+    writeFileAt(path, randomBytes(PS), 3000 * PS);
+    assert.deepEqual([...(await s.scanIncremental({ sliceFraction: 1 })).toArray()], [3000]);
+    assert.ok(statSync(path).blocks <= before + (PS / 512) * 2, 'only the two written pages are allocated');
+    r.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
