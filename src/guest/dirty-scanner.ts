@@ -73,7 +73,9 @@ export class DirtyScanner {
   scan(): PageSet {
     if (this.busy) throw new PresyncError(ErrorCodes.INTERNAL, 'a dirty scan is already running on this image; await it first');
     const dirty = new PageSet(this.image.geometry.pageCount);
+    this.beginScan();
     this.scanRange(0, this.image.geometry.pageCount, dirty);
+    this.runs = undefined;
     this.finish(dirty);
     return dirty;
   }
@@ -89,10 +91,12 @@ export class DirtyScanner {
     const step = Math.max(SCAN_CHUNK_PAGES, yieldEveryPages);
     this.enter();
     try {
+      this.beginScan();
       for (let first = 0; first < pageCount; first += step) {
         await this.scanRangeAsync(first, Math.min(pageCount, first + step), dirty);
       }
     } finally {
+      this.runs = undefined;
       this.busy = false;
     }
     this.finish(dirty);
@@ -152,8 +156,10 @@ export class DirtyScanner {
     const dirty = new PageSet(pageCount);
     this.enter();
     try {
+      this.beginScan();
       await this.incremental(slice, o, dirty);
     } finally {
+      this.runs = undefined;
       this.busy = false;
     }
     this.remember(dirty);
@@ -212,7 +218,7 @@ export class DirtyScanner {
    * hole pages here: a hole is a zero page, dirty if its digest was not that.
    */
   private eachRun(from: number, n: number, dirty: PageSet, data: (s: number, e: number) => void): void {
-    const runs = this.image.dataRuns(from, n);
+    const runs = this.runsWithin(from, from + n);
     const zd = zeroPageDigest(this.image.geometry.pageSize);
     let p = from;
     const holes = (end: number): void => {
@@ -229,6 +235,32 @@ export class DirtyScanner {
       p = runs[i + 1];
     }
     holes(from + n);
+  }
+
+  /**
+   * Data runs of the whole image, looked up once per scan: SEEK_HOLE on tmpfs
+   * walks the page cache up to the next hole, so asking per chunk would cost
+   * a walk to the end of a dense image for every chunk.
+   */
+  private runs: number[] | undefined;
+
+  private beginScan(): void {
+    this.runs = this.image.dataRuns(0, this.image.geometry.pageCount);
+  }
+
+  private runsWithin(from: number, to: number): number[] {
+    const all = this.runs ?? this.image.dataRuns(from, to - from);
+    const out: number[] = [];
+    // Binary search for the first run ending after `from`.
+    let lo = 0;
+    let hi = all.length >> 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (all[2 * mid + 1] <= from) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = 2 * lo; i + 1 < all.length && all[i] < to; i += 2) out.push(Math.max(from, all[i]), Math.min(to, all[i + 1]));
+    return out;
   }
 
   private readonly fresh = new BigUint64Array(SCAN_CHUNK_PAGES);
