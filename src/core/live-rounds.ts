@@ -16,6 +16,12 @@ export interface LiveRoundConfig {
   readonly maxRounds: number;
   /** Live rounds to run even when the residual already fits: each one shrinks the pause. */
   readonly minRounds: number;
+  /**
+   * ...unless the pause expected right now is at most this, ms: then a round
+   * (a full scan of the guest, then its sends) costs more launch→running
+   * time than the pause it could save. 0 = always run minRounds.
+   */
+  readonly pauseNowBelowMs: number;
   /** Cap on the live copy rate, bytes/s (QEMU's max-bandwidth). Infinity = the link. */
   readonly maxBandwidthBytesPerSec: number;
   /** After maxRounds without convergence: pause anyway ('force') or roll back ('abort'). */
@@ -27,6 +33,7 @@ export const QEMU_LIKE_LIVE_ROUNDS: LiveRoundConfig = {
   downtimeLimitMs: 300,
   maxRounds: 30,
   minRounds: 0,
+  pauseNowBelowMs: 0,
   maxBandwidthBytesPerSec: 128 * 1024 * 1024,
   onNoConvergence: 'force',
   switchoverCosts: DEFAULT_SWITCHOVER_COSTS,
@@ -56,7 +63,7 @@ export class LiveRounds {
       const est = estimateDowntime(stale.count(), obs.wireBytesPerPage, bw, obs.net.rttMs, this.cfg.switchoverCosts);
       const fits = shouldSwitchover(est, this.cfg.downtimeLimitMs);
       const diag = { round: this.round, expectedDowntimeMs: est.expectedDowntimeMs };
-      if (this.round >= this.cfg.minRounds && fits) {
+      if (fits && (this.round >= this.cfg.minRounds || est.expectedDowntimeMs <= this.cfg.pauseNowBelowMs)) {
         return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };
       }
       if (this.round >= this.cfg.maxRounds) {

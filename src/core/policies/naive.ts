@@ -1,6 +1,6 @@
 import { LiveRounds } from '../live-rounds.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
-import { liveRoundConfig, type PolicyOptions } from './options.ts';
+import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
 /**
  * Pre-synchronization without judgement: every epoch, every page the target
@@ -15,7 +15,7 @@ export class NaivePresyncPolicy implements MigrationPolicy {
   private readonly live: LiveRounds;
 
   constructor(_ctx: PolicyContext, opts: PolicyOptions = {}) {
-    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, maxBandwidthBytesPerSec: Infinity }));
+    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
   }
 
   decide(obs: EpochObservation): EpochDecision {

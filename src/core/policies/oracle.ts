@@ -1,7 +1,7 @@
 import { ErrorCodes, PresyncError } from '../errors.ts';
 import { LiveRounds } from '../live-rounds.ts';
 import type { EpochDecision, EpochObservation, FutureKnowledge, MigrationPolicy, PolicyContext } from '../types.ts';
-import { liveRoundConfig, type PolicyOptions } from './options.ts';
+import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
 /**
  * The lower bound on sync traffic: it knows every future write and the
@@ -24,7 +24,7 @@ export class OraclePolicy implements MigrationPolicy {
   constructor(private readonly ctx: PolicyContext, opts: PolicyOptions = {}) {
     if (!ctx.future) throw new PresyncError(ErrorCodes.BAD_POLICY, 'the oracle needs future knowledge (ctx.future), which only the simulator provides');
     this.future = ctx.future;
-    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, maxBandwidthBytesPerSec: Infinity }));
+    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
   }
 
   /** Walks the future once on the epoch grid that starts at the first observation. */

@@ -3,7 +3,7 @@ import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
 import { HoldBack, type HoldBackConfig } from './hold-back.ts';
-import { liveRoundConfig, type PolicyOptions } from './options.ts';
+import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
 /** The knobs of the presync family beyond the shared PolicyOptions; every field has a default. */
 export interface PresyncTuning {
@@ -35,7 +35,7 @@ export class PresyncPolicy implements MigrationPolicy {
     tuning: PresyncTuning = {},
   ) {
     this.name = mode.name;
-    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, maxBandwidthBytesPerSec: Infinity }));
+    this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
     const pages = ctx.geometry.pageCount;
     this.hold = mode.predict
       ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
