@@ -156,7 +156,7 @@ export class DirtyScanner {
     const dirty = new PageSet(pageCount);
     this.enter();
     try {
-      this.beginScan();
+      this.beginScan(false);
       await this.incremental(slice, o, dirty);
     } finally {
       this.runs = undefined;
@@ -244,8 +244,20 @@ export class DirtyScanner {
    */
   private runs: number[] | undefined;
 
-  private beginScan(): void {
+  /** The last lookup and the file's allocated size then; an incremental scan reuses it while that is unchanged. */
+  private lastRuns: { runs: number[]; allocated: number } | undefined;
+
+  private beginScan(full = true): void {
+    const allocated = this.image.allocatedBytes();
+    if (!full && this.lastRuns && this.lastRuns.allocated === allocated) {
+      // No page allocated or freed since: the holes are where they were. (A
+      // hole filled while another page was freed would be missed until the
+      // next full scan, which always looks again, as the final one does.)
+      this.runs = this.lastRuns.runs;
+      return;
+    }
     this.runs = this.image.dataRuns(0, this.image.geometry.pageCount);
+    this.lastRuns = { runs: this.runs, allocated };
   }
 
   private runsWithin(from: number, to: number): number[] {
