@@ -14,7 +14,7 @@
  * (QMP timestamps, one host clock), for both kinds.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,7 @@ import { QEMU_2012_DEFAULT_BANDWIDTH, stockMigrate, UNCAPPED_BANDWIDTH } from '.
 import { launchVm, matchingTargetOptions, type Accel, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
 import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts';
-import { makeResults, type ResultRun, type ResultsFile } from './results.ts';
+import { makeResults, readResults, type ResultRun, type ResultsFile } from './results.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = join(ROOT, 'bin/presync.js');
@@ -267,8 +267,7 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
     };
     let series: ResultRun['series'] = [];
     try {
-      const saved = JSON.parse(readFileSync(outFile, 'utf8')) as { result?: { series?: ResultRun['series'] } };
-      series = saved.result?.series ?? [];
+      series = readResults(outFile).runs[0]?.series ?? [];
     } catch {
       /* a failed run may not have written it */
     }

@@ -5,11 +5,13 @@
  * attaches to the VM over QMP, syncs its RAM file, and drives QEMU's own
  * stream (device state only, x-ignore-shared) at the switchover.
  */
-import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { createPolicy, policyNames } from '../../core/policies/registry.ts';
 import { ControlServer } from '../../engine/control.ts';
+import { SourceLock } from '../../engine/source-lock.ts';
+import { makeResults, writeResults } from '../../lab/results.ts';
+import { runRecord } from '../../lab/results-build.ts';
 import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
 import { TargetAgent } from '../../engine/target-agent.ts';
 import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
@@ -248,9 +250,15 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
 
   const vm = await attachVm(values.qmp);
+  let lock: SourceLock | undefined;
+  let r: MigrationResult | undefined;
   try {
-    const controller = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit' });
-    await controller.prepare();
+    // One migration per VM: the lock sits beside its RAM file, as for `presync migrate`.
+    // (No guest pid: a QEMU is never SIGSTOPped, so a dead agent's lock has nothing to SIGCONT.)
+    lock = SourceLock.acquire(vm.memPath);
+    const qemuController = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit' });
+    await qemuController.prepare();
+    const controller = lock.guard(qemuController);
     const geometry = { pageSize: 4096, pageCount: vm.memBytes / 4096 };
     const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
     let lastProgress = 0;
@@ -290,15 +298,27 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       });
     }
     const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
-    let r: MigrationResult;
     try {
       r = await m.run();
     } finally {
       if (timer) clearTimeout(timer);
       await control?.close();
     }
-    const j: QemuMigrationJson = { ...qemuResultJson(r, controller, vm), phaseAtMs };
-    if (values.out) writeFileSync(values.out, JSON.stringify({ format: 'presync-result/1', kind: 'qemu-migration', policy: policy.name, image: vm.memPath, result: { ...j, series: r.series } }) + '\n');
+    const j: QemuMigrationJson = { ...qemuResultJson(r, qemuController, vm), phaseAtMs };
+    if (values.out) {
+      const workload = basename(vm.memPath);
+      const run = runRecord('real', r, { label: `${workload} · ${policy.name} (QEMU)`, workload, policy: policy.name, seed: null });
+      writeResults(
+        values.out,
+        makeResults({
+          kind: 'migration',
+          createdBy: `presync qemu migrate ${argv.join(' ')}`,
+          params: { qmp: values.qmp, image: vm.memPath, memBytes: vm.memBytes, policy: policy.name, epochMs, codec },
+          // QEMU's own figures ride along in the summary (the schema keeps extra fields).
+          runs: [{ ...run, summary: { ...run.summary, engineDowntimeMs: j.engineDowntimeMs, qemu: j.qemu, phaseAtMs } }],
+        }),
+      );
+    }
     if (values.json) io.out(jsonLine(j));
     else {
       io.out(
@@ -309,6 +329,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     }
     return r.outcome === 'done' ? 0 : 1;
   } finally {
+    // In doubt, the lock stays (state committed) so nothing later resumes a guest the target may run.
+    lock?.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
     vm.qmp.close();
   }
 }
