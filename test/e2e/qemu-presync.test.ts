@@ -107,6 +107,12 @@ describe('presync migrates real QEMU VMs', { skip: qemuMissing, timeout: 300_000
     const code = await new Promise<number | null>((r) => migrate.once('exit', (c) => r(c)));
     const result = JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown> & { qemu: Record<string, number | null> };
     t.diagnostic(`cli result: ${JSON.stringify(result)}`);
+    // --json streams one event per line before the result: phases, and progress whose "in sync" never runs backwards.
+    const events = out.trim().split('\n').slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(events.some((e) => e.event === 'phase' && e.phase === 'launched'), 'a launched phase event');
+    const inSync = events.filter((e) => e.event === 'progress').map((e) => e.inSyncPeakPercent as number);
+    assert.ok(inSync.length >= 2, `${inSync.length} progress events`);
+    assert.ok(inSync.every((v, i) => i === 0 || v >= inSync[i - 1]), `in sync never decreases: ${inSync.join(', ')}`);
     assert.equal(result.outcome, 'done', out);
     assert.equal(code, 0);
     assert.equal(result.verified, true);

@@ -10,6 +10,7 @@ import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { createPolicy, policyNames } from '../../core/policies/registry.ts';
 import { ControlServer } from '../../engine/control.ts';
 import { SourceLock } from '../../engine/source-lock.ts';
+import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
 import { makeResults, writeResults } from '../../lab/results.ts';
 import { runRecord } from '../../lab/results-build.ts';
 import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
@@ -18,7 +19,6 @@ import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
 import { attachVm, RAM_BACKEND_ID, type Accel } from '../../qemu/vm.ts';
 import { formatAddress } from '../../transport/address.ts';
-import { formatRate } from '../../transport/rate.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { scanFlag } from './migrate.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
@@ -262,6 +262,7 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     const geometry = { pageSize: 4096, pageCount: vm.memBytes / 4096 };
     const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
     let lastProgress = 0;
+    const tracker = new MigrationProgressTracker(downtimeLimitMs !== undefined ? { readyDowntimeMs: downtimeLimitMs } : {});
     const phaseAtMs: Record<string, number> = {};
     const m = new SourceMigration({
       transport,
@@ -278,12 +279,17 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       onEvent: (e) => {
         // When each phase began (ms since the migration started): where the launch→running time went.
         if (e.event === 'phase') phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10;
-        if (values.json) return;
-        if (e.event === 'progress' && e.status.elapsedMs - lastProgress >= 1000) {
+        if (e.event === 'progress') {
+          // "in sync" is a high-water mark: it never runs backwards.
+          const p = tracker.update(e.status);
+          if (e.status.elapsedMs - lastProgress < 1000) return;
           lastProgress = e.status.elapsedMs;
-          const s = e.status;
-          io.err(`presync: ${s.phase}  in sync ${s.inSyncPercent.toFixed(1)} %  rate ${formatRate(s.rateBytesPerSec)}  expected downtime if launched now ${s.expectedDowntimeMs.toFixed(0)} ms\n`);
-        } else if (e.event === 'phase') io.err(`presync: phase ${e.phase}\n`);
+          if (values.json) io.out(jsonLine(progressEvent(e.status, p)));
+          else io.err(`presync: ${formatMigrationProgress(p)}\n`);
+          return;
+        }
+        if (values.json) io.out(jsonLine(e));
+        else if (e.event === 'phase') io.err(`presync: phase ${e.phase}\n`);
         else if (e.event === 'disconnected') io.err(`presync: connection lost (${e.error.code}); reconnecting\n`);
       },
     });
