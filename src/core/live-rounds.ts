@@ -51,7 +51,12 @@ export class LiveRounds {
     return this.round;
   }
 
-  decide(obs: EpochObservation): EpochDecision {
+  /**
+   * `hint.roundIsFutile`: the caller expects the pages a round would send to
+   * be rewritten before it ends (a predictor's view), so the round could not
+   * shrink the pause; pause now if the residual fits the downtime limit.
+   */
+  decide(obs: EpochObservation, hint: { readonly roundIsFutile?: boolean } = {}): EpochDecision {
     const stale: ReadonlyPageSet = obs.stale;
     const bw = Math.min(obs.net.bandwidthBytesPerSec, this.cfg.maxBandwidthBytesPerSec);
     // A round sends each of its pages once; pages written after being sent wait for the next round.
@@ -63,7 +68,7 @@ export class LiveRounds {
       const est = estimateDowntime(stale.count(), obs.wireBytesPerPage, bw, obs.net.rttMs, this.cfg.switchoverCosts);
       const fits = shouldSwitchover(est, this.cfg.downtimeLimitMs);
       const diag = { round: this.round, expectedDowntimeMs: est.expectedDowntimeMs };
-      if (fits && (this.round >= this.cfg.minRounds || est.expectedDowntimeMs <= this.cfg.pauseNowBelowMs)) {
+      if (fits && (this.round >= this.cfg.minRounds || est.expectedDowntimeMs <= this.cfg.pauseNowBelowMs || hint.roundIsFutile === true)) {
         return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };
       }
       if (this.round >= this.cfg.maxRounds) {

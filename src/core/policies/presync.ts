@@ -43,8 +43,23 @@ export class PresyncPolicy implements MigrationPolicy {
     this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
   }
 
+  private launchJudged = false;
+
+  private roundIsFutile(obs: EpochObservation): boolean {
+    // Judged once, at the first decision after launch: later rounds are the live copy's own business.
+    if (!this.hold || this.launchJudged) return false;
+    this.launchJudged = true;
+    const stale = obs.stale.toArray();
+    if (stale.length === 0) return false;
+    const p = new Float64Array(stale.length);
+    this.hold.predictor.probRewriteMany(stale, 1, p);
+    let expected = 0;
+    for (const x of p) expected += x;
+    return expected >= FUTILE_ROUND_SHARE * stale.length;
+  }
+
   decide(obs: EpochObservation): EpochDecision {
-    if (obs.phase === 'launched') return this.live.decide(obs);
+    if (obs.phase === 'launched') return this.live.decide(obs, { roundIsFutile: this.roundIsFutile(obs) });
     const linkBudget = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
     const diag: Record<string, number> = {};
     let send: Uint32Array;
@@ -82,6 +97,14 @@ export class PresyncPolicy implements MigrationPolicy {
     return { send, budgetBytes: budget, switchover: false, diag };
   }
 }
+
+/**
+ * At launch, a live round sends what is stale while the guest runs so that
+ * the pause has less to move. If the predictor expects most of those pages
+ * to be written again within an epoch (about a round's length: a hot frame
+ * buffer), the round cannot shrink the pause and only delays it.
+ */
+const FUTILE_ROUND_SHARE = 0.8;
 
 export function createPresync(ctx: PolicyContext, opts: PolicyOptions = {}, tuning: PresyncTuning = {}): PresyncPolicy {
   return new PresyncPolicy(ctx, opts, { name: 'presync', predict: true, slowStart: true }, tuning);
