@@ -13,9 +13,11 @@ import type { GuestController } from '../guest/controller.ts';
 import { DirtyScanner } from '../guest/dirty-scanner.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
-import { DigestRunCollector, digestRunFrames } from '../wire/digest-runs.ts';
+import { DigestRunCollector, digestRunFrames, verifySummary } from '../wire/digest-runs.ts';
 import { initDigest, zeroPageDigest } from '../wire/digest.ts';
-import type { Frame, PageRecord, VerifyResponseFrame } from '../wire/frames.ts';
+import type { Frame, PageRecord, VerifyResponseFrame, VerifySummaryResponseFrame } from '../wire/frames.ts';
+
+type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
 import { Capability } from '../wire/constants.ts';
 import { ClientHandshake } from '../wire/handshake.ts';
 import { localCodecCapabilities } from '../wire/page-codecs.ts';
@@ -44,7 +46,8 @@ export interface MigrateOptions {
    * a change to a cold page shows within 8 epochs. auto (default):
    * incremental until every page has been sent once (the initial sync, when
    * most pages are going to be sent anyway), full afterwards. After launch
-   * scans are always full, and so is the final one.
+   * scans are full (the first one incremental, right after a full presync
+   * scan, except with `full`), and so is the final one.
    */
   readonly scan?: 'full' | 'incremental' | 'auto';
   /**
@@ -237,7 +240,9 @@ export class SourceMigration {
     let ch: FrameChannel | undefined;
     let linkError: PresyncError | undefined;
     let drainWaiters: Array<() => void> = [];
-    let verifyWaiter: ((f: VerifyResponseFrame) => void) | undefined;
+    let verifyWaiter: ((f: VerifyReply) => void) | undefined;
+    /** The target answers VERIFY_SUMMARY (negotiated in the handshake). */
+    let summaryVerify = false;
     let handoverWaiter: (() => void) | undefined;
     let failWaiters: Array<(e: PresyncError) => void> = [];
     let recentBytes = 0;
@@ -316,7 +321,7 @@ export class SourceMigration {
             est.onRttSample(this.now() - sentAt);
           } else if (f.type === 'ping') {
             await c.send({ type: 'pong', nonce: f.nonce });
-          } else if (f.type === 'verify-response') {
+          } else if (f.type === 'verify-response' || f.type === 'verify-summary-response') {
             const w = verifyWaiter;
             verifyWaiter = undefined;
             if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'VERIFY_RESPONSE nobody asked for');
@@ -378,6 +383,7 @@ export class SourceMigration {
         }
         c.setGeometry(geometry);
         resumed = result.resume;
+        summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
         if (result.resume) {
           const col = new DigestRunCollector(pageCount);
           let table: BigUint64Array | undefined;
@@ -689,7 +695,12 @@ export class SourceMigration {
       let firstLaunchedScan = true;
       for (;;) {
         const t0 = this.now();
-        const dirty = await scanner.scanAsync();
+        // The first scan after launch follows a full presync scan by at most an
+        // epoch: the pages written since are among the recent writes or in the
+        // rotating slice, or else they are caught by the final scan, which is
+        // full. A full scan here would add its whole cost to launch→running.
+        const quick = firstLaunchedScan && scanMode !== 'full' && everSentCount === pageCount;
+        const dirty = quick ? await scanner.scanIncremental({ sliceFraction: 1 / 8, skip: stale }) : await scanner.scanAsync();
         refreshStale(dirty);
         if (firstLaunchedScan) {
           // Pages the target lacks at the moment of launch (in-flight pages are on their way).
@@ -716,7 +727,13 @@ export class SourceMigration {
       await o.controller.pause();
       paused = true;
       pausedAt = this.now();
-      scanner.scan(); // the final scan is always full
+      // The final scan is always full. It runs on a worker thread while the
+      // pages already known stale go out: the guest is paused, so what they
+      // hold now is final and the scan will find them in sync; the scan's
+      // cost hides behind the link instead of adding to the pause.
+      const finalScan = scanner.scanAsync();
+      await sendPages(stale.toArray(), Infinity);
+      await finalScan;
       refreshStale(null);
       await sendPages(stale.toArray(), Infinity);
       await drain(c);
@@ -724,10 +741,19 @@ export class SourceMigration {
       this.toPhase('verify');
       await c.send({ type: 'phase', phase: 'verify' });
       let verified = false;
+      if (summaryVerify) {
+        // 32 bytes instead of 8 per page; the table itself goes only if they differ.
+        const reply = waitFor<VerifyReply>((r) => (verifyWaiter = r), 'answer the verify summary', stepTimeout);
+        await c.send(verifySummary(scanner.digests));
+        const v = await reply;
+        if (v.type !== 'verify-summary-response') throw new PresyncError(ErrorCodes.PROTOCOL, `VERIFY_SUMMARY answered with ${v.type}`);
+        verified = v.match;
+      }
       for (let attempt = 0; attempt < 2 && !verified; attempt++) {
-        const reply = waitFor<VerifyResponseFrame>((r) => (verifyWaiter = r), 'answer the verify request', stepTimeout);
+        const reply = waitFor<VerifyReply>((r) => (verifyWaiter = r), 'answer the verify request', stepTimeout);
         for (const f of digestRunFrames('verify-request', scanner.digests)) await c.send(f);
         const v = await reply;
+        if (v.type !== 'verify-response') throw new PresyncError(ErrorCodes.PROTOCOL, `VERIFY_REQUEST answered with ${v.type}`);
         verified = v.match;
         if (!verified) {
           if (v.mismatches.length < v.mismatchCount) break;

@@ -3,7 +3,7 @@ import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { TargetImage, metaPath, type ImageMeta } from '../guest/target-image.ts';
 import type { Connection } from '../transport/types.ts';
-import { DigestRunCollector, diffDigests, digestRunFrames, verifyResponse } from '../wire/digest-runs.ts';
+import { DigestRunCollector, diffDigests, digestRunFrames, summaryMatches, verifyResponse } from '../wire/digest-runs.ts';
 import type { Frame } from '../wire/frames.ts';
 import { ServerHandshake } from '../wire/handshake.ts';
 import { decodePageBatch } from '../wire/pages.ts';
@@ -161,6 +161,14 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
             await ch.send(verifyResponse(mism));
             verifyRun = undefined;
           }
+          break;
+        }
+        case 'verify-summary': {
+          const match = summaryMatches(f, image.digests);
+          // A mismatch is reported as the full VERIFY_REQUEST that follows finds it.
+          if (match) emit({ event: 'verify', sessionId, match, mismatches: 0 });
+          verified = match;
+          await ch.send({ type: 'verify-summary-response', match });
           break;
         }
         case 'device-state': {

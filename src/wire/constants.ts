@@ -41,6 +41,8 @@ export const FrameType = {
   ABORT: 0x19,
   PING: 0x1a,
   PONG: 0x1b,
+  VERIFY_SUMMARY: 0x1c,
+  VERIFY_SUMMARY_RESPONSE: 0x1d,
 } as const;
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
@@ -65,7 +67,12 @@ export const Capability = {
   STREAMS: 1 << 17,
   /** HELLO: this connection joins the session named by its sessionId as a data stream. */
   JOIN: 1 << 18,
+  /** Verify by one SHA-256 of the digest table (VERIFY_SUMMARY) before sending the table itself. */
+  VERIFY_SUMMARY: 1 << 19,
 } as const;
+
+/** VERIFY_SUMMARY: SHA-256 of the digest table. */
+export const VERIFY_SUMMARY_BYTES = 32;
 
 export const PHASES = ['presync', 'launched', 'final-copy', 'verify', 'handover'] as const;
 export type WirePhase = (typeof PHASES)[number];

@@ -89,6 +89,22 @@ export interface VerifyResponseFrame {
   readonly mismatches: Uint32Array;
 }
 
+/**
+ * The source's whole digest table in 32 bytes: SHA-256 over every page's
+ * digest as u64 little-endian, page 0 first. Equal summaries mean equal
+ * tables; only when they differ does the table itself cross the wire.
+ */
+export interface VerifySummaryFrame {
+  readonly type: 'verify-summary';
+  readonly pageCount: number;
+  readonly sha256: Uint8Array;
+}
+
+export interface VerifySummaryResponseFrame {
+  readonly type: 'verify-summary-response';
+  readonly match: boolean;
+}
+
 export interface PhaseFrame {
   readonly type: 'phase';
   readonly phase: WirePhase;
@@ -135,6 +151,8 @@ export type Frame =
   | HaveFrame
   | VerifyRequestFrame
   | VerifyResponseFrame
+  | VerifySummaryFrame
+  | VerifySummaryResponseFrame
   | PhaseFrame
   | DeviceStateFrame
   | HandoverFrame

@@ -33,4 +33,4 @@ export {
   type HandshakeStep,
   type ServerHandshakeOptions,
 } from './handshake.ts';
-export { DigestRunCollector, diffDigests, digestRunFrames, verifyResponse } from './digest-runs.ts';
+export { DigestRunCollector, diffDigests, digestRunFrames, digestTableSummary, summaryMatches, verifyResponse, verifySummary } from './digest-runs.ts';

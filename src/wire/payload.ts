@@ -17,6 +17,7 @@ import {
   PHASES,
   PROOF_BYTES,
   PageEncoding,
+  VERIFY_SUMMARY_BYTES,
   type FrameTypeCode,
   type PageEncodingCode,
 } from './constants.ts';
@@ -52,6 +53,8 @@ export const TYPE_CODE: { readonly [K in Frame['type']]: FrameTypeCode } = {
   phase: FrameType.PHASE,
   'verify-request': FrameType.VERIFY_REQUEST,
   'verify-response': FrameType.VERIFY_RESPONSE,
+  'verify-summary': FrameType.VERIFY_SUMMARY,
+  'verify-summary-response': FrameType.VERIFY_SUMMARY_RESPONSE,
   'device-state': FrameType.DEVICE_STATE,
   handover: FrameType.HANDOVER,
   'handover-done': FrameType.HANDOVER_DONE,
@@ -171,6 +174,11 @@ export function encodePayload(frame: Frame): Buffer[] {
       for (const p of frame.mismatches) w.u32(p, 'mismatch page');
       return [w.done()];
     }
+    case 'verify-summary':
+      checkBytes(frame.sha256, VERIFY_SUMMARY_BYTES, 'verify-summary sha256');
+      return [new Writer(4).u32(frame.pageCount, 'pageCount').done(), Buffer.from(frame.sha256)];
+    case 'verify-summary-response':
+      return [new Writer(1).bool(frame.match).done()];
     case 'phase': {
       const i = PHASES.indexOf(frame.phase);
       if (i < 0) throw badArg(`unknown phase ${JSON.stringify(frame.phase)}`);
@@ -320,6 +328,15 @@ export function decodePayload(type: FrameTypeCode, payload: Uint8Array, geometry
       f = vr;
       break;
     }
+    case FrameType.VERIFY_SUMMARY: {
+      // A summary of another page count is not an error here: it simply never matches.
+      const pageCount = r.u32('pageCount');
+      f = { type: 'verify-summary', pageCount, sha256: r.copy(VERIFY_SUMMARY_BYTES, 'sha256') };
+      break;
+    }
+    case FrameType.VERIFY_SUMMARY_RESPONSE:
+      f = { type: 'verify-summary-response', match: r.bool('match') };
+      break;
     case FrameType.PHASE: {
       const p = r.u8('phase');
       const phase = PHASES[p - 1];

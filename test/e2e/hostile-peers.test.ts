@@ -26,7 +26,8 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 import type { TransportAddress } from '../../src/transport/types.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { initDigest } from '../../src/wire/digest.ts';
+import { digestPage, initDigest } from '../../src/wire/digest.ts';
+import { verifySummary } from '../../src/wire/digest-runs.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import type { ChallengeFrame, Frame, HelloFrame } from '../../src/wire/frames.ts';
 import { ClientHandshake, computeClientProof } from '../../src/wire/handshake.ts';
@@ -345,6 +346,32 @@ test('HANDOVER without a verify is refused with PRESYNC_ERR_VERIFY; the guest is
   await p2.closed;
   assert.equal(hookCalls, calls);
   await normalMigration('after HANDOVER without verify');
+});
+
+test('VERIFY_SUMMARY: a summary of the image the target holds matches; a forged one does not, and HANDOVER after it is refused', async () => {
+  await normalMigration('before the summary check');
+  const img = readFileSync(src);
+  const table = new BigUint64Array(PAGES);
+  for (let p = 0; p < PAGES; p++) table[p] = digestPage(img.subarray(p * PAGE, (p + 1) * PAGE));
+  const calls = hookCalls;
+  const peer = await authenticated();
+  // The agent offers a resume (this image is valid here): it lists what it holds first.
+  let f = await peer.next();
+  while (f?.type === 'have' && !f.final) f = await peer.next();
+  assert.equal(f?.type, 'have');
+  peer.write(verifySummary(table));
+  const ok = await peer.next();
+  assert.deepEqual(ok, { type: 'verify-summary-response', match: true });
+  table[PAGES - 1] ^= 1n;
+  peer.write(verifySummary(table));
+  const bad = await peer.next();
+  assert.deepEqual(bad, { type: 'verify-summary-response', match: false });
+  peer.write({ type: 'phase', phase: 'handover' });
+  peer.write({ type: 'handover' });
+  assert.equal(await peer.errorCode(), ErrorCodes.VERIFY);
+  await peer.closed;
+  assert.equal(hookCalls, calls, 'the handover hook never ran');
+  await normalMigration('after a forged verify summary');
 });
 
 test('hostile image identities to an --image-dir agent create nothing, inside the directory or out', async () => {

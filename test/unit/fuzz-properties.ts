@@ -150,6 +150,12 @@ export function arbFrame(geometry?: Geometry): fc.Arbitrary<Frame> {
           .integer({ min: sorted.length, max: 0xffffffff })
           .map((c) => ({ type: 'verify-response' as const, match: false, mismatchCount: c, mismatches: sorted }));
       }),
+    fc.record({
+      type: fc.constant('verify-summary' as const),
+      pageCount: fc.integer({ min: 0, max: 0xffffffff }),
+      sha256: bytes(32),
+    }),
+    fc.record({ type: fc.constant('verify-summary-response' as const), match: fc.boolean() }),
     fc.record({ type: fc.constant('phase' as const), phase: fc.constantFrom(...PHASES) }),
     fc.uint8Array({ maxLength: 48 }).chain((data) =>
       fc.integer({ min: 0, max: 1 << 20 }).chain((offset) =>

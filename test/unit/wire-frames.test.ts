@@ -4,7 +4,8 @@ import { PresyncError } from '../../src/core/errors.ts';
 import { Rng } from '../../src/core/rng.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { DigestRunCollector, diffDigests, digestRunFrames, verifyResponse } from '../../src/wire/digest-runs.ts';
+import { DigestRunCollector, diffDigests, digestRunFrames, digestTableSummary, summaryMatches, verifyResponse, verifySummary } from '../../src/wire/digest-runs.ts';
+import { createHash } from 'node:crypto';
 import { encodeFrame, encodeFrameParts, frameSize } from '../../src/wire/framing.ts';
 import type { Frame } from '../../src/wire/frames.ts';
 import { Capability, FrameType, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PageEncoding } from '../../src/wire/constants.ts';
@@ -44,6 +45,9 @@ function samples(): Frame[] {
     { type: 'verify-request', first: 100, digests: BigUint64Array.from([5n]), final: true },
     { type: 'verify-response', match: true, mismatchCount: 0, mismatches: new Uint32Array(0) },
     { type: 'verify-response', match: false, mismatchCount: 9000, mismatches: Uint32Array.from([1, 5, 4000]) },
+    { type: 'verify-summary', pageCount: 65536, sha256: bytes(32, 0xc3) },
+    { type: 'verify-summary-response', match: true },
+    { type: 'verify-summary-response', match: false },
     { type: 'phase', phase: 'presync' },
     { type: 'phase', phase: 'final-copy' },
     { type: 'phase', phase: 'handover' },
@@ -305,6 +309,24 @@ describe('digest runs', () => {
     const done = new DigestRunCollector(1);
     done.add({ first: 0, digests: new BigUint64Array(1), final: true });
     expectError(() => done.add({ first: 1, digests: new BigUint64Array(0), final: true }), 'PRESYNC_ERR_PROTOCOL');
+  });
+
+  it('the verify summary is SHA-256 of the table as u64 little-endian; one changed digest changes it', () => {
+    const t = BigUint64Array.from([1n, 0xfedcba9876543210n, 0n, 42n]);
+    const le = Buffer.alloc(32);
+    t.forEach((d, i) => le.writeBigUInt64LE(d, i * 8));
+    assert.equal(Buffer.from(digestTableSummary(t)).toString('hex'), createHash('sha256').update(le).digest('hex'));
+    const f = verifySummary(t);
+    assert.equal(f.pageCount, 4);
+    assert.equal(summaryMatches(f, t.slice()), true);
+    const u = t.slice();
+    u[3] = 43n;
+    assert.equal(summaryMatches(f, u), false);
+    assert.equal(summaryMatches(f, t.subarray(0, 3)), false, 'a table of another length never matches');
+    // A view into a larger table hashes only its own pages.
+    const big = new BigUint64Array(6);
+    big.set(t, 1);
+    assert.equal(summaryMatches(f, big.subarray(1, 5)), true);
   });
 
   it('verify lists mismatching pages, bounded', () => {
