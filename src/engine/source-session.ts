@@ -52,9 +52,10 @@ export interface MigrateOptions {
    * pages written in the last epochs plus a rotating eighth of the image, so
    * a change to a cold page shows within 8 epochs. auto (default):
    * incremental until every page has been sent once (the initial sync, when
-   * most pages are going to be sent anyway), full afterwards. After launch
-   * scans are full (the first one incremental, right after a full presync
-   * scan, except with `full`), and so is the final one.
+   * most pages are going to be sent anyway), full afterwards; a sparse image
+   * whose zero pages never need sending (QEMU RAM the guest has not touched)
+   * stays incremental. After launch scans are full, except the first one
+   * (incremental unless `full`), and the final one always is.
    */
   readonly scan?: 'full' | 'incremental' | 'auto';
   /**
@@ -702,11 +703,11 @@ export class SourceMigration {
       let firstLaunchedScan = true;
       for (;;) {
         const t0 = this.now();
-        // The first scan after launch follows a full presync scan by at most an
+        // The first scan after launch follows a presync scan by at most an
         // epoch: the pages written since are among the recent writes or in the
         // rotating slice, or else they are caught by the final scan, which is
         // full. A full scan here would add its whole cost to launch→running.
-        const quick = firstLaunchedScan && scanMode !== 'full' && everSentCount === pageCount;
+        const quick = firstLaunchedScan && scanMode !== 'full';
         const dirty = quick ? await scanner.scanIncremental({ sliceFraction: 1 / 8, skip: stale }) : await scanner.scanAsync();
         refreshStale(dirty);
         if (firstLaunchedScan) {

@@ -525,6 +525,7 @@ export function qemuBenchResults(res: QemuBenchResult, createdBy: string): Resul
       verified: r.kind === 'presync' && r.detail.verified === true,
       guestOk: r.guest?.ok === true,
       guestCheck: r.guest?.reason || 'ok',
+      ...(r.guest?.targetConsoleTail ? { guestConsoleTail: r.guest.targetConsoleTail.join('\n') } : {}),
       qemuDowntimeMs: r.qemuDowntimeMs,
       qemuStreamBytes: r.qemuStreamBytes,
       bytes: r.bytes,

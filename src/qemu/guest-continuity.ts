@@ -31,6 +31,8 @@ export interface ContinuityVerdict {
   /** First heartbeat on the target, or null. */
   targetFirstHb: number | null;
   lastSourceHb: number;
+  /** When not ok: the target console's last lines (a reboot, a panic, a FAIL show there). */
+  targetConsoleTail?: string[];
 }
 
 /**
@@ -39,6 +41,8 @@ export interface ContinuityVerdict {
  * its verifier completes one more pass (a second OK), and neither console
  * shows FAIL. Never throws for a guest that misbehaves; it says why.
  */
+const CONSOLE_TAIL_LINES = 40;
+
 export async function checkContinuity(target: SerialLog, source: SerialLog, lastSourceHb: number, timeoutMs = 60_000): Promise<ContinuityVerdict> {
   const v: ContinuityVerdict = { ok: false, reason: '', targetOk: null, targetFirstHb: null, lastSourceHb };
   try {
@@ -56,5 +60,9 @@ export async function checkContinuity(target: SerialLog, source: SerialLog, last
   const fails = [...failures(source).map((f) => `source: ${f}`), ...failures(target).map((f) => `target: ${f}`)];
   if (!v.reason && fails.length > 0) v.reason = fails[0];
   v.ok = v.reason === '';
+  if (!v.ok) {
+    await target.flush();
+    v.targetConsoleTail = target.lines(target.nextIndex - CONSOLE_TAIL_LINES).map((l) => l.text);
+  }
   return v;
 }

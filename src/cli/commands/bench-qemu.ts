@@ -104,7 +104,11 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
     ) + '\n',
   );
   const failed = res.runs.filter((r) => r.outcome !== 'done' || r.guest?.ok !== true);
-  for (const r of failed) io.out(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest check: ${r.guest?.reason}`}\n`);
+  for (const r of failed) {
+    io.out(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest check: ${r.guest?.reason}`}\n`);
+    const tail = r.guest?.targetConsoleTail?.slice(-12) ?? [];
+    if (tail.length > 0) io.out(`    target console, last lines:\n${tail.map((l) => `      | ${l}`).join('\n')}\n`);
+  }
   if (values.json) io.out(JSON.stringify(qemuBenchJson(res)) + '\n');
   // The exit status is presync's: a stock QEMU guest that failed its check is QEMU's result, printed above.
   return res.workloads.every((w) => w.guestOk) ? 0 : 1;
