@@ -48,6 +48,8 @@ export class DirtyScanner {
   private scanned = false;
   private readonly threads: number;
   private readonly list: Uint32Array;
+  /** One result list per concurrent lane of scanAsync. */
+  private readonly lists: Uint32Array[];
   /** Pages hashed so far, for metrics. */
   pagesHashed = 0;
   /** Next page of the rotating slice. */
@@ -60,6 +62,8 @@ export class DirtyScanner {
     this.buf = Buffer.allocUnsafe(SCAN_CHUNK_PAGES * image.geometry.pageSize);
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(2, availableParallelism())));
     this.list = new Uint32Array(MAPPED_CHUNK_PAGES);
+    this.lists = [this.list];
+    for (let t = 1; t < this.threads; t++) this.lists.push(new Uint32Array(MAPPED_CHUNK_PAGES));
   }
 
   get hasBaseline(): boolean {
@@ -92,9 +96,18 @@ export class DirtyScanner {
     this.enter();
     try {
       this.beginScan();
-      for (let first = 0; first < pageCount; first += step) {
-        await this.scanRangeAsync(first, Math.min(pageCount, first + step), dirty);
-      }
+      // As many chunks in flight as the blocking scan has threads: each lane
+      // hashes on its own libuv thread, so the scan takes about as long as the
+      // blocking one while the event loop stays free.
+      let next = 0;
+      const lane = async (list: Uint32Array): Promise<void> => {
+        while (next < pageCount) {
+          const first = next;
+          next = Math.min(pageCount, next + step);
+          await this.scanRangeAsync(first, next, dirty, list);
+        }
+      };
+      await Promise.all(this.lists.map(lane));
     } finally {
       this.runs = undefined;
       this.busy = false;
@@ -121,7 +134,7 @@ export class DirtyScanner {
    * event loop sends pages and reads acknowledgements meanwhile), else here,
    * yielding to the event loop after each chunk.
    */
-  private async scanRangeAsync(from: number, to: number, dirty: PageSet): Promise<void> {
+  private async scanRangeAsync(from: number, to: number, dirty: PageSet, list = this.list): Promise<void> {
     const { pageSize } = this.image.geometry;
     const async = nativePageHash?.hashCompareAsync;
     while (from < to) {
@@ -132,8 +145,8 @@ export class DirtyScanner {
         const runs: Array<[number, number]> = [];
         this.eachRun(from, n, dirty, (s, e) => runs.push([s, e]));
         for (const [s, e] of runs) {
-          const k = await async!(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, this.list, 0);
-          for (let i = 0; i < k; i++) dirty.add(this.list[i]);
+          const k = await async!(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, list, 0);
+          for (let i = 0; i < k; i++) dirty.add(list[i]);
         }
       } else {
         this.scanRange(from, from + n, dirty);
