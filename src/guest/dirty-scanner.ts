@@ -89,7 +89,7 @@ export class DirtyScanner {
    * target's acknowledgements and pongs are read when they arrive: a scan that
    * blocks for 100 ms would look like 100 ms of network delay.
    */
-  async scanAsync(yieldEveryPages = MAPPED_CHUNK_PAGES): Promise<PageSet> {
+  async scanAsync(yieldEveryPages = MAPPED_CHUNK_PAGES, opts: { readonly lanes?: number } = {}): Promise<PageSet> {
     const { pageCount } = this.image.geometry;
     const dirty = new PageSet(pageCount);
     const step = Math.max(SCAN_CHUNK_PAGES, yieldEveryPages);
@@ -107,7 +107,8 @@ export class DirtyScanner {
           await this.scanRangeAsync(first, next, dirty, list);
         }
       };
-      await Promise.all(this.lists.map(lane));
+      const lanes = Math.max(1, Math.min(this.lists.length, Math.floor(opts.lanes ?? this.lists.length)));
+      await Promise.all(this.lists.slice(0, lanes).map(lane));
     } finally {
       this.runs = undefined;
       this.busy = false;

@@ -159,6 +159,9 @@ export class Vm {
   }
 }
 
+/** How long a failed QMP connection waits for QEMU's own exit before it is reported as the cause. */
+const STARTUP_EXIT_GRACE_MS = 2_000;
+
 export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   const args = buildQemuArgs(opts);
   await rm(opts.qmpSocket, { force: true });
@@ -170,14 +173,22 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   child.stderr?.on('data', (d: string) => {
     stderr = (stderr + d).slice(-65536);
   });
+  // 'close', not 'exit': it comes once stderr has been read to the end, so a
+  // startup failure is reported with all QEMU said.
   const exited = new Promise<VmExit>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('close', (code, signal) => resolve({ code, signal }));
   });
+  let notStarted = false;
   const spawnFailed = new Promise<never>((_, reject) => {
-    child.once('error', (e) => reject(new PresyncError(ErrorCodes.QEMU, `cannot start ${opts.qemuBinary ?? 'qemu-system-x86_64'}: ${e.message}`, { cause: e })));
+    child.once('error', (e) => {
+      notStarted = true;
+      reject(new PresyncError(ErrorCodes.QEMU, `cannot start ${opts.qemuBinary ?? 'qemu-system-x86_64'}: ${e.message}`, { cause: e }));
+    });
   });
+  const startupExit = (ex: VmExit): PresyncError =>
+    new PresyncError(ErrorCodes.QEMU, `QEMU exited during startup (code ${ex.code}, signal ${ex.signal}): ${stderr.trim() || 'no stderr'}`);
   const diedEarly = exited.then((ex): never => {
-    throw new PresyncError(ErrorCodes.QEMU, `QEMU exited during startup (code ${ex.code}, signal ${ex.signal}): ${stderr.trim() || 'no stderr'}`);
+    throw startupExit(ex);
   });
   let qmp: QmpClient;
   const abort = new AbortController();
@@ -187,6 +198,14 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   } catch (e) {
     abort.abort();
     void connecting.then((c) => c.close(), () => {});
+    // A QEMU that fails at startup may reset the QMP connection before its
+    // exit is seen: when it does exit, that (with its stderr) is the news.
+    if (!notStarted) {
+      let timer: NodeJS.Timeout | undefined;
+      const ex = await Promise.race([exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), STARTUP_EXIT_GRACE_MS)))]);
+      clearTimeout(timer);
+      if (ex) throw startupExit(ex);
+    }
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     throw e;
   } finally {

@@ -149,8 +149,10 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
       if (e.outcome === 'handed-over') {
         const vm = target.vm;
         say({ event: 'handed-over', pid: vm?.pid ?? null, qmp: values.qmp ? resolve(values.qmp) : null, serial: vm?.options.serialLog ?? null, resumedAtMs: target.resumedAtMs }, `guest handed over; QEMU ${vm?.pid} runs it. No more migrations into ${image}.`);
-        // The image is now the running guest's memory: nothing may write it any more.
-        setImmediate(() => void agent?.close());
+        // The image is now the running guest's memory: nothing may write it
+        // any more. serve's job is done: it exits 0 (left to an emptying event
+        // loop, Node would end it with 13, an unsettled top-level await).
+        setImmediate(() => finish(0));
       } else if (!target.handedOver) {
         void restartIfTouched(target);
       }
