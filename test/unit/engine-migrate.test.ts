@@ -9,7 +9,10 @@ import { SourceMigration } from '../../src/engine/source-session.ts';
 import { TargetAgent } from '../../src/engine/target-agent.ts';
 import { MemoryTransport, MemoryNetwork } from '../../src/transport/memory.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
-import type { Transport } from '../../src/transport/types.ts';
+import type { Connection, Transport } from '../../src/transport/types.ts';
+import type { TargetEvent } from '../../src/engine/target-session.ts';
+import { FrameDecoder } from '../../src/wire/decoder.ts';
+import { encodeFrame } from '../../src/wire/framing.ts';
 import { metaPath } from '../../src/guest/target-image.ts';
 
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef');
@@ -118,4 +121,84 @@ test('the wrong secret fails with PRESYNC_ERR_AUTH before any page is written', 
   assert.equal(r.outcome, 'rolled-back');
   assert.equal(r.error?.code, 'PRESYNC_ERR_AUTH');
   assert.equal(existsSync(dst), false, 'no target image was created');
+});
+
+/**
+ * Forwards what the source writes frame by frame, but silently drops one
+ * PAGES frame: the target acknowledges later frames (acks are cumulative), so
+ * only verification can notice the pages it never got.
+ */
+function droppingTransport(inner: Transport, dropPagesFrameNo: number): Transport & { dropped: () => number } {
+  let pagesSeen = 0;
+  let dropped = 0;
+  return {
+    name: `${inner.name}+drop`,
+    listen: (a, h) => inner.listen(a, h),
+    dropped: () => dropped,
+    async dial(a, o) {
+      const conn = await inner.dial(a, o);
+      const dec = new FrameDecoder();
+      const wrapped: Connection = {
+        remote: conn.remote,
+        async write(chunk: Uint8Array): Promise<void> {
+          for (const f of dec.push(chunk)) {
+            if (f.type === 'pages' && f.pages.length > 0 && ++pagesSeen === dropPagesFrameNo) {
+              dropped += f.pages.length;
+              continue;
+            }
+            await conn.write(encodeFrame(f));
+          }
+        },
+        read: () => conn.read(),
+        closeWrite: () => conn.closeWrite(),
+        close: (x) => conn.close(x),
+        destroy: (e) => conn.destroy(e),
+        closed: conn.closed,
+        get bytesWritten() {
+          return conn.bytesWritten;
+        },
+        get bytesRead() {
+          return conn.bytesRead;
+        },
+        get writableLength() {
+          return conn.writableLength;
+        },
+        [Symbol.asyncIterator]: () => conn[Symbol.asyncIterator](),
+      };
+      return wrapped;
+    },
+  };
+}
+
+test('pages the target silently lost: the verify summary differs, the full table names them, they are sent again and the image ends bit for bit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const pages = 2048;
+  const src = makeImage(dir, pages);
+  const dst = join(dir, 'dst.img');
+  const net = new MemoryNetwork();
+  const events: TargetEvent[] = [];
+  const agent = await TargetAgent.start({ transport: new MemoryTransport({ network: net }), listen: { host: '127.0.0.1', port: 0 }, imagePath: dst, secret: SECRET, onEvent: (e) => events.push(e) });
+  const transport = droppingTransport(new MemoryTransport({ network: net }), 3);
+  // Nothing writes the image: a lost page is never sent again before verification.
+  const m = new SourceMigration({
+    transport,
+    to: agent.address,
+    secret: SECRET,
+    imagePath: src,
+    policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount: pages }, seed: 1 }),
+    controller: new ImageOnlyController(),
+    epochMs: 20,
+  });
+  setTimeout(() => m.launch(), 300);
+  const r = await m.run();
+  await agent.close();
+  assert.ok(transport.dropped() > 0, 'a PAGES frame was dropped');
+  assert.equal(r.outcome, 'done', JSON.stringify(r.error));
+  assert.equal(r.verified, true);
+  const verifies = events.filter((e): e is Extract<TargetEvent, { event: 'verify' }> => e.event === 'verify');
+  assert.ok(verifies.length >= 2, `verify events: ${JSON.stringify(verifies)}`);
+  assert.equal(verifies[0].match, false, 'the full table found the lost pages');
+  assert.ok(verifies[0].mismatches > 0 && verifies[0].mismatches <= transport.dropped());
+  assert.equal(verifies.at(-1)!.match, true);
+  assert.ok(readFileSync(src).equals(readFileSync(dst)), 'target image equals source');
 });
