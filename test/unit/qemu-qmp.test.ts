@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, PresyncError } from '../../src/core/errors.ts';
 import { QmpClient, QmpCommandError, type QmpEvent } from '../../src/qemu/qmp.ts';
+import { waitMigrationStatus } from '../../src/qemu/switchover.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'presync-qmp-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -274,6 +275,24 @@ describe('QmpClient against a fake QMP server', () => {
       if (got.length === 3) break;
     }
     assert.deepEqual(got, ['setup', 'active', 'pre-switchover']);
+    qmp.close();
+    await srv.stop();
+  });
+
+  it('a MIGRATION event in the same read as the query reply is not lost (it would cost a whole poll interval)', { timeout: 20_000 }, async () => {
+    let queries = 0;
+    const srv = await fakeQemu((cmd, s) => {
+      if (cmd.execute !== 'query-migrate') return;
+      queries++;
+      // First answer: still active, and in the same write the event that says it moved on.
+      if (queries === 1) s.write(reply(cmd, { status: 'active' }) + `{"event": "MIGRATION", "data": {"status": "pre-switchover"}, ${ts}}\n`);
+      else s.write(reply(cmd, { status: 'pre-switchover' }));
+    });
+    const qmp = await QmpClient.connect(srv.path);
+    // A poll interval far beyond the test's timeout: only the event can wake the wait in time.
+    const info = await waitMigrationStatus(qmp, ['pre-switchover'], 120_000, 60_000);
+    assert.equal(info.status, 'pre-switchover');
+    assert.equal(queries, 2);
     qmp.close();
     await srv.stop();
   });
