@@ -62,8 +62,19 @@ export interface EpochDecision {
   readonly send: Uint32Array;
   /** Upper bound on bytes to put on the wire this epoch. */
   readonly budgetBytes: number;
-  /** After launch: pause the guest now and copy what is left. */
+  /**
+   * After launch: pause the guest and copy what is left. With a non-empty
+   * `send`, those pages go first while the guest still runs, and the shell
+   * pauses once they are on the wire (or nearly: a shell whose pause takes
+   * effect late, like QEMU's, may start it earlier by that lag).
+   */
   readonly switchover: boolean;
+  /**
+   * After launch, instead of a scan of the whole guest: wait `afterMs`, then
+   * look only at `pages`; the next observation's `dirty` holds those of them
+   * written since. Sends of this decision are not waited for.
+   */
+  readonly probe?: { readonly pages: Uint32Array; readonly afterMs: number };
   /** With switchover: false when the policy gave up converging (expected downtime above its limit). */
   readonly converged?: boolean;
   /** With switchover and converged=false: the policy asks the shell to roll back rather than pause long. */

@@ -240,6 +240,7 @@ export class SourceLock {
     const lock = this;
     return {
       kind: inner.kind,
+      ...(inner.pauseLagMs !== undefined ? { pauseLagMs: inner.pauseLagMs } : {}),
       async pause() {
         lock.mark('paused');
         await inner.pause();

@@ -19,6 +19,12 @@ export function processState(pid: number): string | null {
  */
 export interface GuestController {
   readonly kind: string;
+  /**
+   * How long the guest typically runs on after pause() is called, ms (QEMU
+   * stops the vCPUs only after setting up its own migration stream). Pages
+   * sent just ahead of the pause may still be on the wire for that long.
+   */
+  readonly pauseLagMs?: number;
   pause(): Promise<void>;
   resume(): Promise<void>;
   /**

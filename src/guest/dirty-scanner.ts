@@ -180,6 +180,37 @@ export class DirtyScanner {
     return dirty;
   }
 
+  /**
+   * Hashes only `pages` (sorted ascending) and reports which changed: a close
+   * look at a small hot set, cheap enough to repeat every few milliseconds.
+   * Needs a baseline (a full scan first).
+   */
+  scanPages(pages: Uint32Array): PageSet {
+    const dirty = new PageSet(this.image.geometry.pageCount);
+    if (!this.scanned) throw new PresyncError(ErrorCodes.BAD_PHASE, 'scanPages needs a full scan first');
+    this.enter();
+    try {
+      this.beginScan(false);
+      this.scanList(pages, dirty);
+    } finally {
+      this.runs = undefined;
+      this.busy = false;
+    }
+    return dirty;
+  }
+
+  /** Hashes the listed pages (ascending) in runs of consecutive indices. */
+  private scanList(pages: Uint32Array, dirty: PageSet): void {
+    let i = 0;
+    while (i < pages.length) {
+      let j = i + 1;
+      while (j < pages.length && pages[j] === pages[j - 1] + 1 && j - i < MAPPED_CHUNK_PAGES) j++;
+      this.scanRange(pages[i], pages[j - 1] + 1, dirty);
+      i = j;
+    }
+    this.pagesHashed += pages.length;
+  }
+
   private async incremental(slice: number, o: IncrementalScanOptions, dirty: PageSet): Promise<void> {
     const { pageCount } = this.image.geometry;
     // The rotating slice, in chunks, possibly wrapping around; runs of skipped pages left out.
@@ -204,15 +235,7 @@ export class DirtyScanner {
     const extra = new PageSet(pageCount);
     for (const s of this.recent) extra.unionWith(s);
     if (o.hot) extra.unionWith(o.hot);
-    const pages = extra.toArray();
-    let i = 0;
-    while (i < pages.length) {
-      let j = i + 1;
-      while (j < pages.length && pages[j] === pages[j - 1] + 1 && j - i < MAPPED_CHUNK_PAGES) j++;
-      this.scanRange(pages[i], pages[j - 1] + 1, dirty);
-      i = j;
-    }
-    this.pagesHashed += pages.length;
+    this.scanList(extra.toArray(), dirty);
   }
 
   private finish(dirty: PageSet): void {

@@ -299,7 +299,7 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
       bytes: base.presyncBytes + base.finalBytes + base.qemuStreamBytes,
       guest,
       detail: {
-        ...switchoverBreakdown(result),
+        ...switchoverBreakdown(result, series),
         engineDowntimeMs: num(result.engineDowntimeMs),
         residualPagesAtLaunch: num(result.residualPagesAtLaunch),
         liveRounds: num(result.liveRounds),
@@ -334,7 +334,7 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
  * residual, digest verification, QEMU's device-state stream, and the target
  * confirming that its QEMU runs.
  */
-export function switchoverBreakdown(result: JsonRecord): Record<string, number | null> {
+export function switchoverBreakdown(result: JsonRecord, series: ResultRun['series'] = []): Record<string, number | null> {
   const at = (result.phaseAtMs ?? {}) as Record<string, unknown>;
   const q = (result.qemu ?? {}) as JsonRecord;
   const d = (a: string, b: string): number | null => {
@@ -346,10 +346,22 @@ export function switchoverBreakdown(result: JsonRecord): Record<string, number |
   const launchedToDone = d('launched', 'done');
   const toPre = num(q.migrateToPreSwitchoverMs);
   const device = num(q.continueToCompletedMs);
+  // The fresh-first watch (fresh-first.ts), if the policy ran one: its last step's diagnostics.
+  let freshWatchMs: number | null = null;
+  let aheadOfPausePages: number | null = null;
+  for (const p of series) {
+    const diag = p.diag ?? {};
+    if (p.phase !== 'launched' || diag.freshState === undefined) continue;
+    freshWatchMs = diag.waitedMs ?? freshWatchMs;
+    aheadOfPausePages = diag.freshState === 2 ? p.sentPages : 0;
+  }
   return {
     launchWaitMs: minus(num(result.launchToRunningMs), launchedToDone),
     liveRoundsMs: d('launched', 'final-copy'),
+    freshWatchMs,
+    aheadOfPausePages,
     migrateToPreSwitchoverMs: toPre === null ? null : Math.round(toPre * 10) / 10,
+    migrateToStopMs: num(q.migrateToStopMs),
     finalScanAndResidualMs: minus(d('final-copy', 'verify'), toPre),
     verifyMs: minus(d('verify', 'handover'), device),
     deviceStateMs: device === null ? null : Math.round(device * 10) / 10,
@@ -473,8 +485,10 @@ export function describeRun(r: QemuBenchRun): string {
   const head = `${r.workload} #${r.rep + 1} ${r.kind}`;
   if (r.outcome !== 'done') return `${head}: ${r.outcome}: ${r.error?.code}: ${r.error?.message}`;
   const extra = r.kind === 'presync'
-    ? `; ${r.detail.residualPagesAtLaunch} pages stale at launch; wait ${r.detail.launchWaitMs} + live rounds (${r.detail.liveRounds}) ${r.detail.liveRoundsMs} + ` +
-      `pre-switchover ${r.detail.migrateToPreSwitchoverMs} + final scan & residual ${r.detail.finalScanAndResidualMs} + verify ${r.detail.verifyMs} + ` +
+    ? `; ${r.detail.residualPagesAtLaunch} pages stale at launch; wait ${r.detail.launchWaitMs} + live rounds (${r.detail.liveRounds}) ${r.detail.liveRoundsMs}` +
+      (r.detail.freshWatchMs !== null && r.detail.freshWatchMs !== undefined ? ` (fresh-first watch ${r.detail.freshWatchMs}, ${r.detail.aheadOfPausePages} pages sent ahead of the pause)` : '') +
+      ` + pre-switchover ${r.detail.migrateToPreSwitchoverMs} (vCPUs ran ${r.detail.migrateToStopMs}) + ` +
+      `final scan & residual ${r.detail.finalScanAndResidualMs} + verify ${r.detail.verifyMs} + ` +
       `device state ${r.detail.deviceStateMs} + target start ${r.detail.targetStartConfirmMs} ms`
     : `, ${r.detail.iterations} rounds`;
   return `${head}: launch→running ${r.launchToRunningMs} ms, downtime ${r.downtimeMs} ms (QEMU says ${r.qemuDowntimeMs}), ${(r.bytes / 2 ** 20).toFixed(1)} MiB${extra}; guest ${r.guest?.ok ? 'OK' : `NOT OK: ${r.guest?.reason}`}`;

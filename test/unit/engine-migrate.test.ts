@@ -10,6 +10,7 @@ import { TargetAgent } from '../../src/engine/target-agent.ts';
 import { MemoryTransport, MemoryNetwork } from '../../src/transport/memory.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import type { Connection, Transport } from '../../src/transport/types.ts';
+import type { EpochDecision, EpochObservation } from '../../src/core/types.ts';
 import type { TargetEvent } from '../../src/engine/target-session.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
@@ -201,4 +202,72 @@ test('pages the target silently lost: the verify summary differs, the full table
   assert.ok(verifies[0].mismatches > 0 && verifies[0].mismatches <= transport.dropped());
   assert.equal(verifies.at(-1)!.match, true);
   assert.ok(readFileSync(src).equals(readFileSync(dst)), 'target image equals source');
+});
+
+test('probes and pages sent ahead of the pause (fresh-first): only the probed pages are looked at, the guest writes on while the pause takes effect, and the image ends bit for bit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const pages = 2048;
+  const src = makeImage(dir, pages);
+  const dst = join(dir, 'dst.img');
+  const transport = new MemoryTransport({ network: new MemoryNetwork() });
+  const agent = await TargetAgent.start({ transport, listen: { host: '127.0.0.1', port: 0 }, imagePath: dst, secret: SECRET });
+  // Two 64-page "frame buffers" redrawn in turn every 15 ms, plus a page outside them.
+  const fd = openSync(src, 'r+');
+  const frame = Buffer.alloc(64 * PAGE);
+  let n = 0;
+  let running = true;
+  const timer = setInterval(() => {
+    if (!running) return;
+    n++;
+    frame.fill(n & 0xff);
+    writeSync(fd, frame, 0, frame.length, (100 + (n % 2) * 64) * PAGE);
+    writeSync(fd, frame, 0, 8, 1500 * PAGE);
+  }, 15);
+  const hot = new Uint32Array(128).map((_, i) => 100 + i);
+  const seen: number[][] = [];
+  let looks = 0;
+  const policy = {
+    name: 'scripted-fresh-first',
+    decide(obs: EpochObservation): EpochDecision {
+      const none = new Uint32Array(0);
+      if (obs.phase === 'presync') return { send: obs.stale.toArray(), budgetBytes: Infinity, switchover: false };
+      if (looks > 0) seen.push([...obs.dirty]);
+      const written = [...obs.dirty].filter((p) => p >= 100 && p < 228);
+      if (looks > 0 && written.length > 0) return { send: Uint32Array.from(written.filter((p) => obs.stale.has(p))), budgetBytes: Infinity, switchover: true, converged: true };
+      looks++;
+      return { send: none, budgetBytes: 0, switchover: false, probe: { pages: hot, afterMs: 2 } };
+    },
+  };
+  const m = new SourceMigration({
+    transport,
+    to: agent.address,
+    secret: SECRET,
+    imagePath: src,
+    policy,
+    controller: {
+      kind: 'test',
+      // Like QEMU: the guest runs on for a while after pause() is called.
+      pauseLagMs: 1000,
+      pause: async () => {
+        await new Promise((r) => setTimeout(r, 40));
+        running = false;
+      },
+      resume: async () => void (running = true),
+      commit: async () => undefined,
+      release: async () => undefined,
+      isAlive: () => true,
+    },
+    epochMs: 20,
+  });
+  setTimeout(() => m.launch(), 300);
+  const r = await m.run();
+  clearInterval(timer);
+  closeSync(fd);
+  await agent.close();
+  assert.equal(r.outcome, 'done', JSON.stringify(r.error));
+  assert.equal(r.verified, true);
+  assert.ok(readFileSync(src).equals(readFileSync(dst)), 'target image equals source');
+  assert.ok(seen.length >= 1, 'at least one probe was looked at');
+  for (const s of seen) for (const p of s) assert.ok(p >= 100 && p < 228, `page ${p} reported by a probe of pages 100-227 only`);
+  assert.ok(r.series.some((p) => p.phase === 'launched' && p.sentPages > 0), 'pages went ahead of the pause');
 });

@@ -1,3 +1,4 @@
+import { DEFAULT_FRESH_FIRST, FreshFirst, type FreshFirstConfig } from '../fresh-first.ts';
 import { LiveRounds } from '../live-rounds.ts';
 import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
@@ -12,6 +13,8 @@ export interface PresyncTuning {
   readonly predictorOptions?: PredictorOptions;
   readonly holdBack?: Partial<HoldBackConfig>;
   readonly rate?: Partial<SlowStartConfig>;
+  /** Fresh-first switchover for a hot set no live round can catch (see fresh-first.ts); false turns it off. */
+  readonly freshFirst?: Partial<FreshFirstConfig> | false;
 }
 
 /**
@@ -27,6 +30,8 @@ export class PresyncPolicy implements MigrationPolicy {
   private readonly live: LiveRounds;
   private readonly hold: HoldBack | null;
   private readonly rate: SlowStartController | null;
+  private readonly freshCfg: FreshFirstConfig | null;
+  private fresh: FreshFirst | null = null;
 
   constructor(
     ctx: PolicyContext,
@@ -41,6 +46,7 @@ export class PresyncPolicy implements MigrationPolicy {
       ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
       : null;
     this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
+    this.freshCfg = mode.predict && tuning.freshFirst !== false ? { ...DEFAULT_FRESH_FIRST, ...(tuning.freshFirst ?? {}) } : null;
   }
 
   private launchJudged = false;
@@ -59,7 +65,25 @@ export class PresyncPolicy implements MigrationPolicy {
   }
 
   decide(obs: EpochObservation): EpochDecision {
-    if (obs.phase === 'launched') return this.live.decide(obs, { roundIsFutile: this.roundIsFutile(obs) });
+    if (obs.phase === 'launched') {
+      if (this.fresh) return this.fresh.decide(obs);
+      const futile = this.roundIsFutile(obs);
+      const d = this.live.decide(obs, { roundIsFutile: futile });
+      const expected = d.diag?.expectedDowntimeMs ?? 0;
+      // Only when futility, not a short pause, made the live rounds give up.
+      if (
+        futile &&
+        d.switchover &&
+        d.converged !== false &&
+        this.freshCfg &&
+        expected > PAUSE_NOW_BELOW_MS &&
+        FreshFirst.worthWatching(obs.stale.count(), obs.wireBytesPerPage, obs.net.bandwidthBytesPerSec, this.freshCfg)
+      ) {
+        this.fresh = new FreshFirst(obs.stale, obs.timeMs, this.freshCfg);
+        return this.fresh.start(obs);
+      }
+      return d;
+    }
     const linkBudget = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
     const diag: Record<string, number> = {};
     let send: Uint32Array;

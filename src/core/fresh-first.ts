@@ -1,0 +1,187 @@
+import { PageSet, type ReadonlyPageSet } from './pageset.ts';
+import type { EpochDecision, EpochObservation } from './types.ts';
+
+/**
+ * Fresh-first switchover, for a hot set that a live round cannot catch up
+ * with (a frame buffer redrawn at a frame rate).
+ *
+ * A page that is rewritten periodically is safest right after it was
+ * written: its next write is a whole period away. So at launch, instead of
+ * pausing with the whole hot set stale, watch the hot set closely (only those
+ * pages are looked at, every `probeMs`), wait for a burst of writes to end,
+ * send the pages just written while the guest still runs, and pause once they
+ * are (nearly) on the other side. The pause then carries only the part of the
+ * hot set that was not rewritten in the watch: with double buffering, one
+ * buffer instead of two.
+ *
+ * It is a bet on periodic writes. If the hot set is written continuously the
+ * burst never ends; if it is not written at all there is no burst: either
+ * way the watch ends after `maxWaitMs` and the guest pauses as it would have.
+ * A page of the burst that is written again before the pause is caught by
+ * the final scan, so a lost bet costs launch→running time, never data.
+ */
+export interface FreshFirstConfig {
+  /** Time between two looks at the hot set, ms. */
+  readonly probeMs: number;
+  /** Give up watching after this long, ms (about one frame interval and a burst). */
+  readonly maxWaitMs: number;
+  /** A look that finds at least this share of the hot set newly written belongs to a burst. */
+  readonly burstShare: number;
+  /** ...and this many looks in a row that find fewer than `quietShare` of it newly written end it. */
+  readonly quietLooks: number;
+  readonly quietShare: number;
+  /** Only worth it when the burst takes at least this long to send, ms. */
+  readonly minGainMs: number;
+  /** Not worth it when the burst would take longer than this to send, ms: it would be rewritten meanwhile. */
+  readonly maxSendMs: number;
+  /**
+   * While watching, keep this many looks' worth of link time busy with hot
+   * pages not yet rewritten (0: leave the link idle). The next burst will
+   * rewrite some of them; those it spares are in sync at the pause if it
+   * comes before their next write. Kept short so that the burst's own pages
+   * never queue behind much.
+   */
+  readonly meanwhileLooks: number;
+}
+
+export const DEFAULT_FRESH_FIRST: FreshFirstConfig = {
+  probeMs: 2,
+  maxWaitMs: 60,
+  burstShare: 0.05,
+  // Two looks: a writer descheduled for one probe interval is not done.
+  quietLooks: 2,
+  quietShare: 0.01,
+  minGainMs: 5,
+  maxSendMs: 60,
+  meanwhileLooks: 2,
+};
+
+type State = 'watching' | 'burst' | 'done';
+
+export class FreshFirst {
+  private state: State = 'watching';
+  private quietSeen = 0;
+  private readonly hot: PageSet;
+  private readonly fresh: PageSet;
+  private readonly startedMs: number;
+  private readonly hotList: Uint32Array;
+
+  /** `hot`: the stale pages at launch; `nowMs`: the observation time the watch starts at. */
+  /** The hot pages in the order they are sent while watching, and how far that got. */
+  private readonly spread: Uint32Array;
+  private cursor = 0;
+
+  constructor(hot: ReadonlyPageSet, nowMs: number, private readonly cfg: FreshFirstConfig = DEFAULT_FRESH_FIRST) {
+    this.hot = PageSet.copyOf(hot);
+    this.hotList = this.hot.toArray();
+    this.fresh = new PageSet(this.hot.size);
+    this.startedMs = nowMs;
+    this.spread = spreadOrder(this.hotList);
+  }
+
+  /** Whether a hot set of this size is worth watching on this link at all. */
+  static worthWatching(hotPages: number, wireBytesPerPage: number, bandwidthBytesPerSec: number, cfg: FreshFirstConfig = DEFAULT_FRESH_FIRST): boolean {
+    if (!(bandwidthBytesPerSec > 0) || hotPages === 0) return false;
+    // Even the whole hot set sent live would not shorten the pause by enough.
+    return ((hotPages * wireBytesPerPage) / bandwidthBytesPerSec) * 1000 >= cfg.minGainMs;
+  }
+
+  /** The first decision: look at the hot set again in `probeMs`. */
+  start(obs: EpochObservation): EpochDecision {
+    return this.look({ state: 0 }, this.meanwhile(obs));
+  }
+
+  /**
+   * Hot pages not rewritten since the watch began, spread over the whole hot
+   * set (the next burst may hit any part of it), enough to keep the link
+   * busy for `meanwhileLooks` looks counting what is still in flight.
+   */
+  private meanwhile(obs: EpochObservation): { send: Uint32Array; budgetBytes: number } {
+    const bw = obs.net.bandwidthBytesPerSec;
+    const budgetBytes = Math.max(0, (bw * this.cfg.meanwhileLooks * this.cfg.probeMs) / 1000 - obs.net.bytesInFlight);
+    const want = Math.floor(budgetBytes / Math.max(1, obs.wireBytesPerPage));
+    const out: number[] = [];
+    while (out.length < want && this.cursor < this.spread.length) {
+      const p = this.spread[this.cursor++];
+      if (!this.fresh.has(p) && obs.stale.has(p)) out.push(p);
+    }
+    return { send: Uint32Array.from(out), budgetBytes };
+  }
+
+  get finished(): boolean {
+    return this.state === 'done';
+  }
+
+  /**
+   * `obs.dirty` holds the hot pages written since the last look (the shell
+   * looked at nothing else). Returns another look, or the switchover, with
+   * the fresh pages to send before the pause when the bet is on.
+   */
+  decide(obs: EpochObservation): EpochDecision {
+    if (this.state === 'done') return pauseNow({ freshState: 3 });
+    let newly = 0;
+    obs.dirty.forEach((p) => {
+      if (this.hot.has(p) && !this.fresh.has(p)) {
+        this.fresh.add(p);
+        newly++;
+      }
+    });
+    const n = this.hot.count();
+    const waited = obs.timeMs - this.startedMs;
+    if (this.state === 'watching') {
+      if (newly >= Math.max(1, this.cfg.burstShare * n)) this.state = 'burst';
+      else if (waited >= this.cfg.maxWaitMs) return this.giveUp(waited);
+      else return this.look({ state: 0, waitedMs: waited }, this.meanwhile(obs));
+    }
+    // In a burst: wait for it to end, but not forever (a continuous writer never pauses).
+    this.quietSeen = newly < Math.max(1, this.cfg.quietShare * n) ? this.quietSeen + 1 : 0;
+    const quiet = this.quietSeen >= this.cfg.quietLooks;
+    if (!quiet && waited < this.cfg.maxWaitMs) return this.look({ state: 1, waitedMs: waited, freshPages: this.fresh.count() });
+    if (!quiet) return this.giveUp(waited);
+    const send = this.fresh.intersection(obs.stale).toArray();
+    const bw = obs.net.bandwidthBytesPerSec;
+    const sendMs = bw > 0 ? ((send.length * obs.wireBytesPerPage) / bw) * 1000 : Infinity;
+    if (sendMs < this.cfg.minGainMs && waited < this.cfg.maxWaitMs) {
+      // Too few pages to be the burst that was waited for (a stray write): keep watching.
+      this.state = 'watching';
+      this.quietSeen = 0;
+      return this.look({ state: 0, waitedMs: waited, freshPages: send.length }, this.meanwhile(obs));
+    }
+    this.state = 'done';
+    if (sendMs < this.cfg.minGainMs || sendMs > this.cfg.maxSendMs) return pauseNow({ freshState: 2, waitedMs: waited, freshPages: send.length });
+    return { send, budgetBytes: Infinity, switchover: true, converged: true, diag: { freshState: 2, waitedMs: waited, freshPages: send.length, freshSendMs: sendMs } };
+  }
+
+  private giveUp(waited: number): EpochDecision {
+    this.state = 'done';
+    return pauseNow({ freshState: 4, waitedMs: waited, freshPages: this.fresh.count() });
+  }
+
+  private look(diag: { state: number; waitedMs?: number; freshPages?: number }, sends: { send: Uint32Array; budgetBytes: number } = { send: new Uint32Array(0), budgetBytes: 0 }): EpochDecision {
+    const { state, ...rest } = diag;
+    return { ...sends, switchover: false, probe: { pages: this.hotList, afterMs: this.cfg.probeMs }, diag: { freshState: state, ...rest } };
+  }
+}
+
+/**
+ * `pages` reordered so that any prefix samples the whole list evenly: index
+ * i goes to the slot of the fractional part of i·φ (a golden-ratio low
+ * discrepancy sequence), deterministic and without randomness.
+ */
+export function spreadOrder(pages: Uint32Array): Uint32Array {
+  const n = pages.length;
+  const keys = new Float64Array(n);
+  const idx = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    keys[i] = (i * 0.6180339887498949) % 1;
+    idx[i] = i;
+  }
+  idx.sort((a, b) => keys[a] - keys[b]);
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) out[i] = pages[idx[i]];
+  return out;
+}
+
+function pauseNow(diag: Record<string, number>): EpochDecision {
+  return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };
+}

@@ -1,0 +1,145 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_FRESH_FIRST, FreshFirst, spreadOrder } from '../../src/core/fresh-first.ts';
+import { PageSet } from '../../src/core/pageset.ts';
+import { createPresync } from '../../src/core/policies/presync.ts';
+import type { EpochDecision, EpochObservation } from '../../src/core/types.ts';
+import { simulate } from '../../src/sim/simulator.ts';
+import { createWorkload } from '../../src/sim/workloads/index.ts';
+
+const GBIT = 1e9 / 8;
+const PAGES = 8192;
+const WIRE = 4112;
+
+/** Two 900-page "display buffers", as the movie guest has them. */
+const bufA = new PageSet(PAGES).addRange(100, 999);
+const bufB = new PageSet(PAGES).addRange(1000, 1899);
+const hot = bufA.union(bufB);
+
+function obs(timeMs: number, dirty: PageSet, stale: PageSet, over: Partial<EpochObservation> = {}): EpochObservation {
+  return {
+    epoch: 0,
+    timeMs,
+    epochMs: 2,
+    phase: 'launched',
+    geometry: { pageSize: 4096, pageCount: PAGES },
+    dirty,
+    stale,
+    net: { bandwidthBytesPerSec: GBIT, rttMs: 1, bytesInFlight: 0, offeredBytes: 0, deliveredBytes: 0 },
+    guestSlowdown: 0,
+    consumed: 0,
+    wireBytesPerPage: WIRE,
+    ...over,
+  };
+}
+
+const none = () => new PageSet(PAGES);
+
+/** Drives a FreshFirst with `writesAt(t)` (the hot pages written in the look ending at t) until it switches over. */
+function drive(ff: FreshFirst, writesAt: (t: number) => PageSet, startMs = 0): { decisions: EpochDecision[]; end: EpochDecision; endMs: number } {
+  const stale = PageSet.copyOf(hot);
+  const decisions: EpochDecision[] = [];
+  let d = ff.start(obs(startMs, none(), stale));
+  let t = startMs;
+  for (let i = 0; i < 1000 && !d.switchover; i++) {
+    decisions.push(d);
+    assert.ok(d.probe, 'every decision short of the switchover looks again');
+    // What the shell sent is no longer stale, unless written again.
+    for (const p of d.send) stale.delete(p);
+    t += d.probe.afterMs;
+    const w = writesAt(t);
+    stale.unionWith(w);
+    d = ff.decide(obs(t, w, stale));
+  }
+  return { decisions, end: d, endMs: t };
+}
+
+test('fresh-first: a burst of writes, then quiet: the pages just written are sent ahead of the pause', () => {
+  const ff = new FreshFirst(hot, 0);
+  // Buffer B is redrawn in two looks at 20-22 ms, then nothing is written.
+  const { decisions, end, endMs } = drive(ff, (t) => (t === 20 ? new PageSet(PAGES).addRange(1000, 1449) : t === 22 ? new PageSet(PAGES).addRange(1450, 1899) : none()));
+  assert.equal(end.switchover, true);
+  assert.equal(end.converged, true);
+  assert.deepEqual([...end.send], [...bufB.toArray()], 'exactly the redrawn buffer goes ahead of the pause');
+  assert.equal(endMs, 26, 'two quiet looks end the burst');
+  assert.equal(end.diag?.freshState, 2);
+  // While watching, the link carried hot pages from both buffers, a few looks' worth at a time.
+  const meanwhile = decisions.flatMap((d) => [...d.send]);
+  assert.ok(meanwhile.length > 0);
+  assert.ok(meanwhile.some((p) => bufA.has(p)) && meanwhile.some((p) => bufB.has(p)), 'spread over the whole hot set');
+  const perLook = Math.floor((GBIT * DEFAULT_FRESH_FIRST.meanwhileLooks * DEFAULT_FRESH_FIRST.probeMs) / 1000 / WIRE);
+  for (const d of decisions) assert.ok(d.send.length <= perLook, `${d.send.length} pages in one look, at most ${perLook}`);
+  // During the burst nothing is sent: the burst's own pages must not queue behind others.
+  assert.equal(decisions.filter((d) => d.diag?.freshState === 1).reduce((n, d) => n + d.send.length, 0), 0);
+});
+
+test('fresh-first: no burst before maxWaitMs, or a writer that never stops: the guest pauses with nothing sent ahead', () => {
+  const idle = drive(new FreshFirst(hot, 1000), () => none(), 1000);
+  assert.equal(idle.end.switchover, true);
+  assert.equal(idle.end.send.length, 0);
+  assert.equal(idle.end.diag?.freshState, 4);
+  assert.ok(idle.endMs - 1000 >= DEFAULT_FRESH_FIRST.maxWaitMs);
+  // A writer sweeping the hot set 60 pages per look never goes quiet.
+  let next = 100;
+  const sweeping = drive(new FreshFirst(hot, 0), () => {
+    const w = new PageSet(PAGES).addRange(next, next + 59);
+    next = next + 60 >= 1900 ? 100 : next + 60;
+    return w;
+  });
+  assert.equal(sweeping.end.send.length, 0);
+  assert.equal(sweeping.end.diag?.freshState, 4);
+});
+
+test('fresh-first: a stray write too small to be worth sending ahead keeps the watch going', () => {
+  // 100 pages at 10 ms (a burst by share, but 3 ms on the wire), then buffer A at 30 ms.
+  const { end } = drive(new FreshFirst(hot, 0), (t) => (t === 10 ? new PageSet(PAGES).addRange(1500, 1599) : t === 30 ? PageSet.copyOf(bufA) : none()));
+  assert.equal(end.diag?.freshState, 2);
+  assert.ok(end.send.length >= 900);
+  for (const p of bufA) assert.ok(end.send.includes(p));
+});
+
+test('fresh-first: decisions are a pure function of the observations', () => {
+  const writes = (t: number) => (t === 14 ? PageSet.copyOf(bufA) : none());
+  const a = drive(new FreshFirst(hot, 0), writes);
+  const b = drive(new FreshFirst(hot, 0), writes);
+  assert.deepEqual(a.decisions.map((d) => [...d.send]), b.decisions.map((d) => [...d.send]));
+  assert.deepEqual([...a.end.send], [...b.end.send]);
+});
+
+test('fresh-first: not worth watching a hot set that takes less than minGainMs to send', () => {
+  assert.equal(FreshFirst.worthWatching(100, WIRE, GBIT), false);
+  assert.equal(FreshFirst.worthWatching(1800, WIRE, GBIT), true);
+  assert.equal(FreshFirst.worthWatching(1800, WIRE, 0), false);
+});
+
+test('spreadOrder is a permutation whose prefixes sample the whole list', () => {
+  const list = hot.toArray();
+  const s = spreadOrder(list);
+  assert.deepEqual([...s].sort((x, y) => x - y), [...list]);
+  const tenth = s.subarray(0, list.length / 10);
+  const inA = [...tenth].filter((p) => bufA.has(p)).length;
+  assert.ok(inA > tenth.length * 0.4 && inA < tenth.length * 0.6, `${inA} of the first ${tenth.length} in the first half`);
+});
+
+test('simulated movie: presync with fresh-first pauses for less than without it, and the image still verifies', () => {
+  const geometry = { pageSize: 4096, pageCount: 65536 };
+  const workload = createWorkload('movie', { geometry, seed: 1 });
+  const run = (freshFirst: boolean) =>
+    simulate({
+      workload,
+      policy: createPresync({ geometry, seed: 1 }, {}, freshFirst ? {} : { freshFirst: false }),
+      link: { bandwidthBytesPerSec: GBIT, rttMs: 1 },
+      launchAtMs: 10_000,
+      keepSeries: true,
+    });
+  const on = run(true);
+  const off = run(false);
+  for (const r of [on, off]) {
+    assert.equal(r.outcome, 'done');
+    assert.equal(r.verified, true);
+  }
+  assert.ok(on.downtimeMs !== null && off.downtimeMs !== null);
+  assert.ok(on.downtimeMs < off.downtimeMs * 0.85, `pause ${on.downtimeMs} ms with fresh-first, ${off.downtimeMs} ms without`);
+  const ahead = on.series.find((p) => p.phase === 'launched' && p.diag?.freshState === 2);
+  assert.ok(ahead && ahead.sentPages > 0, 'pages went ahead of the pause');
+});
