@@ -86,8 +86,9 @@ export class FreshFirst {
     return ((hotPages * wireBytesPerPage) / bandwidthBytesPerSec) * 1000 >= cfg.minGainMs;
   }
 
-  /** The first decision: look at the hot set again in `probeMs`. */
+  /** The first decision: look at the hot set again in `probeMs` (or, with maxWaitMs 0, pause at once). */
   start(obs: EpochObservation): EpochDecision {
+    if (this.cfg.maxWaitMs <= 0) return this.giveUp(obs, 0);
     return this.look({ state: 0 }, this.meanwhile(obs));
   }
 
@@ -118,7 +119,7 @@ export class FreshFirst {
    * the fresh pages to send before the pause when the bet is on.
    */
   decide(obs: EpochObservation): EpochDecision {
-    if (this.state === 'done') return pauseNow({ freshState: 3 });
+    if (this.state === 'done') return pauseNow(new Uint32Array(0), { freshState: 3 });
     let newly = 0;
     obs.dirty.forEach((p) => {
       if (this.hot.has(p) && !this.fresh.has(p)) {
@@ -130,31 +131,54 @@ export class FreshFirst {
     const waited = obs.timeMs - this.startedMs;
     if (this.state === 'watching') {
       if (newly >= Math.max(1, this.cfg.burstShare * n)) this.state = 'burst';
-      else if (waited >= this.cfg.maxWaitMs) return this.giveUp(waited);
+      else if (waited >= this.cfg.maxWaitMs) return this.giveUp(obs, waited);
       else return this.look({ state: 0, waitedMs: waited }, this.meanwhile(obs));
     }
-    // In a burst: wait for it to end, but not forever (a continuous writer never pauses).
+    // In a burst: wait for it to end, but not forever (a continuous writer
+    // never pauses). What it wrote so far goes out at once: a frame writes
+    // each page once, and a page caught half written is found by the final
+    // scan and sent again.
     this.quietSeen = newly < Math.max(1, this.cfg.quietShare * n) ? this.quietSeen + 1 : 0;
     const quiet = this.quietSeen >= this.cfg.quietLooks;
-    if (!quiet && waited < this.cfg.maxWaitMs) return this.look({ state: 1, waitedMs: waited, freshPages: this.fresh.count() });
-    if (!quiet) return this.giveUp(waited);
-    const send = this.fresh.intersection(obs.stale).toArray();
     const bw = obs.net.bandwidthBytesPerSec;
-    const sendMs = bw > 0 ? ((send.length * obs.wireBytesPerPage) / bw) * 1000 : Infinity;
-    if (sendMs < this.cfg.minGainMs && waited < this.cfg.maxWaitMs) {
+    const burstMs = bw > 0 ? ((this.fresh.count() * obs.wireBytesPerPage) / bw) * 1000 : Infinity;
+    // A burst this big is rewritten before it could all cross: the bet is off.
+    if (burstMs > this.cfg.maxSendMs) return this.giveUp(obs, waited);
+    const rest = this.fresh.intersection(obs.stale).toArray();
+    if (!quiet && waited < this.cfg.maxWaitMs) return this.look({ state: 1, waitedMs: waited, freshPages: this.fresh.count() }, { send: rest, budgetBytes: Infinity });
+    if (!quiet) return this.giveUp(obs, waited);
+    if (burstMs < this.cfg.minGainMs && waited < this.cfg.maxWaitMs) {
       // Too few pages to be the burst that was waited for (a stray write): keep watching.
       this.state = 'watching';
       this.quietSeen = 0;
-      return this.look({ state: 0, waitedMs: waited, freshPages: send.length }, this.meanwhile(obs));
+      return this.look({ state: 0, waitedMs: waited, freshPages: this.fresh.count() }, this.meanwhile(obs));
     }
+    if (burstMs < this.cfg.minGainMs) return this.giveUp(obs, waited);
     this.state = 'done';
-    if (sendMs < this.cfg.minGainMs || sendMs > this.cfg.maxSendMs) return pauseNow({ freshState: 2, waitedMs: waited, freshPages: send.length });
-    return { send, budgetBytes: Infinity, switchover: true, converged: true, diag: { freshState: 2, waitedMs: waited, freshPages: send.length, freshSendMs: sendMs } };
+    return { send: rest, budgetBytes: Infinity, switchover: true, converged: true, diag: { freshState: 2, waitedMs: waited, freshPages: this.fresh.count(), freshSendMs: burstMs } };
   }
 
-  private giveUp(waited: number): EpochDecision {
+  /**
+   * The bet is off: pause now. What the guest's pause lag lets cross for
+   * free still goes ahead of it: the pages written during the watch first
+   * (the freshest), then the rest of the hot set in spread order.
+   */
+  private giveUp(obs: EpochObservation, waited: number): EpochDecision {
     this.state = 'done';
-    return pauseNow({ freshState: 4, waitedMs: waited, freshPages: this.fresh.count() });
+    const lag = Math.max(0, obs.pauseLagMs ?? 0);
+    const want = Math.floor((obs.net.bandwidthBytesPerSec * lag) / 1000 / Math.max(1, obs.wireBytesPerPage));
+    const out: number[] = [];
+    if (want > 0) {
+      for (const p of this.fresh) {
+        if (out.length >= want) break;
+        if (obs.stale.has(p)) out.push(p);
+      }
+      for (let i = 0; i < this.spread.length && out.length < want; i++) {
+        const p = this.spread[i];
+        if (!this.fresh.has(p) && obs.stale.has(p)) out.push(p);
+      }
+    }
+    return pauseNow(Uint32Array.from(out), { freshState: 4, waitedMs: waited, freshPages: this.fresh.count() });
   }
 
   private look(diag: { state: number; waitedMs?: number; freshPages?: number }, sends: { send: Uint32Array; budgetBytes: number } = { send: new Uint32Array(0), budgetBytes: 0 }): EpochDecision {
@@ -182,6 +206,6 @@ export function spreadOrder(pages: Uint32Array): Uint32Array {
   return out;
 }
 
-function pauseNow(diag: Record<string, number>): EpochDecision {
-  return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };
+function pauseNow(send: Uint32Array, diag: Record<string, number>): EpochDecision {
+  return { send, budgetBytes: send.length > 0 ? Infinity : 0, switchover: true, converged: true, diag };
 }

@@ -47,6 +47,12 @@ export interface EpochObservation {
   /** When the launch command came, if it has. */
   readonly launchedAtMs?: number;
   /**
+   * After launch: how long the guest typically runs on once the shell starts
+   * pausing it, ms (QEMU sets up its own stream first). Pages sent just ahead
+   * of the pause that cross within it cost no launch→running time. 0 or absent: none.
+   */
+  readonly pauseLagMs?: number;
+  /**
    * How many entries of the previous decision's `send` list the shell got
    * through (sent, or skipped because they were no longer stale); the rest did
    * not fit the budget or the link.

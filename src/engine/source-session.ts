@@ -564,7 +564,7 @@ export class SourceMigration {
         guestSlowdown: 0,
         consumed,
         wireBytesPerPage: recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize),
-        ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt } : {}),
+        ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt, pauseLagMs: o.controller.pauseLagMs ?? 0 } : {}),
       };
     };
 
@@ -747,19 +747,20 @@ export class SourceMigration {
       // stream): with a short enough send, at once, alongside it.
       let ahead: Promise<{ bytes: number; pages: number }> | undefined;
       if (aheadOfPause) {
-        const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
-        const wireMs = ((aheadOfPause.d.send.length * fullPageWireBytes(pageSize)) / Math.max(1, est.bandwidthBytesPerSec)) * 1000;
         ahead = sendPages(aheadOfPause.d.send, Infinity);
         // Settled here so that a failure while the pause is under way is not unhandled; it is rethrown below.
         ahead.catch(() => undefined);
-        if (wireMs > lead) {
-          await ahead;
-          const t1 = this.now();
-          while (inflightCount() > 0 && (est.bytesInFlight / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
-            if (linkError) throw linkError;
-            if (this.now() - t1 > stepTimeout) throw new PresyncError(ErrorCodes.TIMEOUT, `pages sent ahead of the pause were not acknowledged within ${stepTimeout} ms`);
-            await sleep(1);
-          }
+      }
+      // Probes do not wait for their sends: those still crossing count too.
+      const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
+      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * fullPageWireBytes(pageSize);
+      if (((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
+        if (ahead) await ahead;
+        const t1 = this.now();
+        while (inflightCount() > 0 && (est.bytesInFlight / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
+          if (linkError) throw linkError;
+          if (this.now() - t1 > stepTimeout) throw new PresyncError(ErrorCodes.TIMEOUT, `pages sent ahead of the pause were not acknowledged within ${stepTimeout} ms`);
+          await sleep(1);
         }
       }
 

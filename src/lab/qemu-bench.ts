@@ -353,7 +353,7 @@ export function switchoverBreakdown(result: JsonRecord, series: ResultRun['serie
     const diag = p.diag ?? {};
     if (p.phase !== 'launched' || diag.freshState === undefined) continue;
     freshWatchMs = diag.waitedMs ?? freshWatchMs;
-    aheadOfPausePages = diag.freshState === 2 ? p.sentPages : 0;
+    aheadOfPausePages = diag.freshState === 0 ? 0 : (aheadOfPausePages ?? 0) + p.sentPages;
   }
   return {
     launchWaitMs: minus(num(result.launchToRunningMs), launchedToDone),

@@ -41,11 +41,11 @@ export interface SimConfig {
   /** Keep the per-step time series. Default true. */
   readonly keepSeries?: boolean;
   /**
-   * How long before pages sent just ahead of the pause are delivered the
-   * pause may begin, ms: a shell whose pause takes effect late (QEMU stops
-   * the vCPUs some 15 ms after `migrate`) starts it that much early. Default 0.
+   * How long the guest runs on after the pause is asked for, ms (QEMU stops
+   * the vCPUs some 15 ms after `migrate`); pages sent just ahead of the pause
+   * may still be crossing for that long. Default 0: the pause is immediate.
    */
-  readonly pauseLeadMs?: number;
+  readonly pauseLagMs?: number;
 }
 
 export interface SimResult extends MigrationMetrics {
@@ -176,7 +176,7 @@ export function simulate(cfg: SimConfig): SimResult {
       deliveredBytes: lastDelivered,
     },
     guestSlowdown: slowdownTime > 0 ? lastSlowdown : 0,
-    ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs } : {}),
+    ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs, pauseLagMs: cfg.pauseLagMs ?? 0 } : {}),
     consumed,
     wireBytesPerPage: recentPages > 0 ? recentBytes / recentPages : fullPageWireBytes(pageSize, wire),
   });
@@ -238,15 +238,17 @@ export function simulate(cfg: SimConfig): SimResult {
         error = { code: ErrorCodes.NO_CONVERGENCE, message: `policy ${cfg.policy.name} could not converge under its downtime limit and aborted` };
         break;
       }
-      if (d.send.length > 0) {
-        // Pages sent just ahead of the pause: the guest runs while they cross.
-        const sent = enqueue(d);
-        const stepMs = Math.max(0, link.drainMs(t) - (cfg.pauseLeadMs ?? 0));
-        if (stepMs > 0) {
-          const { delivered, written } = advance(stepMs, true);
-          record('launched', stepMs, d, sent, delivered, written.count());
-        }
+      const lag = Math.max(0, cfg.pauseLagMs ?? 0);
+      // Pages sent just ahead of the pause, and any still crossing from the
+      // last probes: the guest runs while they cross.
+      const sent = d.send.length > 0 ? enqueue(d) : { bytes: 0, pages: 0 };
+      const stepMs = Math.max(0, link.drainMs(t) - lag);
+      if (stepMs > 0) {
+        const { delivered, written } = advance(stepMs, true);
+        record('launched', stepMs, d, sent, delivered, written.count());
       }
+      // The pause takes effect only after the shell's lag; the guest writes on meanwhile.
+      if (lag > 0) advance(lag, true);
       pauseAt = t;
       break;
     }

@@ -60,17 +60,20 @@ test('fresh-first: a burst of writes, then quiet: the pages just written are sen
   const { decisions, end, endMs } = drive(ff, (t) => (t === 20 ? new PageSet(PAGES).addRange(1000, 1449) : t === 22 ? new PageSet(PAGES).addRange(1450, 1899) : none()));
   assert.equal(end.switchover, true);
   assert.equal(end.converged, true);
-  assert.deepEqual([...end.send], [...bufB.toArray()], 'exactly the redrawn buffer goes ahead of the pause');
   assert.equal(endMs, 26, 'two quiet looks end the burst');
   assert.equal(end.diag?.freshState, 2);
+  assert.equal(end.diag?.freshPages, 900);
   // While watching, the link carried hot pages from both buffers, a few looks' worth at a time.
-  const meanwhile = decisions.flatMap((d) => [...d.send]);
+  const watching = decisions.filter((d) => d.diag?.freshState === 0);
+  const meanwhile = watching.flatMap((d) => [...d.send]);
   assert.ok(meanwhile.length > 0);
   assert.ok(meanwhile.some((p) => bufA.has(p)) && meanwhile.some((p) => bufB.has(p)), 'spread over the whole hot set');
   const perLook = Math.floor((GBIT * DEFAULT_FRESH_FIRST.meanwhileLooks * DEFAULT_FRESH_FIRST.probeMs) / 1000 / WIRE);
-  for (const d of decisions) assert.ok(d.send.length <= perLook, `${d.send.length} pages in one look, at most ${perLook}`);
-  // During the burst nothing is sent: the burst's own pages must not queue behind others.
-  assert.equal(decisions.filter((d) => d.diag?.freshState === 1).reduce((n, d) => n + d.send.length, 0), 0);
+  for (const d of watching) assert.ok(d.send.length <= perLook, `${d.send.length} pages in one look, at most ${perLook}`);
+  // From the burst on, only its own pages go, as soon as they are seen written, and all of them by the pause.
+  const fromBurst = [...decisions.filter((d) => d.diag?.freshState === 1), end].flatMap((d) => [...d.send]);
+  for (const p of fromBurst) assert.ok(bufB.has(p), `page ${p} sent during the burst is not one it wrote`);
+  assert.deepEqual([...new Set(fromBurst)].sort((x, y) => x - y), [...bufB.toArray()], 'the whole redrawn buffer goes ahead of the pause');
 });
 
 test('fresh-first: no burst before maxWaitMs, or a writer that never stops: the guest pauses with nothing sent ahead', () => {
@@ -92,10 +95,21 @@ test('fresh-first: no burst before maxWaitMs, or a writer that never stops: the 
 
 test('fresh-first: a stray write too small to be worth sending ahead keeps the watch going', () => {
   // 100 pages at 10 ms (a burst by share, but 3 ms on the wire), then buffer A at 30 ms.
-  const { end } = drive(new FreshFirst(hot, 0), (t) => (t === 10 ? new PageSet(PAGES).addRange(1500, 1599) : t === 30 ? PageSet.copyOf(bufA) : none()));
+  const { decisions, end } = drive(new FreshFirst(hot, 0), (t) => (t === 10 ? new PageSet(PAGES).addRange(1500, 1599) : t === 30 ? PageSet.copyOf(bufA) : none()));
   assert.equal(end.diag?.freshState, 2);
-  assert.ok(end.send.length >= 900);
-  for (const p of bufA) assert.ok(end.send.includes(p));
+  assert.ok(decisions.some((d) => d.diag?.freshState === 0 && (d.diag?.waitedMs ?? 0) > 14), 'the watch went on after the stray write');
+  const sent = new Set([...decisions, end].flatMap((d) => [...d.send]));
+  for (const p of bufA) assert.ok(sent.has(p), `page ${p} of the burst was sent`);
+});
+
+test('fresh-first: when the bet is off, what the pause lag lets cross still goes ahead of the pause', () => {
+  const ff = new FreshFirst(hot, 0, { ...DEFAULT_FRESH_FIRST, maxWaitMs: 0 });
+  const d = ff.start(obs(0, none(), PageSet.copyOf(hot), { pauseLagMs: 15 }));
+  assert.equal(d.switchover, true);
+  assert.equal(d.send.length, Math.floor((GBIT * 15) / 1000 / WIRE));
+  assert.ok([...d.send].some((p) => bufA.has(p)) && [...d.send].some((p) => bufB.has(p)), 'spread over the whole hot set');
+  // Without a lag, nothing goes ahead.
+  assert.equal(new FreshFirst(hot, 0, { ...DEFAULT_FRESH_FIRST, maxWaitMs: 0 }).start(obs(0, none(), PageSet.copyOf(hot))).send.length, 0);
 });
 
 test('fresh-first: decisions are a pure function of the observations', () => {
@@ -140,6 +154,16 @@ test('simulated movie: presync with fresh-first pauses for less than without it,
   }
   assert.ok(on.downtimeMs !== null && off.downtimeMs !== null);
   assert.ok(on.downtimeMs < off.downtimeMs * 0.85, `pause ${on.downtimeMs} ms with fresh-first, ${off.downtimeMs} ms without`);
-  const ahead = on.series.find((p) => p.phase === 'launched' && p.diag?.freshState === 2);
-  assert.ok(ahead && ahead.sentPages > 0, 'pages went ahead of the pause');
+  const burstSent = on.series.filter((p) => p.phase === 'launched' && (p.diag?.freshState === 1 || p.diag?.freshState === 2)).reduce((n, p) => n + p.sentPages, 0);
+  assert.ok(burstSent >= 900, `${burstSent} pages of the burst went ahead of the pause`);
+});
+
+test('fresh-first: a burst too big to cross before it is rewritten calls the bet off at once, without sending it', () => {
+  // The whole 1800-page hot set at once: ~59 ms at 1 Gbit/s, against a 40 ms send limit.
+  const ff = new FreshFirst(hot, 0, { ...DEFAULT_FRESH_FIRST, maxSendMs: 40 });
+  const { decisions, end, endMs } = drive(ff, (t) => (t === 10 ? PageSet.copyOf(hot) : none()));
+  assert.equal(endMs, 10);
+  assert.equal(end.switchover, true);
+  assert.equal(end.diag?.freshState, 4);
+  assert.equal(decisions.filter((d) => d.diag?.freshState === 1).length, 0);
 });
