@@ -27,9 +27,12 @@ export interface FreshFirstConfig {
   readonly maxWaitMs: number;
   /** A look that finds at least this share of the hot set newly written belongs to a burst. */
   readonly burstShare: number;
-  /** ...and this many looks in a row that find fewer than `quietShare` of it newly written end it. */
-  readonly quietLooks: number;
+  /**
+   * ...and it ends once looks have found fewer than `quietShare` of it newly
+   * written for `quietMs` (background writes to the hot set go on meanwhile).
+   */
   readonly quietShare: number;
+  readonly quietMs: number;
   /** Only worth it when the burst takes at least this long to send, ms. */
   readonly minGainMs: number;
   /** Not worth it when the burst would take longer than this to send, ms: it would be rewritten meanwhile. */
@@ -48,9 +51,9 @@ export const DEFAULT_FRESH_FIRST: FreshFirstConfig = {
   probeMs: 2,
   maxWaitMs: 60,
   burstShare: 0.05,
-  // Two looks: a writer descheduled for one probe interval is not done.
-  quietLooks: 2,
-  quietShare: 0.01,
+  quietShare: 0.03,
+  // Two probe intervals: a writer descheduled for one is not done.
+  quietMs: 4,
   minGainMs: 5,
   maxSendMs: 60,
   meanwhileLooks: 2,
@@ -60,7 +63,8 @@ type State = 'watching' | 'burst' | 'done';
 
 export class FreshFirst {
   private state: State = 'watching';
-  private quietSeen = 0;
+  /** When a look last found the burst still writing. */
+  private busyAtMs = 0;
   private readonly hot: PageSet;
   private readonly fresh: PageSet;
   private readonly startedMs: number;
@@ -130,7 +134,10 @@ export class FreshFirst {
     const n = this.hot.count();
     const waited = obs.timeMs - this.startedMs;
     if (this.state === 'watching') {
-      if (newly >= Math.max(1, this.cfg.burstShare * n)) this.state = 'burst';
+      if (newly >= Math.max(1, this.cfg.burstShare * n)) {
+        this.state = 'burst';
+        this.busyAtMs = obs.timeMs;
+      }
       else if (waited >= this.cfg.maxWaitMs) return this.giveUp(obs, waited);
       else return this.look({ state: 0, waitedMs: waited }, this.meanwhile(obs));
     }
@@ -138,19 +145,24 @@ export class FreshFirst {
     // never pauses). What it wrote so far goes out at once: a frame writes
     // each page once, and a page caught half written is found by the final
     // scan and sent again.
-    this.quietSeen = newly < Math.max(1, this.cfg.quietShare * n) ? this.quietSeen + 1 : 0;
-    const quiet = this.quietSeen >= this.cfg.quietLooks;
+    if (newly >= Math.max(1, this.cfg.quietShare * n)) this.busyAtMs = obs.timeMs;
+    const quiet = obs.timeMs - this.busyAtMs >= this.cfg.quietMs;
     const bw = obs.net.bandwidthBytesPerSec;
     const burstMs = bw > 0 ? ((this.fresh.count() * obs.wireBytesPerPage) / bw) * 1000 : Infinity;
     // A burst this big is rewritten before it could all cross: the bet is off.
     if (burstMs > this.cfg.maxSendMs) return this.giveUp(obs, waited);
     const rest = this.fresh.intersection(obs.stale).toArray();
-    if (!quiet && waited < this.cfg.maxWaitMs) return this.look({ state: 1, waitedMs: waited, freshPages: this.fresh.count() }, { send: rest, budgetBytes: Infinity });
+    if (!quiet && waited < this.cfg.maxWaitMs) {
+      // A shell whose pause takes effect late (QEMU) is asked to start it at
+      // the burst's first sight: the burst is written and sent during the lag
+      // instead of before it.
+      const d = this.look({ state: 1, waitedMs: waited, freshPages: this.fresh.count() }, { send: rest, budgetBytes: Infinity });
+      return (obs.pauseLagMs ?? 0) > 0 && burstMs >= this.cfg.minGainMs ? { ...d, startPause: true } : d;
+    }
     if (!quiet) return this.giveUp(obs, waited);
     if (burstMs < this.cfg.minGainMs && waited < this.cfg.maxWaitMs) {
       // Too few pages to be the burst that was waited for (a stray write): keep watching.
       this.state = 'watching';
-      this.quietSeen = 0;
       return this.look({ state: 0, waitedMs: waited, freshPages: this.fresh.count() }, this.meanwhile(obs));
     }
     if (burstMs < this.cfg.minGainMs) return this.giveUp(obs, waited);

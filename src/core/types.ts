@@ -81,6 +81,13 @@ export interface EpochDecision {
    * written since. Sends of this decision are not waited for.
    */
   readonly probe?: { readonly pages: Uint32Array; readonly afterMs: number };
+  /**
+   * With a probe: start pausing the guest now, and keep probing and sending
+   * until the switchover. Worth it only when the shell's pause takes effect
+   * late (obs.pauseLagMs): the guest then stops while the probes go on, and
+   * the switchover does not wait for the lag again.
+   */
+  readonly startPause?: boolean;
   /** With switchover: false when the policy gave up converging (expected downtime above its limit). */
   readonly converged?: boolean;
   /** With switchover and converged=false: the policy asks the shell to roll back rather than pause long. */

@@ -94,7 +94,9 @@ export type SourceEvent =
     }
   | { event: 'disconnected'; error: { code: string; message: string } }
   | { event: 'progress'; status: SourceStatus }
-  | { event: 'phase'; phase: Phase; atMs: number };
+  | { event: 'phase'; phase: Phase; atMs: number }
+  /** The guest stopped on the source (the controller's pause returned), ms since the migration started. */
+  | { event: 'paused'; atMs: number };
 
 export interface SourceStatus {
   readonly phase: Phase;
@@ -260,6 +262,8 @@ export class SourceMigration {
     let lastOffered = 0;
     let lastDeliveredMark = 0;
     let paused = false;
+    /** A pause the policy asked to start early (startPause), still taking effect or done. */
+    let pausing: Promise<void> | undefined;
     let residualPagesAtLaunch = 0;
     let converged = true;
     let liveRounds = 0;
@@ -735,6 +739,14 @@ export class SourceMigration {
           if (d.send.length > 0) aheadOfPause = { d, t0, dirtyPages: dirty.count() };
           break;
         }
+        if (d.startPause && d.probe && !pausing) {
+          // The guest stops after the controller's lag; the probes go on meanwhile.
+          pausing = o.controller.pause().then(() => {
+            pausedAt = this.now();
+            this.emit({ event: 'paused', atMs: pausedAt });
+          });
+          pausing.catch(() => undefined);
+        }
         const sent = await sendPages(d.send, d.budgetBytes);
         if (d.probe) probe = { pages: d.probe.pages, at: t0 + d.probe.afterMs };
         else await drain(c);
@@ -754,7 +766,7 @@ export class SourceMigration {
       // Probes do not wait for their sends: those still crossing count too.
       const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
       const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * fullPageWireBytes(pageSize);
-      if (((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
+      if (!pausing && ((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
         if (ahead) await ahead;
         const t1 = this.now();
         while (inflightCount() > 0 && (est.bytesInFlight / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
@@ -767,9 +779,13 @@ export class SourceMigration {
       // ---- switchover: the guest is paused from here until handover or rollback.
       this.toPhase('final-copy');
       await c.send({ type: 'phase', phase: 'final-copy' });
-      await o.controller.pause();
+      if (pausing) await pausing;
+      else {
+        await o.controller.pause();
+        pausedAt = this.now();
+        this.emit({ event: 'paused', atMs: pausedAt });
+      }
       paused = true;
-      pausedAt = this.now();
       // The final scan is always full. It runs on a worker thread while the
       // pages already known stale go out: the guest is paused, so what they
       // hold now is final and the scan will find them in sync; the scan's
@@ -869,7 +885,9 @@ export class SourceMigration {
         return { ...finish('rolled-back', doubt, false, 0), outcome: 'in-doubt' };
       }
       if (phase !== 'rollback' && phase !== 'done') this.toPhase('rollback', err.message);
-      if (paused || guestPausedIn(phase)) {
+      if (paused || pausing || guestPausedIn(phase)) {
+        // A pause still taking effect is let finish first: resuming midway could leave QEMU migrating.
+        await pausing?.catch(() => undefined);
         await o.controller.resume().catch(() => undefined);
       }
       if (ch) {

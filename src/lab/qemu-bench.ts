@@ -362,7 +362,11 @@ export function switchoverBreakdown(result: JsonRecord, series: ResultRun['serie
     aheadOfPausePages,
     migrateToPreSwitchoverMs: toPre === null ? null : Math.round(toPre * 10) / 10,
     migrateToStopMs: num(q.migrateToStopMs),
-    finalScanAndResidualMs: minus(d('final-copy', 'verify'), toPre),
+    // From the moment the guest was paused and the policy had switched over (a pause started
+    // early, during the fresh-first probes, may have taken effect before the switchover).
+    finalScanAndResidualMs: num(at.paused) !== null && num(at['final-copy']) !== null && num(at.verify) !== null
+      ? Math.round((num(at.verify)! - Math.max(num(at.paused)!, num(at['final-copy'])!)) * 10) / 10
+      : minus(d('final-copy', 'verify'), toPre),
     verifyMs: minus(d('verify', 'handover'), device),
     deviceStateMs: device === null ? null : Math.round(device * 10) / 10,
     targetStartConfirmMs: d('handover', 'done'),

@@ -133,6 +133,15 @@ export function simulate(cfg: SimConfig): SimResult {
     return { bytes, pages };
   };
 
+  /** When the guest stops, once a pause was asked for (it takes the shell's lag to take effect). */
+  let stopAt: number | undefined;
+  const advanceUntilStop = (dtMs: number): { delivered: number; written: PageSet } => {
+    if (stopAt === undefined || t + dtMs <= stopAt) return advance(dtMs, true);
+    if (t >= stopAt) return advance(dtMs, false);
+    const live = advance(stopAt - t, true);
+    const still = advance(t + dtMs - stopAt, false);
+    return { delivered: live.delivered + still.delivered, written: live.written };
+  };
   const advance = (dtMs: number, guestRuns: boolean): { delivered: number; written: PageSet } => {
     const s = link.step(t, dtMs);
     deliveredTotal += s.delivered;
@@ -242,21 +251,25 @@ export function simulate(cfg: SimConfig): SimResult {
       // Pages sent just ahead of the pause, and any still crossing from the
       // last probes: the guest runs while they cross.
       const sent = d.send.length > 0 ? enqueue(d) : { bytes: 0, pages: 0 };
-      const stepMs = Math.max(0, link.drainMs(t) - lag);
-      if (stepMs > 0) {
-        const { delivered, written } = advance(stepMs, true);
-        record('launched', stepMs, d, sent, delivered, written.count());
+      if (stopAt === undefined) {
+        const stepMs = Math.max(0, link.drainMs(t) - lag);
+        if (stepMs > 0) {
+          const { delivered, written } = advance(stepMs, true);
+          record('launched', stepMs, d, sent, delivered, written.count());
+        }
+        stopAt = t + lag;
       }
       // The pause takes effect only after the shell's lag; the guest writes on meanwhile.
-      if (lag > 0) advance(lag, true);
-      pauseAt = t;
+      if (stopAt > t) advance(stopAt - t, true);
+      pauseAt = stopAt;
       break;
     }
     const sent = enqueue(d);
     if (d.probe) {
+      if (d.startPause && stopAt === undefined) stopAt = t + Math.max(0, cfg.pauseLagMs ?? 0);
       // A close look at a few pages only: the rest of the guest is not scanned.
       const stepMs = Math.max(0.1, d.probe.afterMs);
-      const { delivered, written } = advance(stepMs, true);
+      const { delivered, written } = advanceUntilStop(stepMs);
       const seen = new PageSet(pageCount);
       for (const p of d.probe.pages) if (written.has(p)) seen.add(p);
       lastOffered = sent.bytes;

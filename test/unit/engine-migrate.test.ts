@@ -226,6 +226,9 @@ test('probes and pages sent ahead of the pause (fresh-first): only the probed pa
   const hot = new Uint32Array(128).map((_, i) => 100 + i);
   const seen: number[][] = [];
   let looks = 0;
+  let burstSeenAt = -1;
+  let pauses = 0;
+  const events: string[] = [];
   const policy = {
     name: 'scripted-fresh-first',
     decide(obs: EpochObservation): EpochDecision {
@@ -233,9 +236,15 @@ test('probes and pages sent ahead of the pause (fresh-first): only the probed pa
       if (obs.phase === 'presync') return { send: obs.stale.toArray(), budgetBytes: Infinity, switchover: false };
       if (looks > 0) seen.push([...obs.dirty]);
       const written = [...obs.dirty].filter((p) => p >= 100 && p < 228);
-      if (looks > 0 && written.length > 0) return { send: Uint32Array.from(written.filter((p) => obs.stale.has(p))), budgetBytes: Infinity, switchover: true, converged: true };
+      const fresh = Uint32Array.from(written.filter((p) => obs.stale.has(p)));
+      if (burstSeenAt >= 0 && looks > burstSeenAt + 3) return { send: fresh, budgetBytes: Infinity, switchover: true, converged: true };
       looks++;
-      return { send: none, budgetBytes: 0, switchover: false, probe: { pages: hot, afterMs: 2 } };
+      if (burstSeenAt < 0 && written.length > 0 && looks > 1) {
+        // Start the pause at the burst's first sight, keep looking and sending for a few looks.
+        burstSeenAt = looks;
+        return { send: fresh, budgetBytes: Infinity, switchover: false, probe: { pages: hot, afterMs: 2 }, startPause: true };
+      }
+      return { send: burstSeenAt >= 0 ? fresh : none, budgetBytes: burstSeenAt >= 0 ? Infinity : 0, switchover: false, probe: { pages: hot, afterMs: 2 } };
     },
   };
   const m = new SourceMigration({
@@ -249,6 +258,7 @@ test('probes and pages sent ahead of the pause (fresh-first): only the probed pa
       // Like QEMU: the guest runs on for a while after pause() is called.
       pauseLagMs: 1000,
       pause: async () => {
+        pauses++;
         await new Promise((r) => setTimeout(r, 40));
         running = false;
       },
@@ -258,6 +268,9 @@ test('probes and pages sent ahead of the pause (fresh-first): only the probed pa
       isAlive: () => true,
     },
     epochMs: 20,
+    onEvent: (e) => {
+      if (e.event === 'paused' || e.event === 'phase') events.push(e.event === 'paused' ? 'paused' : e.phase);
+    },
   });
   setTimeout(() => m.launch(), 300);
   const r = await m.run();
@@ -270,4 +283,7 @@ test('probes and pages sent ahead of the pause (fresh-first): only the probed pa
   assert.ok(seen.length >= 1, 'at least one probe was looked at');
   for (const s of seen) for (const p of s) assert.ok(p >= 100 && p < 228, `page ${p} reported by a probe of pages 100-227 only`);
   assert.ok(r.series.some((p) => p.phase === 'launched' && p.sentPages > 0), 'pages went ahead of the pause');
+  assert.ok(burstSeenAt > 0, 'the scripted burst was seen');
+  assert.equal(pauses, 1, 'the pause started early is not started again at the switchover');
+  assert.ok(events.includes('paused') && events.indexOf('paused') < events.indexOf('verify'), events.join(' '));
 });

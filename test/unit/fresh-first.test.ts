@@ -167,3 +167,40 @@ test('fresh-first: a burst too big to cross before it is rewritten calls the bet
   assert.equal(end.diag?.freshState, 4);
   assert.equal(decisions.filter((d) => d.diag?.freshState === 1).length, 0);
 });
+
+test('fresh-first: background writes below quietShare do not keep a burst open, and one slow look can establish the quiet', () => {
+  // 30 pages per look elsewhere in the hot set (1.7 %), buffer B redrawn at 20 ms.
+  const { end, endMs } = drive(new FreshFirst(hot, 0), (t) => {
+    const w = new PageSet(PAGES).addRange(1000 + ((t * 15) % 870), 1000 + ((t * 15) % 870) + 29);
+    if (t === 20) w.unionWith(bufB);
+    return w;
+  });
+  assert.equal(end.diag?.freshState, 2);
+  assert.equal(endMs, 24);
+  const slow = new FreshFirst(hot, 0);
+  const stale = PageSet.copyOf(hot);
+  slow.start(obs(0, none(), stale));
+  slow.decide(obs(2, none(), stale));
+  const busy = slow.decide(obs(4, PageSet.copyOf(bufA), stale));
+  assert.equal(busy.switchover, false);
+  // The next look comes 9 ms later (the shell was busy sending): the writer had time to go on and did not.
+  const d = slow.decide(obs(13, none(), stale));
+  assert.equal(d.switchover, true);
+  assert.equal(d.diag?.freshState, 2);
+});
+
+test('fresh-first: a shell whose pause takes effect late is asked to start it at the burst\'s first sight, and only then', () => {
+  const stale = PageSet.copyOf(hot);
+  const lagged = (t: number, dirty: PageSet) => obs(t, dirty, stale, { pauseLagMs: 15 });
+  const ff = new FreshFirst(hot, 0);
+  ff.start(lagged(0, none()));
+  assert.equal(ff.decide(lagged(2, none())).startPause, undefined);
+  const burst = ff.decide(lagged(4, PageSet.copyOf(bufA)));
+  assert.equal(burst.startPause, true);
+  assert.equal(burst.switchover, false);
+  assert.equal(burst.send.length, 900, 'the burst goes at once');
+  // Without a lag the burst is sent the same way, but the pause waits for the switchover.
+  const plain = new FreshFirst(hot, 0);
+  plain.start(obs(0, none(), stale));
+  assert.equal(plain.decide(obs(2, PageSet.copyOf(bufA), stale)).startPause, undefined);
+});

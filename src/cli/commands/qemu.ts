@@ -281,6 +281,7 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       onEvent: (e) => {
         // When each phase began (ms since the migration started): where the launch→running time went.
         if (e.event === 'phase') phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10;
+        if (e.event === 'paused') phaseAtMs.paused = Math.round(e.atMs * 10) / 10;
         if (e.event === 'progress') {
           // "in sync" is a high-water mark: it never runs backwards.
           const p = tracker.update(e.status);
