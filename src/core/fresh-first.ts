@@ -178,7 +178,8 @@ export class FreshFirst {
   private giveUp(obs: EpochObservation, waited: number): EpochDecision {
     this.state = 'done';
     const lag = Math.max(0, obs.pauseLagMs ?? 0);
-    const want = Math.floor((obs.net.bandwidthBytesPerSec * lag) / 1000 / Math.max(1, obs.wireBytesPerPage));
+    // A little under the lag: the shell starts the pause alongside only sends that fit it.
+    const want = Math.floor((obs.net.bandwidthBytesPerSec * lag * 0.9) / 1000 / Math.max(1, obs.wireBytesPerPage));
     const out: number[] = [];
     if (want > 0) {
       for (const p of this.fresh) {

@@ -713,6 +713,9 @@ export class SourceMigration {
           // A close look at a few hot pages: the rest of the guest is left to the final scan.
           const wait = probe.at - this.now();
           if (wait > 0) await sleep(wait);
+          // A pause started early has taken effect: the guest writes nothing
+          // more, so there is nothing left to watch for; the rest is the final copy's.
+          if (pausing && pausedAt >= 0) break;
           dirty = scanner.scanPages(probe.pages);
           probe = undefined;
         } else {

@@ -239,6 +239,11 @@ export function simulate(cfg: SimConfig): SimResult {
       error = { code: ErrorCodes.NO_CONVERGENCE, message: `live rounds did not finish within ${maxPostLaunchMs} ms of launch` };
       break;
     }
+    if (stopAt !== undefined && t >= stopAt) {
+      // A pause started early has taken effect: nothing more to watch for.
+      pauseAt = stopAt;
+      break;
+    }
     const d = cfg.policy.decide(observe('launched', epochMs));
     if (d.diag && typeof d.diag.round === 'number') liveRounds = Math.max(liveRounds, d.diag.round);
     if (d.switchover) {
@@ -253,10 +258,8 @@ export function simulate(cfg: SimConfig): SimResult {
       const sent = d.send.length > 0 ? enqueue(d) : { bytes: 0, pages: 0 };
       if (stopAt === undefined) {
         const stepMs = Math.max(0, link.drainMs(t) - lag);
-        if (stepMs > 0) {
-          const { delivered, written } = advance(stepMs, true);
-          record('launched', stepMs, d, sent, delivered, written.count());
-        }
+        const { delivered, written } = stepMs > 0 ? advance(stepMs, true) : { delivered: 0, written: new PageSet(pageCount) };
+        if (stepMs > 0 || sent.pages > 0) record('launched', stepMs, d, sent, delivered, written.count());
         stopAt = t + lag;
       }
       // The pause takes effect only after the shell's lag; the guest writes on meanwhile.

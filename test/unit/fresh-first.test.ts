@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { DEFAULT_FRESH_FIRST, FreshFirst, spreadOrder } from '../../src/core/fresh-first.ts';
 import { PageSet } from '../../src/core/pageset.ts';
 import { createPresync } from '../../src/core/policies/presync.ts';
+import { createPolicy } from '../../src/core/policies/registry.ts';
 import type { EpochDecision, EpochObservation } from '../../src/core/types.ts';
 import { simulate } from '../../src/sim/simulator.ts';
 import { createWorkload } from '../../src/sim/workloads/index.ts';
@@ -106,7 +107,7 @@ test('fresh-first: when the bet is off, what the pause lag lets cross still goes
   const ff = new FreshFirst(hot, 0, { ...DEFAULT_FRESH_FIRST, maxWaitMs: 0 });
   const d = ff.start(obs(0, none(), PageSet.copyOf(hot), { pauseLagMs: 15 }));
   assert.equal(d.switchover, true);
-  assert.equal(d.send.length, Math.floor((GBIT * 15) / 1000 / WIRE));
+  assert.equal(d.send.length, Math.floor((GBIT * 15 * 0.9) / 1000 / WIRE));
   assert.ok([...d.send].some((p) => bufA.has(p)) && [...d.send].some((p) => bufB.has(p)), 'spread over the whole hot set');
   // Without a lag, nothing goes ahead.
   assert.equal(new FreshFirst(hot, 0, { ...DEFAULT_FRESH_FIRST, maxWaitMs: 0 }).start(obs(0, none(), PageSet.copyOf(hot))).send.length, 0);
@@ -141,7 +142,7 @@ test('simulated movie: presync with fresh-first pauses for less than without it,
   const run = (freshFirst: boolean) =>
     simulate({
       workload,
-      policy: createPresync({ geometry, seed: 1 }, {}, freshFirst ? {} : { freshFirst: false }),
+      policy: freshFirst ? createPolicy('presync-fresh', { geometry, seed: 1 }) : createPresync({ geometry, seed: 1 }),
       link: { bandwidthBytesPerSec: GBIT, rttMs: 1 },
       launchAtMs: 10_000,
       keepSeries: true,
@@ -203,4 +204,23 @@ test('fresh-first: a shell whose pause takes effect late is asked to start it at
   const plain = new FreshFirst(hot, 0);
   plain.start(obs(0, none(), stale));
   assert.equal(plain.decide(obs(2, PageSet.copyOf(bufA), stale)).startPause, undefined);
+});
+
+test('simulated movie with a 15 ms pause lag: presync fills the lag with hot pages, presync-fresh watches; both verify', () => {
+  const geometry = { pageSize: 4096, pageCount: 65536 };
+  const workload = createWorkload('movie', { geometry, seed: 1 });
+  const run = (policy: string, pauseLagMs: number) =>
+    simulate({ workload, policy: createPolicy(policy, { geometry, seed: 1 }), link: { bandwidthBytesPerSec: GBIT, rttMs: 1 }, launchAtMs: 10_000, pauseLagMs });
+  const filled = run('presync', 15);
+  const unfilled = run('presync', 0);
+  const fresh = run('presync-fresh', 15);
+  for (const r of [filled, unfilled, fresh]) {
+    assert.equal(r.outcome, 'done');
+    assert.equal(r.verified, true);
+  }
+  const ahead = filled.series.filter((p) => p.phase === 'launched' && p.diag?.freshState === 4).reduce((n, p) => n + p.sentPages, 0);
+  assert.ok(ahead > 0 && ahead <= Math.ceil((GBIT * 0.015) / 4096), `${ahead} pages filled the lag`);
+  assert.equal(unfilled.series.filter((p) => p.phase === 'launched' && p.sentPages > 0).length, 0, 'no lag, nothing sent ahead');
+  assert.ok(fresh.series.some((p) => p.phase === 'launched' && p.diag?.freshState === 1), 'presync-fresh watched and saw a burst');
+  assert.ok(fresh.downtimeMs! < filled.downtimeMs!, `pause ${fresh.downtimeMs} (fresh) vs ${filled.downtimeMs} (lag filled)`);
 });

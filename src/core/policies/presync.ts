@@ -13,8 +13,12 @@ export interface PresyncTuning {
   readonly predictorOptions?: PredictorOptions;
   readonly holdBack?: Partial<HoldBackConfig>;
   readonly rate?: Partial<SlowStartConfig>;
-  /** Fresh-first switchover for a hot set no live round can catch (see fresh-first.ts); false turns it off. */
-  readonly freshFirst?: Partial<FreshFirstConfig> | false;
+  /**
+   * Fresh-first switchover for a hot set no live round can catch (see
+   * fresh-first.ts): true or a partial config turns it on, false off; the
+   * default is the mode's (on for `presync-fresh` only).
+   */
+  readonly freshFirst?: Partial<FreshFirstConfig> | boolean;
 }
 
 /**
@@ -36,7 +40,7 @@ export class PresyncPolicy implements MigrationPolicy {
   constructor(
     ctx: PolicyContext,
     opts: PolicyOptions,
-    mode: { readonly name: string; readonly predict: boolean; readonly slowStart: boolean },
+    mode: { readonly name: string; readonly predict: boolean; readonly slowStart: boolean; readonly freshFirst?: boolean },
     tuning: PresyncTuning = {},
   ) {
     this.name = mode.name;
@@ -46,7 +50,9 @@ export class PresyncPolicy implements MigrationPolicy {
       ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
       : null;
     this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
-    this.freshCfg = mode.predict && tuning.freshFirst !== false ? { ...DEFAULT_FRESH_FIRST, ...(tuning.freshFirst ?? {}) } : null;
+    const fresh = tuning.freshFirst ?? mode.freshFirst ?? false;
+    // Fresh-first acts on the predictor's futility verdict: without prediction it never starts.
+    this.freshCfg = mode.predict && fresh !== false ? { ...DEFAULT_FRESH_FIRST, ...(fresh === true ? {} : fresh) } : null;
   }
 
   private launchJudged = false;
@@ -71,15 +77,14 @@ export class PresyncPolicy implements MigrationPolicy {
       const d = this.live.decide(obs, { roundIsFutile: futile });
       const expected = d.diag?.expectedDowntimeMs ?? 0;
       // Only when futility, not a short pause, made the live rounds give up.
-      if (
-        futile &&
-        d.switchover &&
-        d.converged !== false &&
-        this.freshCfg &&
-        expected > PAUSE_NOW_BELOW_MS &&
-        FreshFirst.worthWatching(obs.stale.count(), obs.wireBytesPerPage, obs.net.bandwidthBytesPerSec, this.freshCfg)
-      ) {
-        this.fresh = new FreshFirst(obs.stale, obs.timeMs, this.freshCfg);
+      if (futile && d.switchover && d.converged !== false && expected > PAUSE_NOW_BELOW_MS) {
+        // Without the watch (fresh-first off, or not worth it), the hot set
+        // still fills the shell's pause lag: what crosses while QEMU sets up
+        // its stream is not in the pause, unless the guest rewrites it first.
+        const cfg = this.freshCfg && FreshFirst.worthWatching(obs.stale.count(), obs.wireBytesPerPage, obs.net.bandwidthBytesPerSec, this.freshCfg)
+          ? this.freshCfg
+          : { ...DEFAULT_FRESH_FIRST, maxWaitMs: 0 };
+        this.fresh = new FreshFirst(obs.stale, obs.timeMs, cfg);
         return this.fresh.start(obs);
       }
       return d;
@@ -132,4 +137,14 @@ const FUTILE_ROUND_SHARE = 0.8;
 
 export function createPresync(ctx: PolicyContext, opts: PolicyOptions = {}, tuning: PresyncTuning = {}): PresyncPolicy {
   return new PresyncPolicy(ctx, opts, { name: 'presync', predict: true, slowStart: true }, tuning);
+}
+
+/**
+ * `presync` with the fresh-first switchover: at a futile launch it watches
+ * the hot set and sends a burst of writes just ahead of the pause. Shorter
+ * pauses for frame-buffer workloads, at the cost of waiting for the burst
+ * (docs/algorithms.md, docs/qemu.md for the measured trade).
+ */
+export function createPresyncFresh(ctx: PolicyContext, opts: PolicyOptions = {}, tuning: PresyncTuning = {}): PresyncPolicy {
+  return new PresyncPolicy(ctx, opts, { name: 'presync-fresh', predict: true, slowStart: true, freshFirst: true }, tuning);
 }

@@ -3,7 +3,7 @@ import type { MigrationPolicy, PolicyContext } from '../types.ts';
 import { NaivePresyncPolicy } from './naive.ts';
 import { OraclePolicy } from './oracle.ts';
 import { createPresyncPredict } from './predict.ts';
-import { createPresync } from './presync.ts';
+import { createPresync, createPresyncFresh } from './presync.ts';
 import { createPresyncSlowstart } from './slowstart.ts';
 import type { PolicyOptions } from './options.ts';
 import { PrecopyPolicy } from './precopy.ts';
@@ -20,6 +20,7 @@ const FACTORIES = new Map<string, PolicyFactory>([
   ['presync-predict', (ctx, o) => createPresyncPredict(ctx, o)],
   ['presync-slowstart', (ctx, o) => createPresyncSlowstart(ctx, o)],
   ['presync', (ctx, o) => createPresync(ctx, o)],
+  ['presync-fresh', (ctx, o) => createPresyncFresh(ctx, o)],
   ['oracle', (ctx, o) => new OraclePolicy(ctx, o)],
 ]);
 
