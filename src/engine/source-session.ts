@@ -789,7 +789,7 @@ export class SourceMigration {
         this.emit({ event: 'paused', atMs: pausedAt });
       }
       paused = true;
-      // The final scan is always full. It runs on a worker thread while the
+      // The final scan is always full. It runs on worker threads while the
       // pages already known stale go out: the guest is paused, so what they
       // hold now is final and the scan will find them in sync; the scan's
       // cost hides behind the link instead of adding to the pause.
@@ -801,10 +801,10 @@ export class SourceMigration {
         record('launched', aheadOfPause.t0, aheadOfPause.d, sent, aheadOfPause.dirtyPages, sent.bytes);
       };
       if (stale.count() + (aheadOfPause?.d.send.length ?? 0) >= OVERLAP_FINAL_SCAN_MIN_PAGES) {
-        // Two lanes (one per scan thread): with the fresh-first pages sent
-        // ahead, the residual is about half a hot set and the scan, not the
-        // link, was the longer of the two on one lane (final scan 28-45 ms
-        // against sends handed over by 12 ms).
+        // Two lanes (one per scan thread): with pages sent ahead of the
+        // pause the residual shrank and the scan, not the link, was the longer
+        // of the two on one lane (final scan 28-45 ms against sends handed
+        // over by 12 ms).
         const finalScan = scanner.scanAsync();
         await aheadSent();
         await sendPages(stale.toArray(), Infinity);
