@@ -16,7 +16,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { GuestController } from '../guest/controller.ts';
 import type { MigrationInfo } from './qmp-commands.ts';
 import type { QmpClient, QmpEvent } from './qmp.ts';
-import { continueSwitchover, rollbackSource, setCapabilities, startMigrate, waitMigrationCompleted, waitPreSwitchover } from './switchover.ts';
+import { completedFigures, continueSwitchover, rollbackSource, setCapabilities, startMigrate, waitMigrationCompleted, waitPreSwitchover } from './switchover.ts';
 
 export interface QemuControllerOptions {
   /** The target QEMU's incoming migration address, e.g. tcp:10.0.0.2:7071. */
@@ -141,6 +141,10 @@ export class QemuGuestController implements GuestController {
     const info = await waitMigrationCompleted(this.qmp, this.o.completeTimeoutMs ?? 30_000);
     this.figures.continueToCompletedMs = performance.now() - t0;
     this.#completed = info;
+    this.#takeFigures(info);
+  }
+
+  #takeFigures(info: MigrationInfo): void {
     this.figures.downtimeMs = info.downtimeMs ?? null;
     this.figures.totalTimeMs = info.totalTimeMs ?? null;
     this.figures.setupTimeMs = info.setupTimeMs ?? null;
@@ -151,6 +155,9 @@ export class QemuGuestController implements GuestController {
     this.#stopOff?.();
     this.#stopOff = undefined;
     if (!this.#completed) throw new PresyncError(ErrorCodes.BAD_PHASE, 'release() before the QEMU migration completed');
+    // QEMU fills in its times just after reporting completed; asked again
+    // here, after the handover, so that the pause never waits for them.
+    if (!((this.#completed.totalTimeMs ?? 0) > 0)) this.#takeFigures(await completedFigures(this.qmp, this.#completed).catch(() => this.#completed!));
     if ((this.o.afterRelease ?? 'quit') === 'quit') await this.qmp.quit(10_000);
   }
 

@@ -7,7 +7,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { MigrationInfo } from './qmp-commands.ts';
 import type { QmpClient } from './qmp.ts';
-import { resolveListenUri, setCapabilities } from './switchover.ts';
+import { resolveListenUri, setCapabilities, completedFigures } from './switchover.ts';
 
 /** "No cap": QEMU rejects values above SIZE_MAX; 1 TiB/s is far beyond any link. */
 export const UNCAPPED_BANDWIDTH = 2 ** 40;
@@ -119,6 +119,7 @@ export async function stockMigrate(source: QmpClient, target: QmpClient, opts: S
     stopWaiting.abort();
   }
   const launchToRunningMs = performance.now() - t0;
+  info = await completedFigures(source, info);
   const ram = info.ram;
   if (!ram || info.totalTimeMs === undefined || info.downtimeMs === undefined) {
     throw new PresyncError(ErrorCodes.QMP, 'completed migration reported no ram/total-time/downtime figures');

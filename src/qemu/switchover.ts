@@ -131,6 +131,24 @@ export async function waitMigrationCompleted(qmp: QmpClient, timeoutMs = DEFAULT
 }
 
 /**
+ * A `completed` query-migrate whose times are filled in. QEMU 7.2 sets the
+ * status to completed in migration_completion() and computes total-time and
+ * downtime a moment later (migration_iteration_finish →
+ * migration_calculate_complete), so a query in between reports both as 0:
+ * seen as "QEMU says 0" in the bench and once as a failed e2e assertion.
+ * Asks again for up to `settleMs`; returns the last answer either way.
+ */
+export async function completedFigures(qmp: QmpClient, info: MigrationInfo, settleMs = 1000, pollMs = 2): Promise<MigrationInfo> {
+  const deadline = Date.now() + settleMs;
+  let last = info;
+  while (last.status === 'completed' && !((last.totalTimeMs ?? 0) > 0) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, pollMs));
+    last = await qmp.execute('query-migrate');
+  }
+  return last;
+}
+
+/**
  * Target: waits until its vCPUs run. If the incoming migration fails, QEMU
  * exits, which rejects with PRESYNC_ERR_QEMU through the closed connection.
  */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ErrorCodes, PresyncError } from '../../src/core/errors.ts';
 import { QmpClient, QmpCommandError, type QmpEvent } from '../../src/qemu/qmp.ts';
-import { waitMigrationStatus } from '../../src/qemu/switchover.ts';
+import { completedFigures, waitMigrationStatus } from '../../src/qemu/switchover.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'presync-qmp-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -293,6 +293,26 @@ describe('QmpClient against a fake QMP server', () => {
     const info = await waitMigrationStatus(qmp, ['pre-switchover'], 120_000, 60_000);
     assert.equal(info.status, 'pre-switchover');
     assert.equal(queries, 2);
+    qmp.close();
+    await srv.stop();
+  });
+
+  it('a completed migration whose times QEMU has not filled in yet is asked again until they are', async () => {
+    let queries = 0;
+    const srv = await fakeQemu((cmd, s) => {
+      if (cmd.execute !== 'query-migrate') return;
+      queries++;
+      // QEMU 7.2 reports completed a moment before it computes total-time and downtime.
+      const times = queries < 3 ? { 'total-time': 0, downtime: 0 } : { 'total-time': 1234, downtime: 56 };
+      s.write(reply(cmd, { status: 'completed', ...times }));
+    });
+    const qmp = await QmpClient.connect(srv.path);
+    const first = await qmp.execute('query-migrate');
+    assert.equal(first.totalTimeMs, 0);
+    const settled = await completedFigures(qmp, first);
+    assert.equal(settled.totalTimeMs, 1234);
+    assert.equal(settled.downtimeMs, 56);
+    assert.equal(queries, 3);
     qmp.close();
     await srv.stop();
   });
