@@ -69,12 +69,11 @@ export class FreshFirst {
   private readonly fresh: PageSet;
   private readonly startedMs: number;
   private readonly hotList: Uint32Array;
-
-  /** `hot`: the stale pages at launch; `nowMs`: the observation time the watch starts at. */
   /** The hot pages in the order they are sent while watching, and how far that got. */
   private readonly spread: Uint32Array;
   private cursor = 0;
 
+  /** `hot`: the stale pages at launch; `nowMs`: the observation time the watch starts at. */
   constructor(hot: ReadonlyPageSet, nowMs: number, private readonly cfg: FreshFirstConfig = DEFAULT_FRESH_FIRST) {
     this.hot = PageSet.copyOf(hot);
     this.hotList = this.hot.toArray();
@@ -111,10 +110,6 @@ export class FreshFirst {
       if (!this.fresh.has(p) && obs.stale.has(p)) out.push(p);
     }
     return { send: Uint32Array.from(out), budgetBytes };
-  }
-
-  get finished(): boolean {
-    return this.state === 'done';
   }
 
   /**

@@ -546,6 +546,8 @@ export class SourceMigration {
       return { bytes, pages };
     };
 
+    const wirePerPage = (): number => (recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize));
+
     const observe = (phase: 'presync' | 'launched', dirty: PageSet, stepMs: number): EpochObservation => {
       const delivered = ackedBytes - lastDeliveredMark;
       lastDeliveredMark = ackedBytes;
@@ -567,7 +569,7 @@ export class SourceMigration {
         },
         guestSlowdown: 0,
         consumed,
-        wireBytesPerPage: recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize),
+        wireBytesPerPage: wirePerPage(),
         ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt, pauseLagMs: o.controller.pauseLagMs ?? 0 } : {}),
       };
     };
@@ -768,7 +770,8 @@ export class SourceMigration {
       }
       // Probes do not wait for their sends: those still crossing count too.
       const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
-      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * fullPageWireBytes(pageSize);
+      // Sized as the policy sized it, from the observed bytes per page.
+      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * wirePerPage();
       if (!pausing && ((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
         if (ahead) await ahead;
         const t1 = this.now();
