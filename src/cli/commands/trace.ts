@@ -11,7 +11,7 @@ import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { traceWorkload } from '../../sim/trace-workload.ts';
 import { loadTrace, TraceWriter } from '../../sim/trace.ts';
 import { parseRate } from '../../transport/rate.ts';
-import { initDigest, zeroPageDigest } from '../../wire/digest.ts';
+import { initDigest, zeroPageDigest } from '../../native/page-digest.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import { durationFlag } from '../common.ts';
 import type { CommandIO } from '../io.ts';
