@@ -18,7 +18,7 @@ import { claimImageGeometry, QemuTarget } from '../qemu/qemu-target.ts';
 import type { SerialLog } from '../qemu/serial.ts';
 import { launchVm, matchingTargetOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { TcpTransport } from '../transport/tcp.ts';
-import type { FaultCase } from './faults.ts';
+import type { FaultCase } from './fault-case.ts';
 import { sleep } from './faults-rig.ts';
 import { buildTestGuest } from './test-guest.ts';
 

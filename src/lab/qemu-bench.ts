@@ -28,7 +28,7 @@ import { launchVm, matchingTargetOptions, type Accel, type MachineSpec, type Vm 
 import { JsonChild, type JsonRecord } from './child-json.ts';
 import { buildTestGuest } from './test-guest.ts';
 import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts';
-import { makeResults, readResults, type ResultRun, type ResultsFile } from './results.ts';
+import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = join(ROOT, 'bin/presync.js');

@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { GUEST_WORKLOADS, qemuBenchJson, qemuBenchResults, runQemuBench, UNCAPPED_BANDWIDTH } from '../../lab/qemu-bench.ts';
-import { writeResults } from '../../lab/results.ts';
+import { writeResults } from '../../engine/results-file.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { parseRate } from '../../transport/rate.ts';
