@@ -14,7 +14,7 @@ import { DirtyScanner } from '../guest/dirty-scanner.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 import { DigestRunCollector, digestRunFrames, verifySummary } from '../wire/digest-runs.ts';
-import { initDigest, zeroPageDigest } from '../wire/digest.ts';
+import { initDigest, zeroPageDigest } from '../native/page-digest.ts';
 import type { Frame, PageRecord, VerifyResponseFrame, VerifySummaryResponseFrame } from '../wire/frames.ts';
 
 type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;

@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { nativePageHash } from '../native/pagehash.ts';
-import { digestPages, zeroPageDigest } from '../wire/digest.ts';
+import { digestPages, zeroPageDigest } from '../native/page-digest.ts';
 
 /** Sidecar that says which migration an image belongs to and whether it may be used. */
 export interface ImageMeta {
