@@ -253,6 +253,8 @@ export class SourceMigration {
     let verifyWaiter: ((f: VerifyReply) => void) | undefined;
     /** The target answers VERIFY_SUMMARY (negotiated in the handshake). */
     let summaryVerify = false;
+    /** The target reports pages it found damaged in its file (HAVE during presync; negotiated). */
+    let targetRepairs = false;
     let handoverWaiter: (() => void) | undefined;
     let failWaiters: Array<(e: PresyncError) => void> = [];
     let epoch = 0;
@@ -333,6 +335,10 @@ export class SourceMigration {
             verifyWaiter = undefined;
             if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'VERIFY_RESPONSE nobody asked for');
             w(f);
+          } else if (f.type === 'have' && targetRepairs) {
+            // The target's file holds other bytes there than we sent: it holds what it says, so those pages are stale again.
+            sentDigests.set(f.digests, f.first);
+            if (scanner.hasBaseline) refreshStale(Array.from({ length: f.digests.length }, (_, i) => f.first + i));
           } else if (f.type === 'handover-done') {
             const w = handoverWaiter;
             handoverWaiter = undefined;
@@ -391,6 +397,7 @@ export class SourceMigration {
         c.setGeometry(geometry);
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
+        targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
         if (result.resume) {
           const col = new DigestRunCollector(pageCount);
           let table: BigUint64Array | undefined;

@@ -118,7 +118,7 @@ function freshNonce(given: Uint8Array | undefined): Uint8Array {
 
 const CODEC_BITS = Capability.DEFLATE | Capability.LZ4 | Capability.ZSTD;
 /** Bits a server may grant: codecs, resume, multi-stream. */
-const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY;
+const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY;
 
 export interface ClientHandshakeOptions {
   readonly secret: Uint8Array;
@@ -142,7 +142,7 @@ export class ClientHandshake {
     this.helloFrame = {
       type: 'hello',
       version: PROTOCOL_VERSION,
-      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY),
+      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY),
       pageSize: opts.geometry.pageSize,
       pageCount: opts.geometry.pageCount,
       imageId: opts.imageId,
@@ -242,7 +242,7 @@ export class ServerHandshake {
 
   constructor(private readonly opts: ServerHandshakeOptions) {
     checkSecret(opts.secret);
-    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY);
+    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
     this.nonce = freshNonce(opts.nonce);
   }
 
