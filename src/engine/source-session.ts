@@ -3,7 +3,7 @@ import { realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { channel } from 'node:diagnostics_channel';
 import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
-import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import { ErrorCodes, PeerReportedError, PresyncError, toPresyncError } from '../core/errors.ts';
 import { ShellLedger } from '../core/ledger.ts';
 import { NetEstimator, type SendStamp } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
@@ -349,8 +349,10 @@ export class SourceMigration {
           }
         }
       } catch (e) {
-        // A lane already replaced by a reconnect is no news.
-        if (lanes.includes(lane)) onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
+        // A lane already replaced by a reconnect is no news. Only the control
+        // connection answers HANDOVER: a data stream's ERROR is a broken link.
+        const err = toPresyncError(e, ErrorCodes.CONNECTION);
+        if (lanes.includes(lane)) onLinkFailure(lane === lanes[0] || !(err instanceof PeerReportedError) ? err : new PresyncError(err.code, err.message));
         c.destroy();
       }
     };
@@ -873,7 +875,9 @@ export class SourceMigration {
     } catch (e) {
       const err = toPresyncError(e);
       const phase = this.phases.phase;
-      if (handoverSent) {
+      // The target answering HANDOVER with ERROR has started nothing (its hook
+      // failed, or it failed before running it): that is a rollback, not a doubt.
+      if (handoverSent && !(err instanceof PeerReportedError)) {
         // The target may have started the guest: resuming here could run it
         // twice. The source image is untouched and the guest stays paused
         // until someone checks the target.

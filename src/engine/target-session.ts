@@ -114,6 +114,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
   let verified = false;
   let endStreams: (() => void) | undefined;
   let stopReverify: (() => void) | undefined;
+  /** The hook confirmed that the application runs here. */
+  let started = false;
   const end = (outcome: 'handed-over' | 'aborted' | 'failed', err: PresyncError | null) => {
     const e = { event: 'session-end' as const, sessionId, outcome, error: err ? { code: err.code, message: err.message } : null, pagesWritten: image?.pagesWritten ?? 0 };
     // A data stream's end is not a session's: only the control connection reports one.
@@ -247,8 +249,18 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           if (phase !== 'handover') throw new PresyncError(ErrorCodes.PROTOCOL, `HANDOVER in phase ${phase}; the source must verify first`);
           if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
           if (deviceTotal >= 0 && deviceLen !== deviceTotal) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
+          // Anything that fails up to here is answered with ERROR, and the
+          // source rolls back: nothing runs on the target yet. A sidecar
+          // that cannot say `valid` (disk full) is such a failure.
           image.markValid();
-          await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          try {
+            await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          } catch (e) {
+            // The hook says the application did not start: a definite failure, reported as such.
+            throw toPresyncError(e, ErrorCodes.HANDOVER_HOOK);
+          }
+          // From here the guest may run on the target: no ERROR may claim otherwise.
+          started = true;
           await ch.send({ type: 'handover-done' });
           await ch.close();
           return end('handed-over', null);
@@ -268,6 +280,12 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     }
   } catch (e) {
     const err = toPresyncError(e);
+    if (started) {
+      // The application runs on this image: it stays valid, and the source
+      // (which may not hear HANDOVER_DONE) must not be told it failed.
+      ch.destroy();
+      return end('handed-over', null);
+    }
     // A disconnect during presync keeps the partial image for a resume; any
     // failure after launch invalidates it: that guest must not start here.
     if (image && (phase !== 'presync' || err.code !== ErrorCodes.CONNECTION)) image.markInvalid();

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ErrorCodes, PresyncError, type ErrorCode } from '../core/errors.ts';
+import { ErrorCodes, PeerReportedError, PresyncError, type ErrorCode } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { Capability, MAX_MESSAGE_BYTES, NONCE_BYTES, PROOF_BYTES, PROTOCOL_VERSION } from './constants.ts';
 import type { AuthFrame, ChallengeFrame, ErrorFrame, Frame, HelloFrame, WelcomeFrame } from './frames.ts';
@@ -89,7 +89,7 @@ const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
 /** The error a peer's ERROR frame stands for (its code when we know it, else PROTOCOL). */
 export function errorFromFrame(frame: ErrorFrame): PresyncError {
   const code = KNOWN_CODES.has(frame.code) ? (frame.code as ErrorCode) : ErrorCodes.PROTOCOL;
-  return new PresyncError(code, `peer reported ${frame.code}: ${frame.message}`);
+  return new PeerReportedError(code, `peer reported ${frame.code}: ${frame.message}`);
 }
 
 function truncateUtf8(s: string, max: number): string {
