@@ -31,6 +31,7 @@ import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface MigrateOptions {
   readonly transport: Transport;
@@ -366,14 +367,7 @@ export class SourceMigration {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         return c;
       } catch (e) {
         c.destroy();
@@ -389,14 +383,7 @@ export class SourceMigration {
       const extra: FrameChannel[] = [];
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
         targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
@@ -916,8 +903,4 @@ export class SourceMigration {
     this.stopRequested = true;
     this.launchWaiter?.();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
