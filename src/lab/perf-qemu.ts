@@ -14,7 +14,7 @@ import { initDigest } from '../wire/digest.ts';
 import { writeDataImage } from './perf-measure.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 const GUEST_BYTES = 1 << 30;
 
 export interface QemuSideBySide {
