@@ -9,7 +9,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { PHASES } from '../core/phase.ts';
 import { parseAddress } from '../transport/address.ts';
-import type { MigrationProgress } from '../lab/progress.ts';
+import type { MigrationProgress } from '../engine/progress-tracker.ts';
 
 /** Metrics of one agent process; a source and a target fill different ones. */
 export class AgentMetrics {

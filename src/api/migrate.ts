@@ -12,7 +12,7 @@ import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
-import { MigrationProgressTracker, progressEvent, type MigrationProgress } from '../lab/progress.ts';
+import { MigrationProgressTracker, progressEvent, type MigrationProgress } from '../engine/progress-tracker.ts';
 import { parseAddress } from '../transport/address.ts';
 import { RateLimit, RateLimitedTransport } from '../transport/rate-limit.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';

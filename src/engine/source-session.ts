@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { channel } from 'node:diagnostics_channel';
 import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
 import { fullPageWireBytes } from '../core/cost.ts';
-import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import { ErrorCodes, PeerReportedError, PresyncError, toPresyncError } from '../core/errors.ts';
 import { NetEstimator, type SendStamp } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
 import { PhaseMachine, guestPausedIn, type Phase } from '../core/phase.ts';
@@ -14,7 +14,7 @@ import { DirtyScanner } from '../guest/dirty-scanner.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 import { DigestRunCollector, digestRunFrames, verifySummary } from '../wire/digest-runs.ts';
-import { initDigest, zeroPageDigest } from '../wire/digest.ts';
+import { initDigest, zeroPageDigest } from '../native/page-digest.ts';
 import type { Frame, PageRecord, VerifyResponseFrame, VerifySummaryResponseFrame } from '../wire/frames.ts';
 
 type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
@@ -280,6 +280,8 @@ export class SourceMigration {
     let verifyWaiter: ((f: VerifyReply) => void) | undefined;
     /** The target answers VERIFY_SUMMARY (negotiated in the handshake). */
     let summaryVerify = false;
+    /** The target reports pages it found damaged in its file (HAVE during presync; negotiated). */
+    let targetRepairs = false;
     let handoverWaiter: (() => void) | undefined;
     let failWaiters: Array<(e: PresyncError) => void> = [];
     let recentBytes = 0;
@@ -365,6 +367,10 @@ export class SourceMigration {
             verifyWaiter = undefined;
             if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'VERIFY_RESPONSE nobody asked for');
             w(f);
+          } else if (f.type === 'have' && targetRepairs) {
+            // The target's file holds other bytes there than we sent: it holds what it says, so those pages are stale again.
+            sentDigests.set(f.digests, f.first);
+            if (scanner.hasBaseline) refreshStale(Array.from({ length: f.digests.length }, (_, i) => f.first + i));
           } else if (f.type === 'handover-done') {
             const w = handoverWaiter;
             handoverWaiter = undefined;
@@ -375,8 +381,10 @@ export class SourceMigration {
           }
         }
       } catch (e) {
-        // A lane already replaced by a reconnect is no news.
-        if (lanes.includes(lane)) onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
+        // A lane already replaced by a reconnect is no news. Only the control
+        // connection answers HANDOVER: a data stream's ERROR is a broken link.
+        const err = toPresyncError(e, ErrorCodes.CONNECTION);
+        if (lanes.includes(lane)) onLinkFailure(lane === lanes[0] || !(err instanceof PeerReportedError) ? err : new PresyncError(err.code, err.message));
         c.destroy();
       }
     };
@@ -423,6 +431,7 @@ export class SourceMigration {
         c.setGeometry(geometry);
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
+        targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
         if (result.resume) {
           const col = new DigestRunCollector(pageCount);
           let table: BigUint64Array | undefined;
@@ -912,7 +921,9 @@ export class SourceMigration {
     } catch (e) {
       const err = toPresyncError(e);
       const phase = this.phases.phase;
-      if (handoverSent) {
+      // The target answering HANDOVER with ERROR has started nothing (its hook
+      // failed, or it failed before running it): that is a rollback, not a doubt.
+      if (handoverSent && !(err instanceof PeerReportedError)) {
         // The target may have started the guest: resuming here could run it
         // twice. The source image is untouched and the guest stays paused
         // until someone checks the target.

@@ -1,6 +1,6 @@
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { controlRequest, type ControlRequest } from '../../engine/control.ts';
-import { formatBytes, formatDuration } from '../../lab/progress.ts';
+import { formatBytes, formatDuration } from '../progress.ts';
 import { formatRate } from '../../transport/rate.ts';
 import { parseFlags, type Options } from '../args.ts';
 import { bandwidthFlag, durationFlag, jsonLine } from '../common.ts';
