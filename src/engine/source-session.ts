@@ -3,8 +3,8 @@ import { realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { channel } from 'node:diagnostics_channel';
 import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
-import { fullPageWireBytes } from '../core/cost.ts';
 import { ErrorCodes, PeerReportedError, PresyncError, toPresyncError } from '../core/errors.ts';
+import { ShellLedger } from '../core/ledger.ts';
 import { NetEstimator, type SendStamp } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
 import { PhaseMachine, guestPausedIn, type Phase } from '../core/phase.ts';
@@ -31,6 +31,7 @@ import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface MigrateOptions {
   readonly transport: Transport;
@@ -111,7 +112,7 @@ export interface SourceStatus {
   readonly bandwidthBytesPerSec: number;
   readonly presyncBytes: number;
   readonly finalBytes: number;
-  /** Expected pause if launched now: stale bytes ÷ bandwidth + one RTT. */
+  /** Expected pause if launched now (core/downtime.ts): stale pages × recent wire bytes per page ÷ bandwidth + one RTT. */
   readonly expectedDowntimeMs: number;
   readonly epoch: number;
   readonly pageSize: number;
@@ -238,6 +239,7 @@ export class SourceMigration {
     const imageId = o.imageId ?? defaultImageId(o.imagePath);
     const scanner = new DirtyScanner(reader);
     const acct = new Accounting(pageCount);
+    const ledger = new ShellLedger(pageSize);
     const est = new NetEstimator({
       initialBandwidthBytesPerSec: o.bandwidthBytesPerSec ?? 125_000_000,
       windowSamples: 10,
@@ -272,7 +274,6 @@ export class SourceMigration {
     const wantStreams = Math.max(1, Math.min(16, Math.floor(o.streams ?? 1)));
     let seq = 0;
     let acked = 0;
-    let ackedBytes = 0;
     let sentBytes = 0;
     let ch: FrameChannel | undefined;
     let linkError: PresyncError | undefined;
@@ -284,12 +285,7 @@ export class SourceMigration {
     let targetRepairs = false;
     let handoverWaiter: (() => void) | undefined;
     let failWaiters: Array<(e: PresyncError) => void> = [];
-    let recentBytes = 0;
-    let recentPages = 0;
-    let consumed = 0;
     let epoch = 0;
-    let lastOffered = 0;
-    let lastDeliveredMark = 0;
     let paused = false;
     /** A pause the policy asked to start early (startPause), still taking effect or done. */
     let pausing: Promise<void> | undefined;
@@ -347,7 +343,7 @@ export class SourceMigration {
             const now = this.now();
             for (const [s, fl] of lane.inflight) {
               if (s > f.seq) break;
-              ackedBytes += fl.bytes;
+              ledger.onDelivered(fl.bytes);
               est.onAcked(fl.bytes, fl.stamp, now);
               lane.inflight.delete(s);
             }
@@ -398,14 +394,7 @@ export class SourceMigration {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         return c;
       } catch (e) {
         c.destroy();
@@ -421,14 +410,7 @@ export class SourceMigration {
       const extra: FrameChannel[] = [];
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
         targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
@@ -454,7 +436,6 @@ export class SourceMigration {
       }
       destroyLanes();
       est.resetFlight();
-      ackedBytes = 0;
       sentBytes = 0;
       acked = 0;
       seq = 0;
@@ -577,17 +558,12 @@ export class SourceMigration {
         if (linkError) throw linkError;
       }
       for (let k = 0; k < ls.length; k++) await encodeBatch(k);
-      consumed = i;
-      recentBytes = recentBytes * 0.5 + bytes;
-      recentPages = recentPages * 0.5 + pages;
+      ledger.onSend(bytes, pages, i);
       return { bytes, pages };
     };
 
-    const wirePerPage = (): number => (recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize));
-
     const observe = (phase: 'presync' | 'launched', dirty: PageSet, stepMs: number): EpochObservation => {
-      const delivered = ackedBytes - lastDeliveredMark;
-      lastDeliveredMark = ackedBytes;
+      const { consumed, wireBytesPerPage, offeredBytes, deliveredBytes } = ledger.observe();
       return {
         epoch,
         timeMs: this.now(),
@@ -601,12 +577,12 @@ export class SourceMigration {
           rttMs: est.rttMs,
           rttSamples: est.rttSamples,
           bytesInFlight: est.bytesInFlight,
-          offeredBytes: lastOffered,
-          deliveredBytes: Math.max(0, delivered),
+          offeredBytes,
+          deliveredBytes,
         },
         guestSlowdown: 0,
         consumed,
-        wireBytesPerPage: wirePerPage(),
+        wireBytesPerPage,
         ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt, pauseLagMs: o.controller.pauseLagMs ?? 0 } : {}),
         ...(this.downtimeLimitMs !== undefined ? { downtimeLimitMs: this.downtimeLimitMs } : {}),
       };
@@ -626,7 +602,7 @@ export class SourceMigration {
         bandwidthBytesPerSec: bw,
         presyncBytes: acct.presyncBytes,
         finalBytes: acct.finalBytes,
-        expectedDowntimeMs: ((st * fullPageWireBytes(pageSize)) / bw) * 1000 + est.rttMs,
+        expectedDowntimeMs: ledger.expectedDowntimeMs(st, bw, est.rttMs),
         epoch,
         pageSize,
         dirtyPages,
@@ -719,7 +695,6 @@ export class SourceMigration {
           destroyLanes();
           await reconnect();
         }
-        lastOffered = sent.bytes;
         record('presync', t0, d, sent, dirty.count(), 0);
         updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000, dirty.count());
         this.emit({ event: 'progress', status: this.status });
@@ -814,7 +789,7 @@ export class SourceMigration {
       // Probes do not wait for their sends: those still crossing count too.
       const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
       // Sized as the policy sized it, from the observed bytes per page.
-      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * wirePerPage();
+      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * ledger.wireBytesPerPage;
       if (!pausing && ((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
         if (ahead) await ahead;
         const t1 = this.now();
@@ -962,8 +937,4 @@ export class SourceMigration {
     this.stopRequested = true;
     this.launchWaiter?.();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -29,6 +29,7 @@ import { JsonChild, type JsonRecord } from './child-json.ts';
 import { buildTestGuest } from './test-guest.ts';
 import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts';
 import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 import { CLI } from './cli-entry.ts';
@@ -206,7 +207,6 @@ async function waitHealthy(vm: Vm): Promise<void> {
   await vm.serial.waitForLine(/^OK (\d+)/, 90_000);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function failedRun(workload: string, kind: RunKind, rep: number, e: unknown, guest: ContinuityVerdict | null = null): QemuBenchRun {
   const err = toPresyncError(e);
