@@ -16,7 +16,7 @@ import { sleep } from '../transport/deadline.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
-export const CLI = join(ROOT, 'bin/presync.js');
+export { CLI } from './cli-entry.ts';
 export const PAGE = 4096;
 const MAGIC = 0x52575350;
 const FILL = 0x5a;

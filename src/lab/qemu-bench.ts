@@ -32,7 +32,7 @@ import { makeResults, readResults, type ResultRun, type ResultsFile } from '../e
 import { sleep } from '../transport/deadline.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 
 export const GUEST_WORKLOADS = ['text', 'audio', 'movie', 'idle'] as const;
 /** 1 Gbit/s in bytes/s: the fallback shaper's rate and QEMU's cap on loopback. */
