@@ -1,6 +1,6 @@
 /**
  * Screenshots a report page in headless Chromium (the same browser the report
- * test uses): `node --import tsx scripts/report-screenshot.ts report.html out.png [--width 1200] [--height 2400] [--full]`.
+ * test uses): `node --import tsx scripts/report-screenshot.ts report.html out.png [--width 1200] [--height 2400] [--full | --clip Y,HEIGHT | --selector CSS]`.
  * Used for docs/img/report.png; the page is opened from the file, offline.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,11 +12,11 @@ import { chromium } from 'playwright-core';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { width: { type: 'string' }, height: { type: 'string' }, full: { type: 'boolean' }, chromium: { type: 'string' } },
+  options: { width: { type: 'string' }, height: { type: 'string' }, full: { type: 'boolean' }, clip: { type: 'string' }, selector: { type: 'string' }, chromium: { type: 'string' } },
 });
 const [html, out] = positionals;
 if (!html || !out) {
-  process.stderr.write('usage: scripts/report-screenshot.ts report.html out.png [--width PX] [--height PX] [--full]\n');
+  process.stderr.write('usage: scripts/report-screenshot.ts report.html out.png [--width PX] [--height PX] [--full | --clip Y,HEIGHT | --selector CSS]\n');
   process.exit(2);
 }
 const width = Number(values.width ?? 1200);
@@ -31,7 +31,14 @@ const context = await chromium.launchPersistentContext(profile, {
 try {
   const page = await context.newPage();
   await page.goto(pathToFileURL(resolve(html)).href, { waitUntil: 'load' });
-  await page.screenshot({ path: out, fullPage: values.full === true });
+  if (values.selector !== undefined) {
+    await page.locator(values.selector).first().screenshot({ path: out });
+  } else if (values.clip !== undefined) {
+    const [y, h] = values.clip.split(',').map(Number);
+    await page.screenshot({ path: out, fullPage: true, clip: { x: 0, y, width, height: h } });
+  } else {
+    await page.screenshot({ path: out, fullPage: values.full === true });
+  }
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -108,6 +108,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
 
   // Progress: --json prints one event per line (progress at most once a second);
   // a terminal gets one line redrawn in place; anything else a line a second.
+  const phaseAtMs: Record<string, number> = {};
   const tracker = new MigrationProgressTracker(downtimeLimitMs !== undefined ? { readyDowntimeMs: downtimeLimitMs } : {});
   const tty = !values.json && process.stderr.isTTY === true;
   let lastProgress = Number.NEGATIVE_INFINITY;
@@ -131,6 +132,9 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     ...(values.scan !== undefined ? { scan: scanFlag(values.scan) } : {}),
     ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
     onEvent: (e) => {
+      // When each phase began (ms since the migration started): the report's timeline.
+      if (e.event === 'phase') phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10;
+      if (e.event === 'paused') phaseAtMs.paused = Math.round(e.atMs * 10) / 10;
       if (e.event === 'progress') {
         const p = tracker.update(e.status);
         if (e.status.elapsedMs - lastProgress < (tty ? 250 : 1000)) return;
@@ -174,13 +178,15 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   if (drawn) io.err('\n');
   if (values.out) {
     const workload = basename(values.image);
+    const run = runRecord('real', r, { label: `${workload} · ${policy.name} (real)`, workload, policy: policy.name, seed: null });
     writeResults(
       values.out,
       makeResults({
         kind: 'migration',
         createdBy: `presync migrate ${argv.join(' ')}`,
         params: { image: values.image, policy: policy.name, epochMs, codec, pageSize, pageCount: geometry.pageCount, ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}) },
-        runs: [runRecord('real', r, { label: `${workload} · ${policy.name} (real)`, workload, policy: policy.name, seed: null })],
+        // Phase start times ride along in the summary (the schema keeps extra fields), as `qemu migrate --out` does.
+        runs: [{ ...run, summary: { ...run.summary, phaseAtMs } }],
       }),
     );
   }

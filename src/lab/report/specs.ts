@@ -66,6 +66,19 @@ function logY(field: string, title: string, values: readonly number[], from: num
   };
 }
 
+/**
+ * Real and simulated runs of one policy share its colour; when a chart has
+ * both, the real shell's line is dashed. Returns the calculate transform and
+ * the strokeDash channel, or nothing when there is one shell.
+ */
+function shellDash(rows: ReadonlyArray<{ readonly series: string }>) {
+  if (!rows.some((r) => r.series.endsWith(' (real)'))) return { transform: [], encoding: {} };
+  return {
+    transform: [{ calculate: "indexof(datum.series, ' (real)') >= 0 ? 'real' : 'simulated'", as: 'shell' }],
+    encoding: { strokeDash: { field: 'shell', type: 'nominal' as const, title: 'shell', scale: { domain: ['simulated', 'real'], range: [[1, 0], [5, 3]] } } },
+  };
+}
+
 /** One panel per workload, three to a row. */
 function facet(workloads: readonly string[]) {
   return { field: 'workload', type: 'nominal' as const, title: null, sort: [...workloads], header: { labelFontWeight: 'bold' as const } };
@@ -82,11 +95,13 @@ export function trafficSpec(rows: readonly TrafficRow[], workloads: readonly str
     spec: {
       width: PANEL_W,
       height: PANEL_H,
+      transform: shellDash(rows).transform,
       mark: { type: 'line', interpolate: 'step-after', strokeWidth: 1.4 },
       encoding: {
         x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
         y: logY('mbitPerSec', 'Mbit/s (log)', rows.map((r) => r.mbitPerSec), 0.1, 0.1),
         color: colorOf(domain, rows),
+        ...shellDash(rows).encoding,
       },
     },
   };
@@ -103,11 +118,13 @@ export function windowSpec(rows: readonly WindowRow[], workloads: readonly strin
     spec: {
       width: PANEL_W,
       height: PANEL_H,
+      transform: shellDash(rows).transform,
       mark: { type: 'line', strokeWidth: 1.4 },
       encoding: {
         x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
         y: { field: 'windowMiB', type: 'quantitative', title: 'window (MiB)' },
         color: colorOf(domain, rows),
+        ...shellDash(rows).encoding,
       },
     },
   };
@@ -128,12 +145,13 @@ export function residualSpec(rows: readonly ResidualRow[], launches: readonly La
       height: PANEL_H,
       layer: [
         {
-          transform: [{ filter: "datum.kind === 'stale'" }],
+          transform: [{ filter: "datum.kind === 'stale'" }, ...shellDash(rows).transform],
           mark: { type: 'line', strokeWidth: 1.4 },
           encoding: {
             x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
             y: logY('stalePages', 'stale pages (log)', rows.map((r) => r.stalePages), 1, 1),
             color: colorOf(domain, rows),
+            ...shellDash(rows).encoding,
           },
         },
         {

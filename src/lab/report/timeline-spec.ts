@@ -62,7 +62,7 @@ function block(series: string, rows: readonly Timeline[], color: string, phases:
       },
       {
         data: { values: rows.filter((r) => r.pause !== null).map((r) => ({ row: r.row, fromMs: r.pause!.fromMs, toMs: r.pause!.toMs })) },
-        mark: { type: 'bar' as const, height: { band: 0.95 }, fillOpacity: 0, stroke: FAIL_COLOR, strokeWidth: 1.5 },
+        mark: { type: 'bar' as const, height: { band: 0.95 }, fill: 'transparent', stroke: FAIL_COLOR, strokeWidth: 1.5 },
         encoding: { y: { ...y, axis: null }, x: x('fromMs'), x2: { field: 'toMs' } },
       },
     ],
