@@ -1,5 +1,5 @@
 import { PageSet, type ReadonlyPageSet } from './pageset.ts';
-import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './switchover.ts';
+import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './downtime.ts';
 import type { EpochDecision, EpochObservation } from './types.ts';
 
 /**

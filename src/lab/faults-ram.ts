@@ -18,7 +18,7 @@ import { FaultProxy } from '../transport/fault-proxy.ts';
 import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
-import type { FaultCase } from './faults.ts';
+import type { FaultCase } from './fault-case.ts';
 import { runCli, spawnCli, type CliChild } from './faults-cli.ts';
 import {
   checkWriterImage,

@@ -163,11 +163,16 @@ export class QemuTarget {
       start: async () => {
         if (this.#restarting) await this.#restarting;
         const vm = this.#vm;
-        if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.QEMU, 'the target QEMU is not running; it cannot take the guest');
+        if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.HANDOVER_HOOK, 'the target QEMU is not running; it cannot take the guest');
         try {
           await startIncomingGuest(vm.qmp, this.o.runTimeoutMs ?? 30_000);
         } catch (e) {
-          throw toPresyncError(e, ErrorCodes.QEMU);
+          // The source resumes its guest on this answer: this QEMU must not
+          // run it too (a `cont` that timed out may still take effect), so it
+          // is replaced before the failure is reported.
+          await this.restart().catch(() => undefined);
+          const err = toPresyncError(e, ErrorCodes.QEMU);
+          throw new PresyncError(ErrorCodes.HANDOVER_HOOK, `the target QEMU did not start the guest (${err.code}: ${err.message}); it was stopped`, { cause: e });
         }
         this.#handedOver = true;
         this.o.onEvent?.({ event: 'qemu-running', pid: vm.pid, resumedAtMs: this.#resumedAtMs });

@@ -26,7 +26,7 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 import type { TransportAddress } from '../../src/transport/types.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { digestPage, initDigest } from '../../src/wire/digest.ts';
+import { digestPage, initDigest } from '../../src/native/page-digest.ts';
 import { verifySummary } from '../../src/wire/digest-runs.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import type { ChallengeFrame, Frame, HelloFrame } from '../../src/wire/frames.ts';

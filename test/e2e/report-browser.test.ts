@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildReport, writeReport } from '../../src/lab/report/build.ts';
-import { makeResults } from '../../src/lab/results.ts';
+import { makeResults } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { PageSet } from '../../src/core/pageset.ts';
 import { recordImageTrace } from '../../src/cli/commands/trace.ts';
-import { readResults } from '../../src/lab/results.ts';
+import { readResults } from '../../src/engine/results-file.ts';
 import { addRanges, loadTrace } from '../../src/sim/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');

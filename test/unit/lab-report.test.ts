@@ -8,7 +8,7 @@ import type { CommandIO } from '../../src/cli/io.ts';
 import { PageSet } from '../../src/core/pageset.ts';
 import { collectRuns, heatmaps, launchMsOf, PAPER_SOURCE_LABEL, qemuBars, reductionRows, residualRows, trafficRows, windowRows, type LoadedResults } from '../../src/lab/report/data.ts';
 import { buildReport } from '../../src/lab/report/build.ts';
-import { makeResults, writeResults, type ResultRun } from '../../src/lab/results.ts';
+import { makeResults, writeResults, type ResultRun } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 import { TraceWriter } from '../../src/sim/trace.ts';
 

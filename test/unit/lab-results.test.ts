@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PresyncError } from '../../src/core/errors.ts';
 import { PageSet } from '../../src/core/pageset.ts';
-import { makeResults, readResults, RESULTS_FORMAT, writeResults } from '../../src/lab/results.ts';
+import { makeResults, readResults, RESULTS_FORMAT, writeResults } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 import { HeatAccumulator, heatFromWorkload } from '../../src/lab/results-heat.ts';
 import { createWorkload } from '../../src/sim/workloads/index.ts';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildReport, loadResultsFiles } from '../../src/lab/report/build.ts';
-import { makeResults } from '../../src/lab/results.ts';
+import { makeResults } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 
 /**

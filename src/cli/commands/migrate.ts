@@ -6,9 +6,8 @@ import { SourceMigration, type MigrationResult } from '../../engine/source-sessi
 import { recoverStaleLock, SourceLock } from '../../engine/source-lock.ts';
 import { ImageOnlyController, ProcessController } from '../../guest/controller.ts';
 import { RamImageReader } from '../../guest/ram-image.ts';
-import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
-import { makeResults, writeResults } from '../../lab/results.ts';
-import { runRecord } from '../../lab/results-build.ts';
+import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../progress.ts';
+import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';

@@ -1,5 +1,5 @@
 import { PAPER_REPORTED } from '../paper.ts';
-import type { ResultRun, ResultsFile } from '../results.ts';
+import type { ResultRun, ResultsFile } from '../../engine/results-file.ts';
 import { PAPER_SOURCE_LABEL } from './palette.ts';
 import { runStatus } from './status.ts';
 

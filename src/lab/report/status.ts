@@ -1,4 +1,4 @@
-import type { ResultRun } from '../results.ts';
+import type { ResultRun } from '../../engine/results-file.ts';
 
 /**
  * How a run ended, as the report shows it wherever the run is listed. A

@@ -1,4 +1,4 @@
-import type { ResultRun } from '../results.ts';
+import type { ResultRun } from '../../engine/results-file.ts';
 import type { RunRef } from './data.ts';
 import { isStock, runStatus, type RunStatus } from './status.ts';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SourceStatus } from '../../src/engine/source-session.ts';
-import { BarProgress, formatBar, formatDuration, formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../src/lab/progress.ts';
+import { BarProgress, formatBar, formatDuration, formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../src/cli/progress.ts';
 
 function status(elapsedMs: number, stalePages: number, expectedDowntimeMs: number, phase: SourceStatus['phase'] = 'presync'): SourceStatus {
   const pageCount = 1000;
