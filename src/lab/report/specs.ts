@@ -247,16 +247,17 @@ export function qemuSpec(bars: readonly QemuBar[], domain: readonly string[]): T
           mark: { type: 'text', baseline: 'top', dy: 3, fontSize: 10, color: 'white', fontWeight: 'bold' },
           encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative', aggregate: 'median' }, text: { field: 'ms', aggregate: 'median', format: '.0f' } },
         },
-        {
+        // Layers only for what there is: a layer filtered to nothing makes vega warn about its extent.
+        ...(bars.some((b) => b.ok) ? [{
           transform: [{ filter: 'datum.ok' }],
           mark: { type: 'point', filled: true, size: 24, color: '#111', stroke: 'white', strokeWidth: 1 },
           encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative' } },
-        },
-        {
+        }] : []),
+        ...(bars.some((b) => !b.ok) ? [{
           transform: [{ filter: '!datum.ok' }],
           mark: { type: 'text', text: '✗', fontSize: 15, fontWeight: 'bold', color: FAIL_COLOR, baseline: 'middle' },
           encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative' } },
-        },
+        }] : []),
       ],
     },
   } as TopLevelSpec;
