@@ -64,7 +64,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-reduction',
       'Transfer reduction per workload',
-      "Bytes sent during presync, as a reduction against presync-naive on the same workload, seed and launch moment (DESIGN.md's definition). Grey bars are the paper's published figures (50.5 %, 63.9 %, 65.6 %); the others are measured here. Higher is better; the oracle, which knows future writes, is the floor of what any policy can send.",
+      "Bytes sent during presync, as a reduction against presync-naive on the same workload, seed and launch moment (DESIGN.md's definition). Grey bars are the paper's published figures (50.5 %, 63.9 %, 65.6 %); the others are measured here. Higher is better; the oracle, which knows future writes, shows the most any policy could save.",
       reductionSpec(reduction, domain),
     );
   }
@@ -73,7 +73,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-qemu',
       'Real QEMU: stock vs presync',
-      "Median launch-to-running and downtime of real QEMU migrations from the QEMU bench: stock pre-copy (QEMU's own migration) beside presync. The paper's claim is within 1 s against at least 7 s.",
+      "Launch-to-running and downtime of real QEMU migrations from the QEMU bench, stock pre-copy (QEMU's own migration) beside presync: the bar is the median, each dot a run, a red ✗ a run whose guest failed its check after the migration (it did not carry on from where the source stopped). The paper's claim is within 1 s against at least 7 s.",
       qemuSpec(qemu, domain),
     );
   }
@@ -90,7 +90,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-traffic',
       'Traffic over time',
-      'Bytes each policy hands to the wire, as a rate in 0.5 s bins. The first seconds are the initial copy of every non-zero page; after that, the line is the cost of keeping up with the guest. A tall line after the launch is the live rounds and the final copy.',
+      'Bytes each policy hands to the wire, as a rate in 0.5 s bins, on a log scale so that the few Mbit/s of keeping up with a light guest do not vanish under the initial copy. The first seconds are the initial copy of every non-zero page; after that, the line is the cost of keeping up with the guest. A tall line after the launch is the live rounds and the final copy.',
       trafficSpec(trafficRows(withSeries), workloads, domain),
     );
     const win = windowRows(withSeries);
@@ -107,7 +107,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-residual',
       'Residual over time',
-      'Pages whose current content the target lacks (symlog scale: 0, then decades). The dashed rule is the launch: the value where each line crosses it is what the pause must still copy. A policy that holds back pages likely to be rewritten keeps a small, steady residual instead of chasing every write.',
+      'Pages whose current content the target lacks, on a log scale (0, then decades). The dashed rule is the launch: the value where each line crosses it is what the pause must still copy. A policy that holds back pages likely to be rewritten keeps a small, steady residual instead of chasing every write.',
       residualSpec(res.rows, res.launches, workloads, domain),
     );
   }

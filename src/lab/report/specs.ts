@@ -225,7 +225,7 @@ export function qemuSpec(bars: readonly QemuBar[], domain: readonly string[]): T
     config: CONFIG,
     title: {
       text: 'Real QEMU: stock migration vs presync (ms)',
-      subtitle: 'bars: median per workload (value inside); dots: each run; red ✗: a run whose guest failed its check after the migration',
+      subtitle: 'bars and figures: median per workload; dots: each run; red ✗: a run whose guest failed its check after the migration',
     },
     data: { values: [...bars] },
     facet: { field: 'metric', type: 'nominal', title: null, sort: ['launch → running', 'downtime'], header: { labelFontWeight: 'bold', labelFontSize: 12 } },
@@ -244,8 +244,10 @@ export function qemuSpec(bars: readonly QemuBar[], domain: readonly string[]): T
           },
         },
         {
-          mark: { type: 'text', baseline: 'top', dy: 3, fontSize: 10, color: 'white', fontWeight: 'bold' },
-          encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative', aggregate: 'median' }, text: { field: 'ms', aggregate: 'median', format: '.0f' } },
+          // The median written above the bar and above its highest run, clear of the dots and crosses.
+          transform: [{ aggregate: [{ op: 'median', field: 'ms', as: 'median' }, { op: 'max', field: 'ms', as: 'top' }], groupby: ['workload', 'policy', 'metric'] }],
+          mark: { type: 'text', baseline: 'bottom', dy: -5, fontSize: 10, color: '#222', fontWeight: 'bold' },
+          encoding: { x, xOffset, y: { field: 'top', type: 'quantitative' }, text: { field: 'median', type: 'quantitative', format: '.0f' } },
         },
         // Layers only for what there is: a layer filtered to nothing makes vega warn about its extent.
         ...(bars.some((b) => b.ok) ? [{

@@ -45,7 +45,7 @@ function block(series: string, rows: readonly Timeline[], color: string, phases:
     ],
   };
   const maxMs = Math.max(1, ...rows.map((r) => Math.max(r.launchToRunningMs ?? 0, ...r.segments.map((s) => s.toMs))));
-  const x = (field: string) => ({ field, type: 'quantitative' as const, title: 'ms after launch (launch → running)', scale: { domain: [0, maxMs], nice: true } });
+  const x = (field: string) => ({ field, type: 'quantitative' as const, title: 'ms after the launch', scale: { domain: [0, maxMs], nice: true } });
   const switchover = {
     width: 440,
     height,
@@ -96,7 +96,7 @@ export function timelineSpec(timelines: readonly Timeline[], domain: readonly st
   const presyncMaxS = Math.max(1, ...timelines.map((t) => t.presyncS ?? 0));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    config: { ...CONFIG, concat: { spacing: 22 } },
+    config: { ...CONFIG, concat: { spacing: 16 } },
     title: { text: 'Migration timelines: launch → running, phase by phase', subtitle: 'red outline: the pause (guest stopped, as measured); one block per policy, each on its own ms axis' },
     vconcat: blocks.map((s, i) => block(s, timelines.filter((t) => t.series === s), colors[i], phases, presyncMaxS)),
     resolve: { scale: { color: 'shared' }, legend: { color: 'shared' } },
