@@ -31,6 +31,7 @@ import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface MigrateOptions {
   readonly transport: Transport;
@@ -114,6 +115,11 @@ export interface SourceStatus {
   /** Expected pause if launched now (core/downtime.ts): stale pages × recent wire bytes per page ÷ bandwidth + one RTT. */
   readonly expectedDowntimeMs: number;
   readonly epoch: number;
+  readonly pageSize: number;
+  /** Pages the last presync scan found written. */
+  readonly dirtyPages: number;
+  /** Every page that differed from the target at the start has been sent once. */
+  readonly initialCopyDone: boolean;
 }
 
 export interface MigrationResult extends MigrationMetrics {
@@ -157,6 +163,9 @@ export class SourceMigration {
   private launchWaiter: (() => void) | undefined;
   private status: SourceStatus;
   private stopRequested = false;
+  private est: NetEstimator | undefined;
+  private bandwidthCap: number | undefined;
+  private downtimeLimitMs: number | undefined;
 
   constructor(o: MigrateOptions) {
     this.o = o;
@@ -173,7 +182,21 @@ export class SourceMigration {
       finalBytes: 0,
       expectedDowntimeMs: 0,
       epoch: 0,
+      pageSize: o.pageSize ?? 4096,
+      dirtyPages: 0,
+      initialCopyDone: false,
     };
+  }
+
+  /** An operator's bandwidth limit from now on (null: none): the estimator never assumes more. */
+  setBandwidthCap(bytesPerSec: number | null): void {
+    this.bandwidthCap = bytesPerSec ?? Number.POSITIVE_INFINITY;
+    this.est?.setCap(this.bandwidthCap);
+  }
+
+  /** An operator's downtime limit from now on: the live rounds after launch pause once the rest fits it. */
+  setDowntimeLimit(ms: number): void {
+    this.downtimeLimitMs = ms;
   }
 
   private now(): number {
@@ -223,6 +246,8 @@ export class SourceMigration {
       minSampleMs: 5,
       capBytesPerSec: o.bandwidthBytesPerSec ?? Infinity,
     });
+    this.est = est;
+    if (this.bandwidthCap !== undefined) est.setCap(this.bandwidthCap);
     const epochMs = o.epochMs ?? 100;
     const perFrame = o.pagesPerFrame ?? 64;
     const stepTimeout = o.stepTimeoutMs ?? 30_000;
@@ -232,6 +257,9 @@ export class SourceMigration {
     const stale = new PageSet(pageCount);
     const everSent = new PageSet(pageCount);
     let everSentCount = 0;
+    /** Pages that differed from the target at the first scan and have not been sent since. */
+    let initialPending: PageSet | null = null;
+    let initialLeft = -1;
     const scanMode = o.scan ?? 'auto';
     const overlapScans = o.overlapScans ?? true;
     const batchBuf = Buffer.allocUnsafe(pageSize * perFrame);
@@ -366,14 +394,7 @@ export class SourceMigration {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         return c;
       } catch (e) {
         c.destroy();
@@ -389,14 +410,7 @@ export class SourceMigration {
       const extra: FrameChannel[] = [];
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
         targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
@@ -533,6 +547,7 @@ export class SourceMigration {
         if (!everSent.has(p)) {
           everSent.add(p);
           everSentCount++;
+          if (initialPending?.has(p) === true) initialLeft--;
         }
         pages++;
         if (batches[laneNo].length >= perFrame) {
@@ -569,10 +584,11 @@ export class SourceMigration {
         consumed,
         wireBytesPerPage,
         ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt, pauseLagMs: o.controller.pauseLagMs ?? 0 } : {}),
+        ...(this.downtimeLimitMs !== undefined ? { downtimeLimitMs: this.downtimeLimitMs } : {}),
       };
     };
 
-    const updateStatus = (phase: Phase, rate: number): void => {
+    const updateStatus = (phase: Phase, rate: number, dirtyPages = 0): void => {
       const st = stale.count();
       const bw = est.bandwidthBytesPerSec;
       this.status = {
@@ -588,6 +604,9 @@ export class SourceMigration {
         finalBytes: acct.finalBytes,
         expectedDowntimeMs: ledger.expectedDowntimeMs(st, bw, est.rttMs),
         epoch,
+        pageSize,
+        dirtyPages,
+        initialCopyDone: initialLeft === 0,
       };
     };
 
@@ -634,6 +653,8 @@ export class SourceMigration {
       await connect(0);
       scanner.scan();
       refreshStale(null);
+      initialPending = PageSet.copyOf(stale);
+      initialLeft = initialPending.count();
       updateStatus('presync', 0);
       let lastEpochStart = -1;
       let nextScan: Promise<PageSet> | undefined;
@@ -675,7 +696,7 @@ export class SourceMigration {
           await reconnect();
         }
         record('presync', t0, d, sent, dirty.count(), 0);
-        updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000);
+        updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000, dirty.count());
         this.emit({ event: 'progress', status: this.status });
         epoch++;
         const left = t0 + epochMs - this.now();
@@ -916,8 +937,4 @@ export class SourceMigration {
     this.stopRequested = true;
     this.launchWaiter?.();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

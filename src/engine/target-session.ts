@@ -138,16 +138,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
       secret: o.secret,
       ...(held ? { geometry: { pageSize: held.pageSize, pageCount: held.pageCount }, heldImageId: held.imageId } : {}),
     });
-    let result;
-    while (!result) {
-      const next = first ?? (await ch.recv(deadline));
-      first = undefined;
-      const step = hs.receive(next);
-      for (const f of step.send) await ch.send(f);
-      result = step.result;
-    }
+    const result = await ch.handshake(hs, { timeoutMs: deadline, ...(first ? { first } : {}) });
     sessionId = result.sessionId;
-    ch.setGeometry(result.geometry);
     if (result.join) {
       // A data stream of a session that is already running: it owns nothing.
       if (!o.sessions) throw new PresyncError(ErrorCodes.PROTOCOL, 'this target does not accept joining data streams');
