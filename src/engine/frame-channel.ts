@@ -28,6 +28,11 @@ export class FrameChannel {
     return this.queue.length;
   }
 
+  /** The frame limit for frames still to come (small until the peer authenticated). */
+  setMaxFrameBytes(max: number): void {
+    this.decoder.setMaxFrameBytes(max);
+  }
+
   setGeometry(g: Geometry): void {
     this.decoder.setGeometry(g);
   }

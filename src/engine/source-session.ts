@@ -26,7 +26,7 @@ type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
  */
 const OVERLAP_FINAL_SCAN_MIN_PAGES = 256;
 import { Capability } from '../wire/constants.ts';
-import { ClientHandshake } from '../wire/handshake.ts';
+import { ClientHandshake, checkLineageId } from '../wire/handshake.ts';
 import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
@@ -40,6 +40,12 @@ export interface MigrateOptions {
   readonly pageSize?: number;
   /** Identity the target files the image under; default derived from the image's real path and size. */
   readonly imageId?: string;
+  /**
+   * This migration's lineage (32 lowercase hex digits, 16 random bytes),
+   * owned by the source: the target resumes only an image of the same
+   * lineage. Default: a fresh one per SourceMigration.
+   */
+  readonly lineageId?: string;
   readonly policy: MigrationPolicy;
   readonly controller: GuestController;
   /** Epoch length during presync, ms. Default 100. */
@@ -158,8 +164,13 @@ export class SourceMigration {
   private status: SourceStatus;
   private stopRequested = false;
 
+  /** The lineage this migration's HELLOs carry. */
+  readonly lineageId: string;
+
   constructor(o: MigrateOptions) {
     this.o = o;
+    if (o.lineageId !== undefined) checkLineageId(o.lineageId);
+    this.lineageId = o.lineageId ?? randomBytes(16).toString('hex');
     this.status = {
       phase: 'idle',
       elapsedMs: 0,
@@ -370,7 +381,7 @@ export class SourceMigration {
     const join = async (sessionId: string): Promise<FrameChannel> => {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
-        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, lineageId: this.lineageId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
         let result;
         for (const f of hs.start().send) await c.send(f);
         while (!result) {
@@ -393,7 +404,7 @@ export class SourceMigration {
       const sessionId = randomBytes(8).toString('hex');
       const extra: FrameChannel[] = [];
       try {
-        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, lineageId: this.lineageId });
         let result;
         for (const f of hs.start().send) await c.send(f);
         while (!result) {
