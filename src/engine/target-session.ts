@@ -153,16 +153,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           }
         : {}),
     });
-    let result;
-    while (!result) {
-      const next = first ?? (await ch.recv(left()));
-      first = undefined;
-      const step = hs.receive(next);
-      for (const f of step.send) await ch.send(f);
-      result = step.result;
-    }
+    const result = await ch.handshake(hs, { timeoutMs: left(), ...(first ? { first } : {}) });
     sessionId = result.sessionId;
-    ch.setGeometry(result.geometry);
     ch.setMaxFrameBytes(DEFAULT_MAX_FRAME_BYTES);
     o.onAuthenticated?.();
     if (result.join) {

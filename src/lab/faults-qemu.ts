@@ -19,7 +19,7 @@ import type { SerialLog } from '../qemu/serial.ts';
 import { launchVm, matchingTargetOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 import type { FaultCase } from './fault-case.ts';
-import { sleep } from './faults-rig.ts';
+import { sleep } from '../transport/deadline.ts';
 import { buildTestGuest } from './test-guest.ts';
 
 const SECRET = Buffer.from('presync-fault-matrix-qemu-secret');

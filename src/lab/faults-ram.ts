@@ -25,7 +25,6 @@ import {
   judgeDone,
   judgeRolledBack,
   PAGE,
-  sleep,
   startWriter,
   targetRestart,
   waitFor,
@@ -33,6 +32,7 @@ import {
   type Verdict,
   type Writer,
 } from './faults-rig.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const SECRET = Buffer.from('presync-fault-matrix-secret-0123');
 const PAGES = 2048;

@@ -19,7 +19,7 @@ import { lz4Codec } from '../wire/page-codecs.ts';
 import { decodePage, encodePages } from '../wire/pages.ts';
 import { anonRssBytes, median, timeIt, writeDataImage } from './perf-measure.ts';
 
-const CLI = fileURLToPath(new URL('../../bin/presync.js', import.meta.url));
+import { CLI } from './cli-entry.ts';
 const PAGE = 4096;
 const MiB = 1 << 20;
 const GiB = 1 << 30;

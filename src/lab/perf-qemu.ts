@@ -15,7 +15,7 @@ import { writeDataImage } from './perf-measure.ts';
 import { buildTestGuest } from './test-guest.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 const GUEST_BYTES = 1 << 30;
 
 export interface QemuSideBySide {

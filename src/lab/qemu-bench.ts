@@ -29,9 +29,10 @@ import { JsonChild, type JsonRecord } from './child-json.ts';
 import { buildTestGuest } from './test-guest.ts';
 import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts';
 import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 
 export const GUEST_WORKLOADS = ['text', 'audio', 'movie', 'idle'] as const;
 /** 1 Gbit/s in bytes/s: the fallback shaper's rate and QEMU's cap on loopback. */
@@ -206,7 +207,6 @@ async function waitHealthy(vm: Vm): Promise<void> {
   await vm.serial.waitForLine(/^OK (\d+)/, 90_000);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function failedRun(workload: string, kind: RunKind, rep: number, e: unknown, guest: ContinuityVerdict | null = null): QemuBenchRun {
   const err = toPresyncError(e);

@@ -19,6 +19,7 @@ import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import type { QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
 import { launchVm, type LaunchOptions, type Vm } from './vm.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface QemuTargetOptions {
   /** Machine to start; its RAM must be a file backend whose mem-path is the agent's image. */
@@ -148,7 +149,7 @@ export class QemuTarget {
           } catch (e) {
             this.o.onEvent?.({ event: 'qemu-error', error: toPresyncError(e, ErrorCodes.QEMU).toJSON() });
             if (i >= 4 || this.#closing) throw e;
-            await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+            await sleep(200 * 2 ** i);
           }
         }
       } finally {

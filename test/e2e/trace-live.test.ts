@@ -16,7 +16,7 @@ import { readResults } from '../../src/engine/results-file.ts';
 import { addRanges, loadTrace } from '../../src/sim/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
 const PAGE = 4096;
 const PAGES = 4096;
