@@ -26,7 +26,7 @@ type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
  */
 const OVERLAP_FINAL_SCAN_MIN_PAGES = 256;
 import { Capability } from '../wire/constants.ts';
-import { ClientHandshake, checkLineageId } from '../wire/handshake.ts';
+import { ClientHandshake, checkLineageId, checkSecretStrength } from '../wire/handshake.ts';
 import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
@@ -179,6 +179,7 @@ export class SourceMigration {
   constructor(o: MigrateOptions) {
     this.o = o;
     if (o.lineageId !== undefined) checkLineageId(o.lineageId);
+    checkSecretStrength(o.secret);
     this.lineageId = o.lineageId ?? randomBytes(16).toString('hex');
     this.status = {
       phase: 'idle',
@@ -442,7 +443,10 @@ export class SourceMigration {
         }
       } catch (e) {
         for (const x of extra) x.destroy();
-        c.destroy();
+        // The target hears why (PRESYNC_ERR_AUTH for a wrong secret), unless it told us or the link is gone.
+        const err = toPresyncError(e, ErrorCodes.CONNECTION);
+        if (err instanceof PeerReportedError || err.code === ErrorCodes.CONNECTION || err.code === ErrorCodes.TIMEOUT) c.destroy();
+        else await c.abortWith(err);
         throw e;
       }
       destroyLanes();

@@ -4,6 +4,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { initDigest } from '../native/page-digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { imagePathInDir } from './image-dir.ts';
+import { checkSecretStrength } from '../wire/handshake.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
 import { SessionRegistry } from './data-streams.ts';
 
@@ -50,6 +51,7 @@ export class TargetAgent {
     if ((o.imagePath === undefined) === (o.imageDir === undefined)) {
       throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'a target agent needs exactly one of imagePath and imageDir');
     }
+    checkSecretStrength(o.secret);
     const dir = o.imageDir;
     if (dir !== undefined) mkdirSync(dir, { recursive: true });
     await initDigest();

@@ -303,7 +303,10 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     // A disconnect during presync keeps the partial image for a resume; any
     // failure after launch invalidates it: that guest must not start here.
     if (image && (phase !== 'presync' || err.code !== ErrorCodes.CONNECTION)) image.markInvalid();
-    if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) await ch.abortWith(err);
+    // An authenticated source may have frames in flight: close gracefully so
+    // that it reads the reason (e.g. PRESYNC_ERR_IMAGE_EXISTS, not retried)
+    // rather than a reset. An unauthenticated peer is cut at once.
+    if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) await ch.abortWith(err, { lingerMs: sessionId !== '?' ? 1000 : 0 });
     else ch.destroy();
     return end('failed', err);
   } finally {

@@ -47,6 +47,31 @@ export interface HandshakeStep {
   readonly result?: HandshakeResult;
 }
 
+/** A secret with fewer distinct byte values is refused as guessable (all zeros, one repeated character, …). */
+export const MIN_SECRET_DISTINCT_BYTES = 8;
+
+/**
+ * Why a shared secret is too weak to use, or undefined: fewer than 16 bytes,
+ * or fewer than 8 distinct byte values. (32 random bytes have ~30; a base64
+ * or hex encoding of 16+ random bytes has at least 10 with overwhelming
+ * probability.) A cheap floor against mistakes, not an entropy estimate.
+ */
+export function secretWeakness(secret: Uint8Array): string | undefined {
+  if (secret.length < MIN_SECRET_BYTES) return `holds ${secret.length} bytes; at least ${MIN_SECRET_BYTES} are needed`;
+  const seen = new Set<number>();
+  for (const b of secret) {
+    seen.add(b);
+    if (seen.size >= MIN_SECRET_DISTINCT_BYTES) return undefined;
+  }
+  return `has only ${seen.size} distinct byte value${seen.size === 1 ? '' : 's'} (at least ${MIN_SECRET_DISTINCT_BYTES} are needed): it is guessable`;
+}
+
+/** Refuses a weak secret when an agent loads it (both agents call this). */
+export function checkSecretStrength(secret: Uint8Array, what = 'the shared secret'): void {
+  const why = secretWeakness(secret);
+  if (why) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `${what} ${why}; make one with: head -c 32 /dev/urandom | base64 > secret`);
+}
+
 function checkSecret(secret: Uint8Array): void {
   if (!(secret instanceof Uint8Array) || secret.length < MIN_SECRET_BYTES) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `the shared secret must be at least ${MIN_SECRET_BYTES} bytes`);

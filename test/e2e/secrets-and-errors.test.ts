@@ -20,7 +20,7 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 
 const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
 
-function cli(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stderr: string; stdout: string }> {
+function cli(args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((res) => {
     const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -68,8 +68,10 @@ test('a source with the wrong secret: the target logs PRESYNC_ERR_AUTH, not a co
   }
 });
 
-test('secrets with too little entropy are refused at load by serve and migrate (exit 2, one line)', { timeout: 120_000 }, async () => {
+test('secrets with too little entropy are refused at load by serve and migrate (exit 2, one line)', { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'presync-weak-'));
+  // A stand-in application for migrate's --pid: it must never be touched.
+  const app = spawn('sleep', ['120'], { stdio: 'ignore' });
   try {
     writeFileSync(join(dir, 'img'), Buffer.alloc(4 * 4096, 1));
     const weak: Array<[string, Buffer]> = [
@@ -82,15 +84,16 @@ test('secrets with too little entropy are refused at load by serve and migrate (
       writeFileSync(f, bytes);
       for (const args of [
         ['serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', f],
-        ['migrate', '--image', join(dir, 'img'), '--to', '127.0.0.1:9', '--secret-file', f, '--offline'],
+        ['migrate', '--image', join(dir, 'img'), '--to', '127.0.0.1:9', '--secret-file', f, '--pid', String(app.pid), '--launch-after', '10s'],
       ]) {
-        const r = await cli(args, 15_000);
+        const r = await cli(args, 90_000);
         assert.equal(r.code, 2, `${args[0]} with ${what}: exit ${r.code}\n${r.stderr}`);
         assert.match(r.stderr, /PRESYNC_ERR_BAD_ARGUMENT: .*secret/);
         assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
       }
     }
   } finally {
+    app.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 });
