@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { sleep } from '../transport/deadline.ts';
 
 /** The state letter from /proc/PID/stat (R, S, T, Z…), or null if the process is gone. */
 export function processState(pid: number): string | null {
@@ -75,7 +76,7 @@ export class ProcessController implements GuestController {
     // must not start while the process can still write, so wait for state T.
     for (let i = 0; i < 200; i++) {
       if (processState(this.pid) === 'T' || processState(this.pid) === null) return;
-      await new Promise((r) => setTimeout(r, 1));
+      await sleep(1);
     }
     throw new PresyncError(ErrorCodes.GUEST, `process ${this.pid} did not stop within 200 ms of SIGSTOP`);
   }
