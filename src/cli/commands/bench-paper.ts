@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { PAPER_LAUNCH_MS, PAPER_POLICIES, PAPER_WORKLOADS, runFrontier, runPaper, STEADY_FROM_MS } from '../../lab/paper.ts';
@@ -11,7 +12,7 @@ import { WORKLOAD_NAMES } from '../../sim/workloads/index.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-ms 20000,30000] [--no-competing] [--frontier] [--trace FILE] [--out FILE]';
+const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-ms 20000,30000] [--no-competing] [--frontier] [--trace FILE,…] [--out FILE]';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : String(x));
 
@@ -48,17 +49,25 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nSimulates a 256 MiB guest on 1 Gbit/s, 1 ms RTT, for each workload × policy × seed × launch moment.\n--quick: one seed, launch at 30 s, the paper's three workloads.\n--frontier: also sweep presync's added-pause budget (traffic vs pause trade-off).\n`);
+    io.out(`${USAGE}\n\nSimulates a 256 MiB guest on 1 Gbit/s, 1 ms RTT, for each workload × policy × seed × launch moment.\n--quick: one seed, launch at 30 s, the paper's three workloads.\n--trace FILE,…: recorded traces (presync-trace/1, e.g. traces/*.jsonl.gz) as more workloads, next to text-editing, audio and movie unless --workloads says otherwise.\n--frontier: also sweep presync's added-pause budget (traffic vs pause trade-off).\n`);
     return 0;
   }
   const quick = values.quick === true;
   const launchMs = values['launch-ms'] === undefined
     ? quick ? [30_000] : [...PAPER_LAUNCH_MS]
     : values['launch-ms'].split(',').map((s, i) => intFlag(s.trim(), `launch-ms[${i}]`, 30_000, 1, 3_600_000));
-  // --trace: the recorded trace is the workload (under its own name).
-  const trace: Workload | undefined = values.trace !== undefined ? await loadTraceWorkload(values.trace) : undefined;
-  const workloads = trace ? [trace.name] : listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
-  const workloadOf = trace ? (name: string): Workload | undefined => (name === trace.name ? trace : undefined) : undefined;
+  // --trace: each recorded trace is one more workload (named trace:<file name>), next to the synthetic ones.
+  const traces = new Map<string, Workload>();
+  for (const path of (values.trace ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+    const name = `trace:${basename(path).replace(/\.jsonl(\.gz)?$/, '')}`;
+    if (traces.has(name)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--trace: two traces named ${name}; rename one`);
+    traces.set(name, await loadTraceWorkload(path, { name }));
+  }
+  const synthetic = values.trace !== undefined && values.workloads === undefined
+    ? ['text-editing', 'audio', 'movie']
+    : listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
+  const workloads = [...synthetic, ...traces.keys()];
+  const workloadOf = traces.size > 0 ? (name: string): Workload | undefined => traces.get(name) : undefined;
   const bar = new BarProgress(io.err, process.stderr.isTTY === true, 'bench paper');
   const policies = listFlag(values.policies, 'policies', policyNames(), PAPER_POLICIES);
   const seeds = intFlag(values.seeds, 'seeds', quick ? 1 : 3, 1, 100);
