@@ -98,6 +98,7 @@ export class PresyncPolicy implements MigrationPolicy {
         epoch: obs.epoch,
         stale: obs.stale,
         dirtyPages: obs.dirty.count(),
+        dirty: obs.dirty,
         bandwidthBytesPerSec: obs.net.bandwidthBytesPerSec,
         wireBytesPerPage: obs.wireBytesPerPage,
       });
