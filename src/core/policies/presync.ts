@@ -1,5 +1,6 @@
 import { DEFAULT_FRESH_FIRST, FreshFirst, type FreshFirstConfig } from '../fresh-first.ts';
 import { LiveRounds } from '../live-rounds.ts';
+import { SendPrefix, takeHead } from '../send-prefix.ts';
 import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
@@ -36,6 +37,7 @@ export class PresyncPolicy implements MigrationPolicy {
   private readonly rate: SlowStartController | null;
   private readonly freshCfg: FreshFirstConfig | null;
   private fresh: FreshFirst | null = null;
+  private readonly prefix = new SendPrefix();
 
   constructor(
     ctx: PolicyContext,
@@ -91,6 +93,8 @@ export class PresyncPolicy implements MigrationPolicy {
     }
     const linkBudget = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
     const diag: Record<string, number> = {};
+    // The budget below never exceeds the link's: the list needs to go no further.
+    const limit = this.prefix.limit(linkBudget, obs.wireBytesPerPage, obs.consumed);
     let send: Uint32Array;
     if (this.hold) {
       this.hold.predictor.observe(obs.dirty, obs.epoch);
@@ -101,13 +105,15 @@ export class PresyncPolicy implements MigrationPolicy {
         dirty: obs.dirty,
         bandwidthBytesPerSec: obs.net.bandwidthBytesPerSec,
         wireBytesPerPage: obs.wireBytesPerPage,
+        maxSend: limit,
       });
       send = r.send;
+      this.prefix.handed(send.length, r.cut);
       diag.heldPages = r.held;
       diag.expectedExtraResidual = r.expectedExtraResidual;
       diag.forcedPages = r.forced;
     } else {
-      send = obs.stale.toArray();
+      send = takeHead(obs.stale, limit, this.prefix);
     }
     let budget = linkBudget;
     if (this.rate) {
