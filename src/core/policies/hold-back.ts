@@ -53,6 +53,18 @@ export interface HoldBackConfig {
   readonly maxHoldEpochs: number;
   /** Gain of the moving average of pages written per epoch. Default 0.1. */
   readonly dirtyGain: number;
+  /** Gains of the realized ÷ expected extra residual average, rising and falling. Defaults 0.1 and 0.02. */
+  readonly calibrationGainUp: number;
+  readonly calibrationGainDown: number;
+  /** The budget aims at this fraction of addedPauseMs. Default 0.9. */
+  readonly pauseHeadroom: number;
+  /**
+   * What a held page is worth: 'duty' (long-run write duty u: saves u sends
+   * an epoch for 1 − u pages of residual), or 'next' (the larger of u and
+   * P(written in the next epoch), so a page in the middle of a burst of writes
+   * is held for the burst however rarely it is written on average). Default 'duty'.
+   */
+  readonly worth: 'duty' | 'next';
 }
 
 export const DEFAULT_HOLD_BACK: HoldBackConfig = {
@@ -64,6 +76,10 @@ export const DEFAULT_HOLD_BACK: HoldBackConfig = {
   downtimeTargetMs: 200,
   maxHoldEpochs: 100,
   dirtyGain: 0.1,
+  calibrationGainUp: 0.1,
+  calibrationGainDown: 0.02,
+  pauseHeadroom: 0.9,
+  worth: 'duty',
 };
 
 export interface HoldBackInput {
@@ -88,16 +104,7 @@ export interface HoldBackResult {
 }
 
 const BUCKETS = 1024;
-/**
- * Gains of the moving average of realized ÷ expected extra residual: quick to
- * rise, slow to fall, so it follows the worse epochs of a periodic writer
- * (a launch may come at any phase of its period) rather than their mean.
- */
-const CALIBRATION_GAIN_UP = 0.5;
-const CALIBRATION_GAIN_DOWN = 0.01;
 const CALIBRATION_MIN = 0.5;
-/** The budget aims this far under the addedPauseMs cap: the calibration lags a writer whose phase shifts. */
-const PAUSE_HEADROOM = 0.9;
 const CALIBRATION_MAX = 100;
 
 export class HoldBack {
@@ -115,6 +122,8 @@ export class HoldBack {
     if (!(c.addedPauseMs >= 0 && c.residualSlack >= 0 && c.residualFloorPages >= 0 && c.downtimeTargetMs >= 0)) throw bad('addedPauseMs, residualSlack, residualFloorPages and downtimeTargetMs must be non-negative');
     if (!(c.maxHoldEpochs >= 1)) throw bad('maxHoldEpochs must be at least 1');
     if (!(c.dirtyGain > 0 && c.dirtyGain <= 1)) throw bad('dirtyGain must be in (0, 1]');
+    if (!(c.calibrationGainUp >= 0 && c.calibrationGainUp <= 1 && c.calibrationGainDown >= 0 && c.calibrationGainDown <= 1)) throw bad('calibration gains must be in [0, 1]');
+    if (!(c.pauseHeadroom > 0 && c.pauseHeadroom <= 1)) throw bad('pauseHeadroom must be in (0, 1]');
     this.cfg = c;
     this.heldPrev = new PageSet(pageCount);
     this.heldSince = new Uint32Array(pageCount);
@@ -136,7 +145,9 @@ export class HoldBack {
       if (!dirty.has(p)) kept++;
     });
     const r = Math.min(CALIBRATION_MAX, Math.max(CALIBRATION_MIN, kept / this.expectedPrev));
-    this.calib += (r > this.calib ? CALIBRATION_GAIN_UP : CALIBRATION_GAIN_DOWN) * (r - this.calib);
+    // Quick to rise, slow to fall: it follows the worse epochs of a periodic
+    // writer (a launch may come at any phase of its period), not their mean.
+    this.calib += (r > this.calib ? this.cfg.calibrationGainUp : this.cfg.calibrationGainDown) * (r - this.calib);
   }
 
   decide(inp: HoldBackInput): HoldBackResult {
@@ -149,6 +160,11 @@ export class HoldBack {
     const duty = new Float64Array(n);
     this.predictor.probRewriteMany(pages, c.horizonEpochs, q);
     this.predictor.dutyMany(pages, duty);
+    if (c.worth === 'next') {
+      const next = new Float64Array(n);
+      this.predictor.probRewriteMany(pages, 1, next);
+      for (let i = 0; i < n; i++) if (next[i] > duty[i]) duty[i] = next[i];
+    }
 
     // Candidates, by decreasing duty (bucket sort: linear and deterministic).
     const candBucket = new Int32Array(n).fill(-1);
@@ -162,7 +178,8 @@ export class HoldBack {
     }
     const candOrder = bucketOrder(candBucket, nCand);
     const pagesPerMs = inp.bandwidthBytesPerSec / 1000 / Math.max(1, inp.wireBytesPerPage);
-    const budget = (PAUSE_HEADROOM * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
+    // Headroom under the cap: the calibration lags a writer whose phase shifts.
+    const budget = (c.pauseHeadroom * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
     const capPages = Math.floor(c.downtimeTargetMs * pagesPerMs);
     const held = new PageSet(inp.stale.size);
     const isHeld = new Uint8Array(n);
