@@ -3,14 +3,21 @@
 # busybox, the continuity workload (test-guest/workload.c) and real programs
 # from Debian packages (test-guest/apps/README.md), unpacked, never installed.
 #
-#   scripts/build-guest.sh [OUTDIR]     (default: test-guest/build/)
+#   scripts/build-guest.sh [--apps] [OUTDIR]     (default: test-guest/build/)
 #
-# Outputs OUTDIR/vmlinuz and OUTDIR/initrd.img. Downloads are cached in
+# Outputs OUTDIR/vmlinuz and OUTDIR/initrd.img; with --apps also
+# OUTDIR/initrd-apps.img, the same plus the real programs (~10 MB instead of
+# ~1 MB, so the tests that need only the workload boot the small one). Downloads are cached in
 # OUTDIR/cache; a second run with unchanged inputs does nothing. The kernel is
 # only extracted from its .deb, never installed on the host.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+APPS=0
+if [ "${1:-}" = "--apps" ]; then
+  APPS=1
+  shift
+fi
 OUT="${1:-$ROOT/test-guest/build}"
 mkdir -p "$OUT/cache"
 OUT="$(cd "$OUT" && pwd)"
@@ -66,6 +73,51 @@ if [ ! -x "$OUT/workload" ] || [ "$SRC" -nt "$OUT/workload" ]; then
 fi
 
 
+# --- initramfs ------------------------------------------------------------------
+# pack DIR FILE: a gzip'd newc cpio of DIR.
+pack() {
+  (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 >"$2.tmp"
+  mv "$2.tmp" "$2"
+}
+stamp="$(cat "$OUT/workload" "$BUSYBOX" "$0" | sha256sum | cut -c1-16)"
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc}
+cp "$BUSYBOX" "$root/bin/busybox"
+cp "$OUT/workload" "$root/bin/workload"
+cat >"$root/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "presync-guest: init"
+app=""
+for x in $(cat /proc/cmdline); do
+  case "$x" in presync.app=*) app="${x#presync.app=}" ;; esac
+done
+if [ -n "$app" ]; then
+  # A real program instead of the continuity workload (test-guest/apps/README.md).
+  mount -t tmpfs -o size=96m tmpfs /tmp
+  echo "presync-guest: app $app"
+  /usr/bin/run-app "$app" </dev/null >/dev/console 2>&1
+  echo "presync-guest: app exited rc=$?"
+else
+  /bin/workload </dev/console >/dev/console 2>&1
+  echo "presync-guest: workload exited rc=$?"
+fi
+# PID 1 must never exit: the kernel would panic.
+while :; do sleep 3600; done
+EOF
+chmod 755 "$root/init"
+if [ ! -s "$OUT/initrd.img" ] || [ "$(cat "$OUT/initrd.stamp" 2>/dev/null)" != "$stamp" ]; then
+  pack "$root" "$OUT/initrd.img"
+  echo "$stamp" >"$OUT/initrd.stamp"
+  log "initramfs: $OUT/initrd.img"
+fi
+[ "$APPS" = 1 ] || exit 0
+
 # --- real programs (test-guest/apps/README.md) ------------------------------------
 # Debian packages, downloaded with apt-get download and unpacked (never
 # installed); the programs and every shared library they load (ldd against the
@@ -117,21 +169,16 @@ echo "$versions" | tr '|' '\n' | sed 's/^ *//; /^$/d' >"$OUT/apps-versions.txt"
 kdeb="$(ls "$CACHE"/linux-image-*.deb 2>/dev/null | head -n1 || true)"
 [ -n "$kdeb" ] && dpkg-deb -f "$kdeb" Package Version | awk '{print $2}' | paste -sd' ' >"$OUT/kernel.txt"
 
-# --- initramfs ------------------------------------------------------------------
-stamp="$(cat "$OUT/workload" "$BUSYBOX" "$0" "$OUT/apptools" "$APPS_SRC/run-app.sh" "$CACHE/song.flac" "$CACHE/clip.webm" <(echo "$versions") | sha256sum | cut -c1-16)"
-if [ -s "$OUT/initrd.img" ] && [ "$(cat "$OUT/initrd.stamp" 2>/dev/null)" = "$stamp" ]; then
+
+apps_stamp="$(cat "$OUT/initrd.img" "$OUT/apptools" "$APPS_SRC/run-app.sh" "$CACHE/song.flac" "$CACHE/clip.webm" <(echo "$versions") | sha256sum | cut -c1-16)"
+if [ -s "$OUT/initrd-apps.img" ] && [ "$(cat "$OUT/initrd-apps.stamp" 2>/dev/null)" = "$apps_stamp" ]; then
   exit 0
 fi
-root="$(mktemp -d)"
-trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc}
-cp "$BUSYBOX" "$root/bin/busybox"
-cp "$OUT/workload" "$root/bin/workload"
 mkdir -p "$root/usr/bin" "$root/lib/x86_64-linux-gnu" "$root/lib64" "$root/usr/share/presync"
 cp "$OUT/apptools" "$root/usr/bin/apptools"
 cp "$APPS_SRC/run-app.sh" "$root/usr/bin/run-app"
 cp "$CACHE/song.flac" "$CACHE/clip.webm" "$root/usr/share/presync/"
-echo "$versions" | tr '|' '\n' | sed 's/^ *//; /^$/d' >"$root/usr/share/presync/versions.txt"
+cp "$OUT/apps-versions.txt" "$root/usr/share/presync/versions.txt"
 for b in $APP_BINS; do
   cp "$APPROOT/$b" "$root/usr/bin/"
   LD_LIBRARY_PATH="$APPLIBS" ldd "$APPROOT/$b" | awk '/=> \// {print $3}' | while read -r lib; do
@@ -143,33 +190,6 @@ for b in $APP_BINS; do
 done
 cp -L "$APPROOT/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$root/lib/x86_64-linux-gnu/"
 ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
-cat >"$root/init" <<'EOF'
-#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "presync-guest: init"
-app=""
-for x in $(cat /proc/cmdline); do
-  case "$x" in presync.app=*) app="${x#presync.app=}" ;; esac
-done
-if [ -n "$app" ]; then
-  # A real program instead of the continuity workload (test-guest/apps/README.md).
-  mount -t tmpfs -o size=96m tmpfs /tmp
-  echo "presync-guest: app $app"
-  /usr/bin/run-app "$app" </dev/null >/dev/console 2>&1
-  echo "presync-guest: app exited rc=$?"
-else
-  /bin/workload </dev/console >/dev/console 2>&1
-  echo "presync-guest: workload exited rc=$?"
-fi
-# PID 1 must never exit: the kernel would panic.
-while :; do sleep 3600; done
-EOF
-chmod 755 "$root/init"
-(cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 >"$OUT/initrd.img.tmp"
-mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
-echo "$stamp" >"$OUT/initrd.stamp"
-log "initramfs: $OUT/initrd.img"
+pack "$root" "$OUT/initrd-apps.img"
+echo "$apps_stamp" >"$OUT/initrd-apps.stamp"
+log "initramfs with the real programs: $OUT/initrd-apps.img"

@@ -5,7 +5,7 @@
  *
  *   node --import tsx scripts/record-app-traces.ts [--parallel N] [app…]
  *
- * Needs the guest built (scripts/build-guest.sh) and QEMU; takes ~2 min per
+ * Needs the guest built with its programs (scripts/build-guest.sh --apps) and QEMU; takes ~2 min per
  * program under TCG.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -35,7 +35,7 @@ async function one(app: GuestApp): Promise<void> {
     out: join(ROOT, file),
     file,
     kernel: join(BUILD, 'vmlinuz'),
-    initrd: join(BUILD, 'initrd.img'),
+    initrd: join(BUILD, 'initrd-apps.img'),
     buildDir: BUILD,
     cli: join(ROOT, 'bin/presync.js'),
     hostLoad: Math.round(loadavg()[0] * 10) / 10,

@@ -21,8 +21,8 @@ export type GuestApp = (typeof GUEST_APPS)[number];
 /** What each program is and which Debian packages it comes from (the first is the program's own). */
 export const APP_INFO: Readonly<Record<GuestApp, { readonly kind: string; readonly packages: readonly string[]; readonly command: string }>> = {
   vim: { kind: 'text editor', packages: ['vim-tiny', 'vim-common'], command: 'apptools keys 60 | vim.tiny -u NONE -i NONE -N doc.txt (1 MB document, ~8 keys/s, :w every 5 s)' },
-  flac: { kind: 'audio decoder', packages: ['flac', 'libflac12', 'libogg0'], command: 'flac -d -c -s song.flac | apptools sink 176400 705600 (PCM at 44.1 kHz 16-bit stereo into a 4 s ring)' },
-  vpx: { kind: 'video decoder', packages: ['vpx-tools', 'libvpx7'], command: 'vpxdec --i420 -o - clip.webm | apptools sink 2073600 172800 (320×180 VP8, 24 fps I420 frames into a 2-frame ring)' },
+  flac: { kind: 'audio decoder', packages: ['flac', 'libflac12', 'libogg0'], command: 'while :; do flac -d -c -s song.flac; done | apptools sink 176400 705600 (PCM at 44.1 kHz 16-bit stereo into a 4 s ring)' },
+  vpx: { kind: 'video decoder', packages: ['vpx-tools', 'libvpx7'], command: 'while :; do vpxdec --i420 -o - clip.webm; done | apptools sink 2073600 172800 (320×180 VP8, 24 fps I420 frames into a 2-frame ring)' },
   xz: { kind: 'compressor', packages: ['xz-utils', 'liblzma5'], command: 'xz -4 -T1 -c data.txt > data.xz; xz -d -c data.xz | md5sum (4 MB text, in a loop)' },
   sort: { kind: 'sorter', packages: ['coreutils'], command: 'sort -S 16M lines.txt > sorted.txt; sort -c sorted.txt (200 000 lines, 10 MB, in a loop)' },
   sqlite: { kind: 'database', packages: ['sqlite3', 'libsqlite3-0'], command: 'sqlite3 db.sqlite fed 1 transaction/s: insert 2 000 rows of 200 B, update 500, delete beyond 40 000; VACUUM every 20th' },

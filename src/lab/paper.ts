@@ -1,5 +1,8 @@
 import { fullPageWireBytes } from '../core/cost.ts';
+import { DEFAULT_HOLD_BACK } from '../core/policies/hold-back.ts';
 import { PresyncPolicy } from '../core/policies/presync.ts';
+import { createWorkload } from '../sim/workloads/index.ts';
+import { pauseBound } from './pause-bound.ts';
 import { registerPolicy } from '../core/policies/registry.ts';
 import type { SimResult } from '../sim/simulator.ts';
 import type { Workload } from '../sim/workload.ts';
@@ -85,9 +88,19 @@ export interface CompetingRow {
   readonly residualPages: number;
 }
 
+/** What no policy that does not know the launch moment can beat (src/lab/pause-bound.ts), at the default added-pause cap. */
+export interface BoundRow {
+  readonly workload: string;
+  readonly addedPauseMs: number;
+  readonly launchAtMs: number;
+  readonly boundRewriteReduction: number;
+  readonly boundOracleRatio: number;
+}
+
 export interface PaperResult {
   readonly rows: PaperRow[];
   readonly competing: CompetingRow[];
+  readonly bounds: BoundRow[];
 }
 
 export interface Run {
@@ -190,7 +203,17 @@ export function runPaper(o: PaperOptions): PaperResult {
       }
     }
   }
-  return { rows, competing: comp };
+  const bounds = o.workloads.map((w) => boundOf(o.workloadOf?.(w) ?? w, o.launchMs));
+  return { rows, competing: comp, bounds };
+}
+
+function boundOf(w: string | Workload, launchMs: readonly number[]): BoundRow {
+  const workload = typeof w === 'string' ? createWorkload(w, { geometry: DEFAULT_SCENARIO.geometry, seed: 1 }) : w;
+  const launchAtMs = quantile(launchMs, 0.5);
+  const ms = DEFAULT_HOLD_BACK.addedPauseMs;
+  const pages = (ms * DEFAULT_SCENARIO.link.bandwidthBytesPerSec) / 1000 / fullPageWireBytes(workload.geometry.pageSize);
+  const b = pauseBound(workload, launchAtMs, DEFAULT_SCENARIO.epochMs, pages);
+  return { workload: typeof w === 'string' ? w : w.name, addedPauseMs: ms, launchAtMs, boundRewriteReduction: b.boundRewriteReduction, boundOracleRatio: b.boundOracleRatio };
 }
 
 export interface FrontierRow {

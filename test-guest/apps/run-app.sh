@@ -24,13 +24,14 @@ case "$app" in
   flac)
     # A player: flac decodes a 20 s tune to PCM at the sound card's pace
     # (44.1 kHz, 16-bit stereo = 176 400 B/s) into a 4 s ring.
-    while :; do /usr/bin/flac -d -c -s /usr/share/presync/song.flac | apptools sink 176400 705600 flac; done
+    # One sink for the whole stream, so its byte count only grows.
+    while :; do /usr/bin/flac -d -c -s /usr/share/presync/song.flac; done | apptools sink 176400 705600 flac
     ;;
   vpx)
     # A movie: vpxdec decodes a 10 s 320×180 VP8 clip to I420 frames at 24 fps
     # (86 400 B a frame) into a double-buffered frame ring. (640×360 did not
     # keep 24 fps under TCG on a loaded host.)
-    while :; do /usr/bin/vpxdec --i420 -o - /usr/share/presync/clip.webm | apptools sink 2073600 172800 vpx; done
+    while :; do /usr/bin/vpxdec --i420 -o - /usr/share/presync/clip.webm; done | apptools sink 2073600 172800 vpx
     ;;
   xz)
     # A compressor: xz -4 (4 MiB dictionary, ~48 MiB of match finder) on a

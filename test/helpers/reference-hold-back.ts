@@ -8,16 +8,7 @@ import type { RewritePredictor } from '../../src/core/predict/types.ts';
  * reference the incremental HoldBack is checked against.
  */
 const BUCKETS = 1024;
-/**
- * Gains of the moving average of realized ÷ expected extra residual: quick to
- * rise, slow to fall, so it follows the worse epochs of a periodic writer
- * (a launch may come at any phase of its period) rather than their mean.
- */
-const CALIBRATION_GAIN_UP = 0.5;
-const CALIBRATION_GAIN_DOWN = 0.01;
 const CALIBRATION_MIN = 0.5;
-/** The budget aims this far under the addedPauseMs cap: the calibration lags a writer whose phase shifts. */
-const PAUSE_HEADROOM = 0.9;
 const CALIBRATION_MAX = 100;
 
 export class ReferenceHoldBack {
@@ -29,7 +20,8 @@ export class ReferenceHoldBack {
   private calib = 1;
 
   constructor(readonly predictor: RewritePredictor, pageCount: number, cfg: Partial<HoldBackConfig> = {}) {
-    this.cfg = { ...DEFAULT_HOLD_BACK, ...cfg };
+    const c = { ...DEFAULT_HOLD_BACK, ...cfg };
+    this.cfg = c;
     this.heldPrev = new PageSet(pageCount);
     this.heldSince = new Uint32Array(pageCount);
   }
@@ -50,10 +42,12 @@ export class ReferenceHoldBack {
       if (!dirty.has(p)) kept++;
     });
     const r = Math.min(CALIBRATION_MAX, Math.max(CALIBRATION_MIN, kept / this.expectedPrev));
-    this.calib += (r > this.calib ? CALIBRATION_GAIN_UP : CALIBRATION_GAIN_DOWN) * (r - this.calib);
+    // Quick to rise, slow to fall: it follows the worse epochs of a periodic
+    // writer (a launch may come at any phase of its period), not their mean.
+    this.calib += (r > this.calib ? this.cfg.calibrationGainUp : this.cfg.calibrationGainDown) * (r - this.calib);
   }
 
-  decide(inp: HoldBackInput): Omit<HoldBackResult, 'cut'> {
+  decide(inp: HoldBackInput): Omit<HoldBackResult, 'cut' | 'sendable'> {
     const c = this.cfg;
     this.dirtyAvg = this.dirtyAvg < 0 ? inp.dirtyPages : this.dirtyAvg + c.dirtyGain * (inp.dirtyPages - this.dirtyAvg);
     if (inp.dirty) this.calibrate(inp.dirty);
@@ -63,6 +57,11 @@ export class ReferenceHoldBack {
     const duty = new Float64Array(n);
     this.predictor.probRewriteMany(pages, c.horizonEpochs, q);
     this.predictor.dutyMany(pages, duty);
+    if (c.worth === 'next') {
+      const next = new Float64Array(n);
+      this.predictor.probRewriteMany(pages, 1, next);
+      for (let i = 0; i < n; i++) if (next[i] > duty[i]) duty[i] = next[i];
+    }
 
     // Candidates, by decreasing duty (bucket sort: linear and deterministic).
     const candBucket = new Int32Array(n).fill(-1);
@@ -76,7 +75,8 @@ export class ReferenceHoldBack {
     }
     const candOrder = bucketOrder(candBucket, nCand);
     const pagesPerMs = inp.bandwidthBytesPerSec / 1000 / Math.max(1, inp.wireBytesPerPage);
-    const budget = (PAUSE_HEADROOM * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
+    // Headroom under the cap: the calibration lags a writer whose phase shifts.
+    const budget = (c.pauseHeadroom * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
     const capPages = Math.floor(c.downtimeTargetMs * pagesPerMs);
     const held = new PageSet(inp.stale.size);
     const isHeld = new Uint8Array(n);

@@ -83,7 +83,7 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
     );
   }
   if (values.json) {
-    io.out(JSON.stringify({ rows: res.rows, competing: res.competing, ...(frontier ? { frontier } : {}) }) + '\n');
+    io.out(JSON.stringify({ rows: res.rows, competing: res.competing, bounds: res.bounds, ...(frontier ? { frontier } : {}) }) + '\n');
     return 0;
   }
   io.out(`presync bench paper: 256 MiB simulated guest, 1 Gbit/s, 1 ms RTT; ${seeds} seed(s) × launch at ${launchMs.map((l) => `${l / 1000} s`).join(', ')}\n`);
@@ -109,6 +109,10 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
       ]),
     ) + '\n',
   );
+  if (res.bounds.length > 0) {
+    io.out(`\nbound: the best any policy that does not know the launch moment can do with ${res.bounds[0].addedPauseMs} ms of added pause averaged over launch moments (from the workload's own future; src/lab/pause-bound.ts)\n\n`);
+    io.out(formatTable(['workload', 'rewrite red. ≤', '÷ oracle ≥'], res.bounds.map((b) => [b.workload, pct(b.boundRewriteReduction), b.boundOracleRatio.toFixed(2)])) + '\n');
+  }
   if (res.competing.length > 0) {
     io.out('\ncompeting bulk flow on the link during presync (seed 1, launch at 30 s): throughput it loses\n\n');
     io.out(formatTable(['workload', 'policy', 'competing loss', 'presync bytes', 'residual'], res.competing.map((c) => [c.workload, c.policy, pct(c.competingLoss), fmtBytes(c.presyncBytes), c.residualPages])) + '\n');

@@ -56,10 +56,27 @@ export interface HoldBackConfig {
   readonly dirtyGain: number;
   /**
    * Every stale page's prediction is recomputed at least this often, epochs
-   * (pages written or newly stale at once). Default 64. 1 recomputes all of
+   * (pages written or newly stale at once). Default 16. 1 recomputes all of
    * them every epoch, at a cost that grows with the stale set.
    */
   readonly refreshEpochs: number;
+  /**
+   * ...but no more than this many pages of the guest are swept for it per
+   * epoch (a big guest's sweep takes longer than refreshEpochs). Default 16384.
+   */
+  readonly refreshPagesPerEpoch: number;
+  /** Gains of the realized ÷ expected extra residual average, rising and falling. Defaults 0.1 and 0.02. */
+  readonly calibrationGainUp: number;
+  readonly calibrationGainDown: number;
+  /** The budget aims at this fraction of addedPauseMs. Default 0.9. */
+  readonly pauseHeadroom: number;
+  /**
+   * What a held page is worth: 'duty' (long-run write duty u: saves u sends
+   * an epoch for 1 − u pages of residual), or 'next' (the larger of u and
+   * P(written in the next epoch), so a page in the middle of a burst of writes
+   * is held for the burst however rarely it is written on average). Default 'duty'.
+   */
+  readonly worth: 'duty' | 'next';
 }
 
 export const DEFAULT_HOLD_BACK: HoldBackConfig = {
@@ -71,7 +88,12 @@ export const DEFAULT_HOLD_BACK: HoldBackConfig = {
   downtimeTargetMs: 200,
   maxHoldEpochs: 100,
   dirtyGain: 0.1,
-  refreshEpochs: 64,
+  refreshEpochs: 16,
+  refreshPagesPerEpoch: 16384,
+  calibrationGainUp: 0.1,
+  calibrationGainDown: 0.02,
+  pauseHeadroom: 0.9,
+  worth: 'duty',
 };
 
 export interface HoldBackInput {
@@ -97,19 +119,12 @@ export interface HoldBackResult {
   readonly forced: number;
   /** `send` stops at maxSend: more pages were left to send. */
   readonly cut: boolean;
+  /** Pages not held, whether or not `send` goes that far. */
+  readonly sendable: number;
 }
 
 const BUCKETS = 1024;
-/**
- * Gains of the moving average of realized ÷ expected extra residual: quick to
- * rise, slow to fall, so it follows the worse epochs of a periodic writer
- * (a launch may come at any phase of its period) rather than their mean.
- */
-const CALIBRATION_GAIN_UP = 0.5;
-const CALIBRATION_GAIN_DOWN = 0.01;
 const CALIBRATION_MIN = 0.5;
-/** The budget aims this far under the addedPauseMs cap: the calibration lags a writer whose phase shifts. */
-const PAUSE_HEADROOM = 0.9;
 const CALIBRATION_MAX = 100;
 
 export class HoldBack {
@@ -141,6 +156,9 @@ export class HoldBack {
     if (!(c.maxHoldEpochs >= 1)) throw bad('maxHoldEpochs must be at least 1');
     if (!(c.dirtyGain > 0 && c.dirtyGain <= 1)) throw bad('dirtyGain must be in (0, 1]');
     if (!(Number.isInteger(c.refreshEpochs) && c.refreshEpochs >= 1)) throw bad('refreshEpochs must be a positive integer');
+    if (!(c.refreshPagesPerEpoch >= 1)) throw bad('refreshPagesPerEpoch must be at least 1');
+    if (!(c.calibrationGainUp >= 0 && c.calibrationGainUp <= 1 && c.calibrationGainDown >= 0 && c.calibrationGainDown <= 1)) throw bad('calibration gains must be in [0, 1]');
+    if (!(c.pauseHeadroom > 0 && c.pauseHeadroom <= 1)) throw bad('pauseHeadroom must be in (0, 1]');
     this.cfg = c;
     this.heldPrev = new PageSet(pageCount);
     this.heldSince = new Uint32Array(pageCount);
@@ -165,7 +183,9 @@ export class HoldBack {
     let kept = 0;
     for (const p of this.heldList) if (!dirty.has(p)) kept++;
     const r = Math.min(CALIBRATION_MAX, Math.max(CALIBRATION_MIN, kept / this.expectedPrev));
-    this.calib += (r > this.calib ? CALIBRATION_GAIN_UP : CALIBRATION_GAIN_DOWN) * (r - this.calib);
+    // Quick to rise, slow to fall: it follows the worse epochs of a periodic
+    // writer (a launch may come at any phase of its period), not their mean.
+    this.calib += (r > this.calib ? this.cfg.calibrationGainUp : this.cfg.calibrationGainDown) * (r - this.calib);
   }
 
   /**
@@ -193,7 +213,7 @@ export class HoldBack {
     if (inp.dirty) inp.dirty.forEach((p) => {
       if (stale.has(p)) again(p);
     });
-    const slice = Math.ceil(size / this.cfg.refreshEpochs);
+    const slice = Math.min(this.cfg.refreshPagesPerEpoch, Math.ceil(size / this.cfg.refreshEpochs));
     if (this.cursor >= size) this.cursor = 0;
     forEachInRange(stale, this.cursor, this.cursor + slice, again);
     this.cursor += slice;
@@ -208,8 +228,17 @@ export class HoldBack {
     if (cand.length === 0) return;
     const candPages = Uint32Array.from(cand, (i) => pages[i]);
     const duty = new Float64Array(cand.length);
-    this.predictor.dutyMany(candPages, duty);
+    this.worthMany(candPages, duty);
     for (let k = 0; k < cand.length; k++) this.place(candPages[k], q[cand[k]], duty[k]);
+  }
+
+  /** What holding each page is worth (its duty, or per cfg.worth the chance of a write next epoch if larger). */
+  private worthMany(pages: Uint32Array, out: Float64Array): void {
+    this.predictor.dutyMany(pages, out);
+    if (this.cfg.worth !== 'next') return;
+    const next = new Float64Array(pages.length);
+    this.predictor.probRewriteMany(pages, 1, next);
+    for (let i = 0; i < pages.length; i++) if (next[i] > out[i]) out[i] = next[i];
   }
 
   /** Files a stale page by its prediction: below the threshold in the send queue, else a candidate. */
@@ -237,7 +266,8 @@ export class HoldBack {
     this.follow(inp);
 
     const pagesPerMs = inp.bandwidthBytesPerSec / 1000 / Math.max(1, inp.wireBytesPerPage);
-    const budget = (PAUSE_HEADROOM * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
+    // Headroom under the cap: the calibration lags a writer whose phase shifts.
+    const budget = (c.pauseHeadroom * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
     const capPages = Math.floor(c.downtimeTargetMs * pagesPerMs);
     // Candidates by decreasing duty (ties by page), held until the budget or the cap says stop;
     // a page held maxHoldEpochs in a row is no candidate this epoch.
@@ -264,7 +294,7 @@ export class HoldBack {
         // since it was filed goes back to the send queue.
         const page = order.subarray(at, at + 1);
         this.predictor.probRewriteMany(page, c.horizonEpochs, one);
-        this.predictor.dutyMany(page, dutyNow);
+        this.worthMany(page, dutyNow);
         if (one[0] < c.threshold) {
           this.place(p, one[0], dutyNow[0]);
           demoted++;
@@ -299,7 +329,7 @@ export class HoldBack {
     const restKeys = Uint16Array.from(rest, (p) => this.candQ.key(p));
     const send = mergeByKey(head, headKeys, rest, restKeys, limit);
     const cut = this.sendQ.size + others > send.length;
-    return { send, held: heldList.length, expectedExtraResidual: extra, budgetPages: budget, forced: nCand - heldList.length, cut };
+    return { send, held: heldList.length, expectedExtraResidual: extra, budgetPages: budget, forced: nCand - heldList.length, cut, sendable: this.sendQ.size + others };
   }
 }
 

@@ -4,12 +4,12 @@ import { SendPrefix, takeHead } from '../send-prefix.ts';
 import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
-import { HoldBack, type HoldBackConfig } from './hold-back.ts';
+import { DEFAULT_HOLD_BACK, HoldBack, type HoldBackConfig } from './hold-back.ts';
 import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
 /** The knobs of the presync family beyond the shared PolicyOptions; every field has a default. */
 export interface PresyncTuning {
-  /** Which rewrite predictor feeds the hold-back rule. Default 'markov'. */
+  /** Which rewrite predictor feeds the hold-back rule. Default 'reuse' (docs/algorithms.md: why). */
   readonly predictor?: string;
   readonly predictorOptions?: PredictorOptions;
   readonly holdBack?: Partial<HoldBackConfig>;
@@ -49,7 +49,7 @@ export class PresyncPolicy implements MigrationPolicy {
     this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
     const pages = ctx.geometry.pageCount;
     this.hold = mode.predict
-      ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
+      ? new HoldBack(createPredictor(tuning.predictor ?? 'reuse', pages, tuning.predictorOptions), pages, tuning.holdBack)
       : null;
     this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
     const fresh = tuning.freshFirst ?? mode.freshFirst ?? false;
@@ -96,6 +96,8 @@ export class PresyncPolicy implements MigrationPolicy {
     // The budget below never exceeds the link's: the list needs to go no further.
     const limit = this.prefix.limit(linkBudget, obs.wireBytesPerPage, obs.consumed);
     let send: Uint32Array;
+    // Pages that could go this epoch, beyond the list's end too.
+    let sendable: number;
     if (this.hold) {
       this.hold.predictor.observe(obs.dirty, obs.epoch);
       const r = this.hold.decide({
@@ -109,11 +111,13 @@ export class PresyncPolicy implements MigrationPolicy {
       });
       send = r.send;
       this.prefix.handed(send.length, r.cut);
+      sendable = r.sendable;
       diag.heldPages = r.held;
       diag.expectedExtraResidual = r.expectedExtraResidual;
       diag.forcedPages = r.forced;
     } else {
       send = takeHead(obs.stale, limit, this.prefix);
+      sendable = send.length < limit ? send.length : obs.stale.count();
     }
     let budget = linkBudget;
     if (this.rate) {
@@ -126,12 +130,26 @@ export class PresyncPolicy implements MigrationPolicy {
         guestSlowdown: obs.guestSlowdown,
         sendable: send.length > 0,
       });
-      budget = Math.min(linkBudget, d.windowBytes);
+      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, sendable, this.hold, diag.expectedExtraResidual ?? 0)));
       diag.windowBytes = d.windowBytes;
       diag.ssthreshBytes = Number.isFinite(this.rate.ssthreshBytes) ? this.rate.ssthreshBytes : -1;
     }
     return { send, budgetBytes: budget, switchover: false, diag };
   }
+}
+
+/**
+ * The least the window may let through this epoch: what it leaves unsent is
+ * residual at a launch just as a held page is, so together with what holding
+ * is expected to add it stays within the added-pause cap (`addedPauseMs` at
+ * the link rate). A guest that writes faster than the window grows (a
+ * compressor) is then sent at its pace rather than left to pile up.
+ */
+function pauseCapFloor(obs: EpochObservation, sendable: number, hold: HoldBack | null, heldExtra: number): number {
+  const capMs = hold?.cfg.addedPauseMs ?? DEFAULT_HOLD_BACK.addedPauseMs;
+  const capPages = (capMs * obs.net.bandwidthBytesPerSec) / 1000 / Math.max(1, obs.wireBytesPerPage);
+  const leave = Math.max(0, capPages - heldExtra);
+  return Math.max(0, sendable - leave) * obs.wireBytesPerPage;
 }
 
 /**
