@@ -70,7 +70,7 @@ export function resultLine(r: ResultSummary): string {
  * terminal one progress line redrawn in place on stderr; otherwise a line a
  * second. Returns a function that ends a redrawn line.
  */
-export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean): () => void {
+export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean, o: { result?: boolean } = {}): () => void {
   const tty = !json && process.stderr.isTTY === true;
   let lastProgress = Number.NEGATIVE_INFINITY;
   let lastState = '';
@@ -81,6 +81,7 @@ export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean)
   };
   m.on('event', (e: { event: string; ts: string } & Record<string, unknown>) => {
     if (e.event === 'result') {
+      if (o.result === false) return;
       if (drawn) io.err('\n');
       drawn = false;
       io.out(json ? jsonLine(e) : resultLine(e as unknown as ResultSummary));
