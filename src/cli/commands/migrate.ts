@@ -5,7 +5,7 @@ import { policyNames } from '../../core/policies/registry.ts';
 import type { MigrationResult } from '../../engine/source-session.ts';
 import { recoverStaleLock } from '../../engine/source-lock.ts';
 import { formatBytes, formatMigrationProgress } from '../progress.ts';
-import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
+import { makeResults, runRecord, writeResults, type ResultRun } from '../../engine/results-file.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, TRANSPORT_FLAGS } from '../common.ts';
 import type { CommandIO } from '../io.ts';
@@ -118,6 +118,21 @@ export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean,
   };
 }
 
+/** When each engine phase began, ms since the migration started: the report draws its timeline from them. */
+function recordPhaseTimes(m: Migration): Record<string, number> {
+  const at: Record<string, number> = {};
+  m.on('event', (e: { event: string; phase?: unknown; atMs?: unknown }) => {
+    if (typeof e.atMs !== 'number') return;
+    if (e.event === 'phase') at[String(e.phase)] = Math.round(e.atMs * 10) / 10;
+    else if (e.event === 'paused') at.paused = Math.round(e.atMs * 10) / 10;
+  });
+  return at;
+}
+
+function withPhaseTimes(run: ResultRun, phaseAtMs: Record<string, number>): ResultRun {
+  return { ...run, summary: { ...run.summary, phaseAtMs } };
+}
+
 export async function migrateCommand(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseFlags(
     argv,
@@ -201,6 +216,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     ...(values['metrics-linger'] !== undefined ? { metricsLinger: durationFlag(values['metrics-linger'], 'metrics-linger')! } : {}),
     tls: tlsFromFlags(values),
   });
+  const phaseAtMs = recordPhaseTimes(m);
   const endLine = printMigrationEvents(m, io, values.json === true);
   const r = await m.result;
   endLine();
@@ -213,7 +229,8 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
         kind: 'migration',
         createdBy: `presync migrate ${argv.join(' ')}`,
         params: { image: values.image, policy, epochMs, codec, pageSize, pageCount: m.status().pageCount, ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}) },
-        runs: [runRecord('real', r, { label: `${workload} · ${policy} (real)`, workload, policy, seed: null })],
+        // Phase start times ride along in the summary (the schema keeps extra fields), as `qemu migrate --out` does.
+        runs: [withPhaseTimes(runRecord('real', r, { label: `${workload} · ${policy} (real)`, workload, policy, seed: null }), phaseAtMs)],
       }),
     );
   }
