@@ -20,14 +20,14 @@ export function escapeHtml(s: string): string {
 }
 
 const STYLE = `
-body { font-family: sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }
+body { font-family: sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin-bottom: .2rem; }
 h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 figure { margin: 1.2rem 0 2rem; }
 figure svg { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: .9rem; max-width: 60rem; margin-top: .3rem; }
 table { border-collapse: collapse; font-size: .82rem; margin: .5rem 0 1rem; }
-th, td { padding: .2rem .55rem; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
+th, td { padding: .2rem .45rem; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .meta { color: #666; font-size: .85rem; }
 .bad { color: #b00000; font-weight: bold; }

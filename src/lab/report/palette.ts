@@ -62,17 +62,19 @@ export function colorScale(domain: readonly string[]): { domain: string[]; range
  */
 export const PHASE_COLORS: Readonly<Record<string, string>> = {
   presync: '#c6dbef',
+  // presync's switchover, in the order it happens
   'wait for the epoch': '#d9d9d9',
   'live rounds': '#6baed6',
-  'pre-copy rounds': '#9ecae1',
   'QEMU stops the vCPUs': '#fdd0a2',
   'final scan & residual': '#fd8d3c',
-  'final copy': '#fd8d3c',
-  'pause: final copy → running': '#e6550d',
-  'stop & copy': '#e6550d',
   verify: '#74c476',
   'device state': '#9e9ac8',
   'target start': '#969696',
+  // when a file has only the totals
+  'pause: final copy → running': '#e6550d',
+  // stock QEMU
+  'pre-copy rounds': '#9ecae1',
+  'stop & copy': '#e6550d',
   rollback: '#d62728',
 };
 
