@@ -128,7 +128,14 @@ export class FrameChannel {
     } finally {
       clearTimeout(timer);
     }
-    this.conn.destroy();
+    // Closed gracefully, the peer's unread input read and dropped: destroying a
+    // socket with unread input sends a reset, which can reach the peer before
+    // it reads our ERROR (it would see ECONNRESET instead of the reason).
+    try {
+      await this.conn.close({ lingerMs: 1000 });
+    } catch {
+      this.conn.destroy();
+    }
   }
 
   async close(): Promise<void> {

@@ -157,6 +157,10 @@ export class SourceMigration {
   private launchWaiter: (() => void) | undefined;
   private status: SourceStatus;
   private stopRequested = false;
+  /** Why abort() was called; the migration ends with it, whatever else failed meanwhile. */
+  private abortError: PresyncError | undefined;
+  /** Set while run() runs: breaks every wait so the rollback starts at once. */
+  private onAbort: ((e: PresyncError) => void) | undefined;
 
   constructor(o: MigrateOptions) {
     this.o = o;
@@ -358,6 +362,19 @@ export class SourceMigration {
       for (const l of lanes) l.ch.destroy();
     };
 
+    // abort(): every wait ends at once; a send stuck on a stalled link ends
+    // when its connection is destroyed, after the target had a moment to hear ABORT.
+    let connecting: FrameChannel | undefined;
+    this.onAbort = (e) => {
+      onLinkFailure(e);
+      connecting?.destroy();
+      const c = ch;
+      void (async () => {
+        if (c) await Promise.race([c.send({ type: 'abort', reason: `${e.code}: ${e.message}`.slice(0, 1000) }).catch(() => undefined), sleep(300)]);
+        destroyLanes();
+      })();
+    };
+
     /** Opens a data connection joining session `sessionId`. */
     const join = async (sessionId: string): Promise<FrameChannel> => {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
@@ -381,6 +398,7 @@ export class SourceMigration {
     const connect = async (attempt: number): Promise<void> => {
       const conn = await o.transport.dial(o.to, { timeoutMs: 10_000 });
       const c = new FrameChannel(conn);
+      connecting = c;
       let resumed = false;
       const sessionId = randomBytes(8).toString('hex');
       const extra: FrameChannel[] = [];
@@ -414,7 +432,14 @@ export class SourceMigration {
       } catch (e) {
         for (const x of extra) x.destroy();
         c.destroy();
-        throw e;
+        throw this.abortError ?? e;
+      } finally {
+        connecting = undefined;
+      }
+      if (this.abortError) {
+        for (const x of extra) x.destroy();
+        c.destroy();
+        throw this.abortError;
       }
       destroyLanes();
       est.resetFlight();
@@ -436,7 +461,8 @@ export class SourceMigration {
       let delay = 100;
       let last: PresyncError | undefined;
       for (let a = 1; a <= attempts; a++) {
-        await sleep(delay);
+        await this.sleepUnlessAborted(delay);
+        if (this.abortError) throw this.abortError;
         delay = Math.min(delay * 2, 5000);
         try {
           await connect(a);
@@ -646,6 +672,7 @@ export class SourceMigration {
       };
       while (!this.launched) {
         if (this.stopRequested) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
+        if (!o.controller.isAlive()) throw new PresyncError(ErrorCodes.GUEST_GONE, `the guest (${o.controller.kind}) is gone: it exited during presync; nothing was handed over`);
         // Process acknowledgements that arrived while we scanned or sent, before observing.
         await new Promise<void>((r) => setImmediate(r));
         const t0 = this.now();
@@ -668,6 +695,7 @@ export class SourceMigration {
           sent = await sendPages(d.send, d.budgetBytes);
           await ch!.send({ type: 'ping', nonce: BigInt(Math.round(this.now() * 1000)) });
         } catch (e) {
+          if (this.abortError) throw this.abortError;
           const err = toPresyncError(e, ErrorCodes.CONNECTION);
           // A frame damaged in transit (either end's CRC caught it) is the link's fault too:
           // nothing bad was applied, so a fresh connection resumes from the target's digests.
@@ -876,7 +904,7 @@ export class SourceMigration {
       updateStatus('done', 0);
       return finish('done', null, true, resumedAt);
     } catch (e) {
-      const err = toPresyncError(e);
+      const err = this.abortError ?? toPresyncError(e);
       const phase = this.phases.phase;
       if (handoverSent) {
         // The target may have started the guest: resuming here could run it
@@ -908,6 +936,7 @@ export class SourceMigration {
       updateStatus('rollback', 0);
       return finish('rolled-back', err, false, 0);
     } finally {
+      this.onAbort = undefined;
       reader.close();
     }
   }
@@ -916,6 +945,41 @@ export class SourceMigration {
   stop(): void {
     this.stopRequested = true;
     this.launchWaiter?.();
+  }
+
+  /**
+   * Rolls the migration back from whatever phase it is in (a signal, an
+   * operator's abort): the guest is resumed, the target told (ABORT) and
+   * run() returns `rolled-back` with PRESYNC_ERR_ABORTED. Once HANDOVER has
+   * gone out nothing can be undone: run() returns `in-doubt` and the guest
+   * stays paused. Idempotent; a no-op after run() has returned.
+   */
+  abort(reason: string): void {
+    if (this.abortError) return;
+    this.abortError = new PresyncError(ErrorCodes.ABORTED, reason);
+    this.stopRequested = true;
+    this.launchWaiter?.();
+    this.onAbort?.(this.abortError);
+  }
+
+  get aborted(): boolean {
+    return this.abortError !== undefined;
+  }
+
+  /** Sleeps `ms`, or less if abort() is called meanwhile. */
+  private sleepUnlessAborted(ms: number): Promise<void> {
+    if (this.abortError) return Promise.resolve();
+    const prev = this.onAbort;
+    return new Promise<void>((r) => {
+      const timer = setTimeout(r, ms);
+      this.onAbort = (e) => {
+        clearTimeout(timer);
+        r();
+        prev?.(e);
+      };
+    }).finally(() => {
+      if (!this.abortError) this.onAbort = prev;
+    });
   }
 }
 

@@ -1,10 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { createPolicy, policyNames } from '../../core/policies/registry.ts';
 import { ControlServer } from '../../engine/control.ts';
 import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
 import { recoverStaleLock, SourceLock } from '../../engine/source-lock.ts';
-import { ImageOnlyController, ProcessController } from '../../guest/controller.ts';
+import { ImageOnlyController, ProcessController, processStartTime, processState } from '../../guest/controller.ts';
 import { RamImageReader } from '../../guest/ram-image.ts';
 import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
 import { makeResults, writeResults } from '../../lab/results.ts';
@@ -12,6 +13,7 @@ import { runRecord } from '../../lab/results-build.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 /** `--scan`: how presync epochs look for dirty pages (see MigrateOptions.scan). */
 export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
@@ -20,7 +22,7 @@ export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
 }
 
 const USAGE =
-  'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
+  'presync migrate --image PATH --to HOST:PORT --secret-file F (--pid PID | --offline) [--policy NAME] [--bandwidth RATE] ' +
   '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
@@ -51,6 +53,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'secret-file': { type: 'string' },
       policy: { type: 'string' },
       pid: { type: 'string' },
+      offline: { type: 'boolean' },
       'launch-after': { type: 'string' },
       control: { type: 'string' },
       epoch: { type: 'string' },
@@ -95,7 +98,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
-  const guestPid = values.pid !== undefined ? intFlag(values.pid, 'pid', 0, 2) : undefined;
+  const guestPid = guestPidFlag(values.pid, values.offline === true);
   const inner = guestPid !== undefined ? new ProcessController(guestPid) : new ImageOnlyController();
   // Geometry comes from the image itself; open once to validate before connecting.
   const probe = RamImageReader.open(values.image, pageSize);
@@ -103,7 +106,9 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   probe.close();
   const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
   // One migration per guest; a lock left by a dead agent is recovered (its paused guest resumed) first.
-  const lock = SourceLock.acquire(values.image, guestPid !== undefined ? { guestPid } : {});
+  // The lineage id names this migration's copy of the guest for its whole life (kept in the lock).
+  const lineageId = randomBytes(16).toString('hex');
+  const lock = SourceLock.acquire(values.image, { ...(guestPid !== undefined ? { guestPid } : {}), lineageId });
   const controller = lock.guard(inner);
 
   // Progress: --json prints one event per line (progress at most once a second);
@@ -150,6 +155,8 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   });
   let control: ControlServer | undefined;
   let r: MigrationResult | undefined;
+  const signals = rollbackOnSignals(m, { note, resumeGuest: () => controller.resume(), handoverBegan: () => lock.current === 'committed' });
+  let forced = false;
   try {
     if (values.control) {
       control = await ControlServer.listen(values.control, {
@@ -162,12 +169,13 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     }
     const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
     try {
-      r = await m.run();
+      r = await Promise.race([m.run(), signals.forced.then((x) => ((forced = true), x))]);
     } finally {
       if (timer) clearTimeout(timer);
       await control?.close();
     }
   } finally {
+    signals.dispose();
     // In doubt, the lock stays (state committed) so no later agent resumes a guest the target may run.
     lock.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
   }
@@ -193,5 +201,31 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
         : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
     );
   }
-  return r.outcome === 'done' ? 0 : 1;
+  const code = migrationExitCode(r);
+  // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+  if (forced) setTimeout(() => process.exit(code), 200).unref();
+  return code;
+}
+
+/**
+ * `--pid` names the process that writes the image (paused at the switchover,
+ * killed after the handover); `--offline` says nothing does. One of them is
+ * required: without a pid the application would run on after its copy
+ * started on the target. The pid must exist now.
+ */
+export function guestPidFlag(pid: string | undefined, offline: boolean): number | undefined {
+  if (pid === undefined && !offline) {
+    throw new PresyncError(
+      ErrorCodes.BAD_ARGUMENT,
+      'say what writes the image: --pid PID (the application, paused at the switchover and stopped after the handover), or --offline if nothing writes it',
+    );
+  }
+  if (pid !== undefined && offline) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--pid and --offline contradict each other: --offline says nothing writes the image');
+  if (pid === undefined) return undefined;
+  const n = intFlag(pid, 'pid', 0, 2);
+  const st = processState(n);
+  if (processStartTime(n) === null || st === null || st === 'Z' || st === 'X') {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--pid ${n}: there is no process ${n}; give the pid of the application that writes the image`);
+  }
+  return n;
 }

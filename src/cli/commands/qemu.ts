@@ -24,6 +24,7 @@ import { scanFlag } from './migrate.ts';
 import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { resultJson } from './migrate.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
   'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
@@ -250,6 +251,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
+  // A bad policy name is bad usage: said before touching the VM.
+  createPolicy(values.policy ?? 'presync', { geometry: { pageSize: 4096, pageCount: 1 }, seed: 1 });
 
   const vm = await attachVm(values.qmp);
   let lock: SourceLock | undefined;
@@ -297,6 +300,12 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       },
     });
     let control: ControlServer | undefined;
+    const signals = rollbackOnSignals(m, {
+      note: (t) => io.err(`presync: ${t}\n`),
+      resumeGuest: () => controller.resume(),
+      handoverBegan: () => lock?.current === 'committed',
+    });
+    let forced = false;
     if (values.control) {
       control = await ControlServer.listen(values.control, {
         launch: () => {
@@ -308,9 +317,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     }
     const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
     try {
-      r = await m.run();
+      r = await Promise.race([m.run(), signals.forced.then((x) => ((forced = true), x))]);
     } finally {
       if (timer) clearTimeout(timer);
+      signals.dispose();
       await control?.close();
     }
     const j: QemuMigrationJson = { ...qemuResultJson(r, qemuController, vm), phaseAtMs };
@@ -336,7 +346,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
           : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
       );
     }
-    return r.outcome === 'done' ? 0 : 1;
+    const code = migrationExitCode(r);
+    // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+    if (forced) setTimeout(() => process.exit(code), 200).unref();
+    return code;
   } finally {
     // In doubt, the lock stays (state committed) so nothing later resumes a guest the target may run.
     lock?.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
