@@ -30,7 +30,12 @@
  * instead. A SIGBUS outside a guard gets the previous handler (or the
  * default: the process dies, as before).
  */
-static __thread sigjmp_buf *bus_jmp __attribute__((tls_model("initial-exec")));
+static __thread sigjmp_buf *volatile bus_jmp __attribute__((tls_model("initial-exec")));
+/* volatile and a compiler barrier: without them the store that arms the guard
+ * is dead to the optimizer (overwritten after a loop that never reads it) and
+ * the reads of the mapping could move outside the guarded stretch. */
+#define GUARD_ON(jb) do { bus_jmp = &(jb); __asm__ volatile("" ::: "memory"); } while (0)
+#define GUARD_OFF() do { __asm__ volatile("" ::: "memory"); bus_jmp = NULL; } while (0)
 static struct sigaction prev_bus;
 
 static void on_bus(int sig, siginfo_t *si, void *uc) {
@@ -164,9 +169,9 @@ static napi_value hash_pages(napi_env env, napi_callback_info info) {
   zero_cache z = zero_for(pageSize);
   sigjmp_buf jb;
   if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
-  bus_jmp = &jb;
+  GUARD_ON(jb);
   for (size_t i = 0; i < pages; i++) o[i] = page_digest((const uint8_t *)src + i * pageSize, pageSize, &z);
-  bus_jmp = NULL;
+  GUARD_OFF();
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)pages, &r));
   return r;
 }
@@ -179,13 +184,13 @@ static void *cmp_run(void *arg) {
   cmp_job *j = (cmp_job *)arg;
   sigjmp_buf jb;
   if (sigsetjmp(jb, 0)) { bus_jmp = NULL; j->faulted = 1; j->found = 0; return NULL; }
-  bus_jmp = &jb;
+  GUARD_ON(jb);
   uint32_t k = 0;
   for (size_t i = j->from; i < j->to; i++) {
     uint64_t h = page_digest(j->src + i * j->pageSize, j->pageSize, &j->z);
     if (j->all || h != j->d[i]) { j->d[i] = h; j->out[k++] = j->first + (uint32_t)i; }
   }
-  bus_jmp = NULL;
+  GUARD_OFF();
   j->found = k;
   return NULL;
 }
@@ -435,7 +440,7 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
   const uint32_t *ix = (const uint32_t *)idx;
   sigjmp_buf jb;
   if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
-  bus_jmp = &jb;
+  GUARD_ON(jb);
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t *p = (const uint8_t *)src + (size_t)sp[i] * pageSize;
     uint8_t enc; uint32_t len; uint64_t h;
@@ -446,7 +451,7 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
     if (crcIo) crc = crc32(crc, d, 17 + len);
     d += 17 + len;
   }
-  bus_jmp = NULL;
+  GUARD_OFF();
   if (crcIo) crcIo[0] = (uint32_t)crc;
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)(d - (uint8_t *)dst), &r));
   return r;
@@ -464,9 +469,9 @@ static napi_value copy_guarded(napi_env env, napi_callback_info info) {
   if (srcLen > dstLen) { napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "copy: destination too small"); return NULL; }
   sigjmp_buf jb;
   if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
-  bus_jmp = &jb;
+  GUARD_ON(jb);
   memcpy(dst, src, srcLen);
-  bus_jmp = NULL;
+  GUARD_OFF();
   return NULL;
 }
 

@@ -370,7 +370,10 @@ export class SourceMigration {
       connecting?.destroy();
       const c = ch;
       void (async () => {
-        if (c) await Promise.race([c.send({ type: 'abort', reason: `${e.code}: ${e.message}`.slice(0, 1000) }).catch(() => undefined), sleep(300)]);
+        if (c) {
+          await Promise.race([c.send({ type: 'abort', reason: `${e.code}: ${e.message}`.slice(0, 1000) }).catch(() => undefined), sleep(300)]);
+          await Promise.race([c.close().then(() => c.conn.closed), sleep(1000)]).catch(() => undefined);
+        }
         destroyLanes();
       })();
     };
@@ -930,6 +933,9 @@ export class SourceMigration {
         } catch {
           /* the target may be gone */
         }
+        // Closed, not cut: a reset would drop the ABORT still in flight, or
+        // fail the target's next write before it reads it. It closes its end once it has.
+        await Promise.race([ch.close().then(() => ch!.conn.closed), sleep(1000)]).catch(() => undefined);
         destroyLanes();
         ch.destroy();
       }
