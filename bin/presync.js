@@ -1,13 +1,7 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when built (npm run build), else the TypeScript sources through tsx.
-import { existsSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-
-const built = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
-if (existsSync(built)) {
-  await import(pathToFileURL(built).href);
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import('../src/cli/main.ts');
-}
+// A checkout's entry point: runs the TypeScript sources through tsx, so an edit
+// takes effect without a build. Installed packages run dist/cli/main.js instead
+// (package.json "bin"), and tests spawn the built CLI (src/lab/cli-entry.ts).
+const { register } = await import('tsx/esm/api');
+register();
+await import('../src/cli/main.ts');

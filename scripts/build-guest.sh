@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds presync's test guest: a Debian cloud kernel plus an initramfs holding
-# busybox and the continuity workload (guest/workload.c).
+# busybox and the continuity workload (test-guest/workload.c).
 #
-#   scripts/build-guest.sh [OUTDIR]     (default: guest/build/)
+#   scripts/build-guest.sh [OUTDIR]     (default: test-guest/build/)
 #
 # Outputs OUTDIR/vmlinuz and OUTDIR/initrd.img. Downloads are cached in
 # OUTDIR/cache; a second run with unchanged inputs does nothing. The kernel is
@@ -10,11 +10,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="${1:-$ROOT/guest/build}"
+OUT="${1:-$ROOT/test-guest/build}"
 mkdir -p "$OUT/cache"
 OUT="$(cd "$OUT" && pwd)"
 CACHE="$OUT/cache"
-SRC="$ROOT/guest/workload.c"
+SRC="$ROOT/test-guest/workload.c"
 
 log() { echo "build-guest: $*" >&2; }
 

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from 'node:util';
 import fc from 'fast-check';
-import { initDigest } from '../src/wire/digest.ts';
+import { initDigest } from '../src/native/page-digest.ts';
 import { ALL_PROPERTIES } from '../test/unit/fuzz-properties.ts';
 
 const { values } = parseArgs({

@@ -7,7 +7,7 @@ export type Options = NonNullable<ParseArgsConfig['options']>;
  * Strict flag parsing: an unknown flag, a missing value or a stray argument is
  * a BAD_ARGUMENT error naming the flag and the command's usage.
  */
-export function parseFlags<O extends Options>(argv: string[], options: O, usage: string, allowPositionals = false) {
+export function parseFlags<O extends Options>(argv: string[], options: O, usage: string, allowPositionals = false): ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: boolean }>> {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals });
   } catch (e) {

@@ -61,6 +61,25 @@ export function transportFromFlags(v: TransportFlagValues): { transport: Transpo
   return { transport: t };
 }
 
+/** The TLS flags as library options (paths; read when the transport is made). */
+export function tlsFromFlags(v: TransportFlagValues): { cert?: Uint8Array; key?: Uint8Array; ca?: Uint8Array } {
+  return {
+    ...(v['tls-cert'] ? { cert: readPem(v['tls-cert'], 'tls-cert') } : {}),
+    ...(v['tls-key'] ? { key: readPem(v['tls-key'], 'tls-key') } : {}),
+    ...(v['tls-ca'] ? { ca: readPem(v['tls-ca'], 'tls-ca') } : {}),
+  };
+}
+
+/** `--bandwidth RATE` in bytes/s. */
+export function bandwidthFlag(value: string | undefined, flag = 'bandwidth'): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseRate(value);
+  } catch (e) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--${flag}: ${(e as Error).message}`);
+  }
+}
+
 export function addressFlag(value: string | undefined, flag: string): TransportAddress {
   if (!value) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--${flag} HOST:PORT is required`);
   return parseAddress(value);

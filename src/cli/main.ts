@@ -1,6 +1,8 @@
+#!/usr/bin/env node
 import { isPresyncError, toPresyncError, ErrorCodes } from '../core/errors.ts';
 import type { CommandIO } from './io.ts';
 import { processIO } from './io.ts';
+import { EXIT_CODES } from './exit-codes.ts';
 
 type Command = (argv: string[], io: CommandIO) => Promise<number>;
 
@@ -9,8 +11,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   demo: { summary: 'simulate the embedded default scenario and print a table', load: async () => (await import('./commands/demo.ts')).demoCommand },
   serve: { summary: 'target agent: receive migrations into an image', load: async () => (await import('./commands/serve.ts')).serveCommand },
   migrate: { summary: 'source agent: pre-synchronize an image and migrate it', load: async () => (await import('./commands/migrate.ts')).migrateCommand },
-  launch: { summary: 'say "go" to a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).launchCommand },
+  launch: { summary: 'say "go" to a running migrate, now or --when-ready (--control SOCKET)', load: async () => (await import('./commands/control.ts')).launchCommand },
   status: { summary: 'live figures of a running migrate (--control SOCKET)', load: async () => (await import('./commands/control.ts')).statusCommand },
+  abort: { summary: 'roll a running migrate back; the guest stays on the source (--control SOCKET)', load: async () => (await import('./commands/control.ts')).abortCommand },
+  set: { summary: 'change a running migrate\'s --bandwidth or --downtime-limit (--control SOCKET)', load: async () => (await import('./commands/control.ts')).setCommand },
   qemu: { summary: 'migrate a running QEMU VM: "qemu serve" (target) and "qemu migrate" (source)', load: async () => (await import('./commands/qemu.ts')).qemuCommand },
   report: { summary: 'one self-contained HTML report with charts from results files (--out of benches and migrations)', load: async () => (await import('./commands/report.ts')).reportCommand },
   trace: { summary: 'record a dirty-page trace from a live image ("trace record") or simulate policies on one ("trace replay")', load: async () => (await import('./commands/trace.ts')).traceCommand },
@@ -18,13 +22,18 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   bench: { summary: 'benchmarks: "bench paper" reproduces the paper\'s table in the simulator', load: async () => (await import('./commands/bench-paper.ts')).benchCommand },
 };
 
+
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)}${c.summary}`);
-  return `usage: presync <command> [flags]\n\ncommands:\n${lines.join('\n')}\n\nRun "presync <command> --help" for a command's flags.\n`;
+  return `usage: presync <command> [flags]\n       presync --version\n\ncommands:\n${lines.join('\n')}\n\nRun "presync <command> --help" for a command's flags.\n\n${EXIT_CODES}`;
 }
 
 export async function run(argv: string[], io: CommandIO = processIO): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V' || name === 'version') {
+    io.out((await import('./version.ts')).versionLine());
+    return 0;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.out(usage());
     return name === undefined ? 2 : 0;

@@ -4,7 +4,12 @@
  * rollback instead of a process that dies with its guest stopped.
  */
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
-import type { MigrationResult, SourceMigration } from '../engine/source-session.ts';
+import type { MigrationResult } from '../engine/source-session.ts';
+
+/** What a signal needs of a migration: the engine's SourceMigration or the library's Migration. */
+export interface Abortable {
+  abort(reason: string): void;
+}
 
 /** The agreed exit statuses (README): what a script needs to know about where the guest runs. */
 export const ExitCodes = {
@@ -34,6 +39,8 @@ export interface SignalRollbackOptions {
   readonly resumeGuest: () => Promise<void>;
   /** True once the last step towards HANDOVER began (the lock says committed): nothing may resume the guest then. */
   readonly handoverBegan: () => boolean;
+  /** Bytes sent so far, for a result made without the engine. */
+  readonly bytes?: () => { presyncBytes: number; finalBytes: number };
   /** How long after the second signal the engine gets before the last resort, ms. Default 3000. */
   readonly graceMs?: number;
 }
@@ -51,7 +58,7 @@ export interface SignalRollback {
  * the handover began: then it stays paused and the result is in doubt) and a
  * result is made without the engine.
  */
-export function rollbackOnSignals(m: SourceMigration, o: SignalRollbackOptions): SignalRollback {
+export function rollbackOnSignals(m: Abortable, o: SignalRollbackOptions): SignalRollback {
   let count = 0;
   let timer: NodeJS.Timeout | undefined;
   let settle!: (r: MigrationResult) => void;
@@ -72,7 +79,7 @@ export function rollbackOnSignals(m: SourceMigration, o: SignalRollbackOptions):
     timer.unref();
   };
   const lastResort = async (): Promise<void> => {
-    const st = m.currentStatus();
+    const st = o.bytes?.() ?? { presyncBytes: 0, finalBytes: 0 };
     if (o.handoverBegan()) {
       settle(made('in-doubt', new PresyncError(ErrorCodes.HANDOVER_IN_DOUBT, 'stopped by a second signal after the handover began; the guest stays paused on the source: check the target, then resume the source only if the guest does not run there'), st));
       return;

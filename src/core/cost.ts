@@ -13,8 +13,11 @@ export interface WireCostModel {
 }
 
 export const DEFAULT_WIRE_COST: WireCostModel = {
-  pageHeaderBytes: 16,
-  frameHeaderBytes: 20,
+  // docs/protocol.md: a page record is index, digest, encoding and length
+  // (17 bytes) before its payload; a PAGES frame adds its 16-byte header,
+  // sequence and count (28 bytes).
+  pageHeaderBytes: 17,
+  frameHeaderBytes: 28,
   pagesPerFrame: 64,
 };
 

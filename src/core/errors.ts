@@ -31,6 +31,7 @@ export const ErrorCodes = {
   IMAGE_SIZE: 'PRESYNC_ERR_IMAGE_SIZE',
   ABORTED: 'PRESYNC_ERR_ABORTED',
   HANDOVER_IN_DOUBT: 'PRESYNC_ERR_HANDOVER_IN_DOUBT',
+  HANDOVER_HOOK: 'PRESYNC_ERR_HANDOVER_HOOK',
   INTERNAL: 'PRESYNC_ERR_INTERNAL',
 } as const;
 
@@ -50,6 +51,13 @@ export class PresyncError extends Error {
     return { code: this.code, message: this.message };
   }
 }
+
+/**
+ * An error the peer reported in an ERROR frame (not one seen locally, such as
+ * a lost connection). After HANDOVER the difference matters: a target that
+ * answers with ERROR has not started the guest, a silent one may have.
+ */
+export class PeerReportedError extends PresyncError {}
 
 export function isPresyncError(e: unknown): e is PresyncError {
   return e instanceof PresyncError;

@@ -1,5 +1,5 @@
 import { PageSet, type ReadonlyPageSet } from './pageset.ts';
-import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './switchover.ts';
+import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './downtime.ts';
 import type { EpochDecision, EpochObservation } from './types.ts';
 
 /**
@@ -66,7 +66,7 @@ export class LiveRounds {
     }
     if (!this.roundPages || this.roundPages.isEmpty()) {
       const est = estimateDowntime(stale.count(), obs.wireBytesPerPage, bw, obs.net.rttMs, this.cfg.switchoverCosts);
-      const fits = shouldSwitchover(est, this.cfg.downtimeLimitMs);
+      const fits = shouldSwitchover(est, obs.downtimeLimitMs ?? this.cfg.downtimeLimitMs);
       const diag = { round: this.round, expectedDowntimeMs: est.expectedDowntimeMs };
       if (fits && (this.round >= this.cfg.minRounds || est.expectedDowntimeMs <= this.cfg.pauseNowBelowMs || hint.roundIsFutile === true)) {
         return { send: new Uint32Array(0), budgetBytes: 0, switchover: true, converged: true, diag };

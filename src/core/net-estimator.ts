@@ -36,7 +36,22 @@ export class NetEstimator {
   private delivered = 0;
   private deliveredTime = -1;
 
-  constructor(private readonly cfg: NetEstimatorConfig = DEFAULT_NET_ESTIMATOR) {}
+  constructor(private cfg: NetEstimatorConfig = DEFAULT_NET_ESTIMATOR) {}
+
+  /**
+   * A new hard cap (an operator changed the limit). A raised cap also drops
+   * the delivery samples, which measured the old limit, and assumes the new
+   * cap until fresh samples come in.
+   */
+  setCap(capBytesPerSec: number): void {
+    const raised = capBytesPerSec > this.cfg.capBytesPerSec;
+    this.cfg = {
+      ...this.cfg,
+      capBytesPerSec,
+      ...(Number.isFinite(capBytesPerSec) ? { initialBandwidthBytesPerSec: capBytesPerSec } : {}),
+    };
+    if (raised) this.samples.length = 0;
+  }
 
   /**
    * A batch of `bytes` leaves now. Delivery-rate samples follow BBR: the rate

@@ -2,8 +2,8 @@ import { ErrorCodes, PresyncError } from './errors.ts';
 
 /**
  * The migration phase machine, the same for every kind of guest
- * (DESIGN.md, "The model"). `rollback` is reachable from every phase before
- * `handover`: once the guest has been resumed on the target the source copy is
+ * (DESIGN.md, "The model"). `rollback` is reachable from every phase up to
+ * `handover` (from there only on the target's explicit refusal): once the guest has been resumed on the target the source copy is
  * no longer authoritative, so undoing is no longer a rollback but a new
  * migration.
  */
@@ -21,7 +21,12 @@ const FORWARD: Readonly<Record<Phase, readonly Phase[]>> = {
   rollback: [],
 };
 
-const ROLLBACK_FROM: ReadonlySet<Phase> = new Set<Phase>(['idle', 'presync', 'launched', 'final-copy', 'verify']);
+/**
+ * From handover only when the target answered HANDOVER with an ERROR (its
+ * hook did not start the guest, or it failed before running it): nothing runs
+ * there, so the source resumes. Silence after HANDOVER is no such answer.
+ */
+const ROLLBACK_FROM: ReadonlySet<Phase> = new Set<Phase>(['idle', 'presync', 'launched', 'final-copy', 'verify', 'handover']);
 
 export function canTransition(from: Phase, to: Phase): boolean {
   if (to === 'rollback') return ROLLBACK_FROM.has(from);

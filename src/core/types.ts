@@ -60,6 +60,8 @@ export interface EpochObservation {
   readonly consumed: number;
   /** Average wire bytes per page sent recently (header + payload after elision and compression). */
   readonly wireBytesPerPage: number;
+  /** The operator's downtime limit, ms, when changed at run time; it overrides the policy's own. */
+  readonly downtimeLimitMs?: number;
 }
 
 /** What a policy returns. The shell sends a prefix of `send` that fits `budgetBytes`. */

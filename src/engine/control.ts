@@ -4,16 +4,26 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 
 /**
  * A source agent's control socket: a unix socket speaking one JSON request per
- * line (`{"cmd":"launch"}`, `{"cmd":"status"}`) and one JSON reply per line.
- * It lets a person or a script say "go" and watch progress without touching
- * the migration's own connection.
+ * line (`{"cmd":"launch"}`, `{"cmd":"launch","whenReady":true}`,
+ * `{"cmd":"status"}`, `{"cmd":"abort","reason":"…"}`,
+ * `{"cmd":"set","bandwidth":"100mbit","downtimeLimit":"200ms"}`) and one JSON
+ * reply per line. It lets a person or a script say "go", stop, retune and
+ * watch progress without touching the migration's own connection.
  */
-export type ControlRequest = { cmd: 'launch' } | { cmd: 'status' };
+export type ControlRequest =
+  | { cmd: 'launch'; whenReady?: boolean }
+  | { cmd: 'status' }
+  | { cmd: 'abort'; reason?: string }
+  | { cmd: 'set'; bandwidth?: string | null; downtimeLimit?: string };
 export type ControlReply = { ok: true; status: Record<string, unknown> } | { ok: false; error: { code: string; message: string } };
 
 export interface ControlHandlers {
   launch(): Record<string, unknown>;
   status(): Record<string, unknown>;
+  /** Optional: agents without them answer "unknown command". */
+  abort?(reason?: string): Record<string, unknown>;
+  launchWhenReady?(): Record<string, unknown>;
+  set?(s: { bandwidth?: string | null; downtimeLimit?: string }): Record<string, unknown>;
 }
 
 const MAX_LINE = 4096;
@@ -93,15 +103,24 @@ function handle(line: string, h: ControlHandlers): ControlReply {
   } catch {
     return { ok: false, error: { code: ErrorCodes.BAD_ARGUMENT, message: 'request is not JSON' } };
   }
-  const cmd = typeof req === 'object' && req !== null ? (req as { cmd?: unknown }).cmd : undefined;
+  const r = typeof req === 'object' && req !== null ? (req as Record<string, unknown>) : {};
+  const cmd = r.cmd;
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   try {
+    if (cmd === 'launch' && r.whenReady === true && h.launchWhenReady) return { ok: true, status: h.launchWhenReady() };
     if (cmd === 'launch') return { ok: true, status: h.launch() };
     if (cmd === 'status') return { ok: true, status: h.status() };
+    if (cmd === 'abort' && h.abort) return { ok: true, status: h.abort(str(r.reason)) };
+    if (cmd === 'set' && h.set) {
+      const bandwidth = r.bandwidth === null ? null : str(r.bandwidth);
+      const downtimeLimit = str(r.downtimeLimit);
+      return { ok: true, status: h.set({ ...(bandwidth !== undefined ? { bandwidth } : {}), ...(downtimeLimit !== undefined ? { downtimeLimit } : {}) }) };
+    }
   } catch (e) {
     const err = e instanceof PresyncError ? e : new PresyncError(ErrorCodes.INTERNAL, String(e));
     return { ok: false, error: { code: err.code, message: err.message } };
   }
-  return { ok: false, error: { code: ErrorCodes.BAD_ARGUMENT, message: `unknown command ${JSON.stringify(cmd)}; expected "launch" or "status"` } };
+  return { ok: false, error: { code: ErrorCodes.BAD_ARGUMENT, message: `unknown command ${JSON.stringify(cmd)}; expected launch, status${h.abort ? ', abort' : ''}${h.set ? ', set' : ''}` } };
 }
 
 function reply(sock: Socket, r: ControlReply): void {

@@ -4,7 +4,12 @@ import type { Connection } from '../transport/types.ts';
 import { FrameDecoder } from '../wire/decoder.ts';
 import type { Frame } from '../wire/frames.ts';
 import { encodeFrameParts } from '../wire/framing.ts';
-import { errorFrame, errorFromFrame } from '../wire/handshake.ts';
+import { errorFrame, errorFromFrame, type HandshakeResult, type HandshakeStep } from '../wire/handshake.ts';
+
+/** Either end's handshake state machine (wire/handshake.ts): frames in, frames to send and finally a result out. */
+export interface HandshakeMachine {
+  receive(frame: Frame): HandshakeStep;
+}
 
 /**
  * Frames over a transport connection. Reading is pull-based (recv() reads the
@@ -106,6 +111,27 @@ export class FrameChannel {
         this.queue.push(...this.decoder.push(chunk));
       } catch (e) {
         throw this.fail(toPresyncError(e, ErrorCodes.PROTOCOL));
+      }
+    }
+  }
+
+  /**
+   * Runs a handshake to its end: sends `opening` (the client's HELLO), then
+   * feeds the machine every frame that arrives (`first` if one was already
+   * read) and sends what it answers. Each frame must come within `timeoutMs`.
+   * Once done, frames are decoded against the agreed geometry.
+   */
+  async handshake(machine: HandshakeMachine, o: { readonly timeoutMs: number; readonly opening?: HandshakeStep; readonly first?: Frame }): Promise<HandshakeResult> {
+    for (const f of o.opening?.send ?? []) await this.send(f);
+    let first = o.first;
+    for (;;) {
+      const next = first ?? (await this.recv(o.timeoutMs));
+      first = undefined;
+      const step = machine.receive(next);
+      for (const f of step.send) await this.send(f);
+      if (step.result) {
+        this.setGeometry(step.result.geometry);
+        return step.result;
       }
     }
   }

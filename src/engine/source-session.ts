@@ -3,8 +3,8 @@ import { realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { channel } from 'node:diagnostics_channel';
 import { Accounting, type MigrationMetrics } from '../core/accounting.ts';
-import { fullPageWireBytes } from '../core/cost.ts';
-import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
+import { ErrorCodes, PeerReportedError, PresyncError, toPresyncError } from '../core/errors.ts';
+import { ShellLedger } from '../core/ledger.ts';
 import { NetEstimator, type SendStamp } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
 import { PhaseMachine, guestPausedIn, type Phase } from '../core/phase.ts';
@@ -14,7 +14,7 @@ import { DirtyScanner } from '../guest/dirty-scanner.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 import { DigestRunCollector, digestRunFrames, verifySummary } from '../wire/digest-runs.ts';
-import { initDigest, zeroPageDigest } from '../wire/digest.ts';
+import { initDigest, zeroPageDigest } from '../native/page-digest.ts';
 import type { Frame, PageRecord, VerifyResponseFrame, VerifySummaryResponseFrame } from '../wire/frames.ts';
 
 type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
@@ -31,6 +31,7 @@ import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
 import { FrameChannel } from './frame-channel.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface MigrateOptions {
   readonly transport: Transport;
@@ -111,9 +112,14 @@ export interface SourceStatus {
   readonly bandwidthBytesPerSec: number;
   readonly presyncBytes: number;
   readonly finalBytes: number;
-  /** Expected pause if launched now: stale bytes ÷ bandwidth + one RTT. */
+  /** Expected pause if launched now (core/downtime.ts): stale pages × recent wire bytes per page ÷ bandwidth + one RTT. */
   readonly expectedDowntimeMs: number;
   readonly epoch: number;
+  readonly pageSize: number;
+  /** Pages the last presync scan found written. */
+  readonly dirtyPages: number;
+  /** Every page that differed from the target at the start has been sent once. */
+  readonly initialCopyDone: boolean;
 }
 
 export interface MigrationResult extends MigrationMetrics {
@@ -161,6 +167,9 @@ export class SourceMigration {
   private abortError: PresyncError | undefined;
   /** Set while run() runs: breaks every wait so the rollback starts at once. */
   private onAbort: ((e: PresyncError) => void) | undefined;
+  private est: NetEstimator | undefined;
+  private bandwidthCap: number | undefined;
+  private downtimeLimitMs: number | undefined;
 
   constructor(o: MigrateOptions) {
     this.o = o;
@@ -177,7 +186,21 @@ export class SourceMigration {
       finalBytes: 0,
       expectedDowntimeMs: 0,
       epoch: 0,
+      pageSize: o.pageSize ?? 4096,
+      dirtyPages: 0,
+      initialCopyDone: false,
     };
+  }
+
+  /** An operator's bandwidth limit from now on (null: none): the estimator never assumes more. */
+  setBandwidthCap(bytesPerSec: number | null): void {
+    this.bandwidthCap = bytesPerSec ?? Number.POSITIVE_INFINITY;
+    this.est?.setCap(this.bandwidthCap);
+  }
+
+  /** An operator's downtime limit from now on: the live rounds after launch pause once the rest fits it. */
+  setDowntimeLimit(ms: number): void {
+    this.downtimeLimitMs = ms;
   }
 
   private now(): number {
@@ -220,12 +243,15 @@ export class SourceMigration {
     const imageId = o.imageId ?? defaultImageId(o.imagePath);
     const scanner = new DirtyScanner(reader);
     const acct = new Accounting(pageCount);
+    const ledger = new ShellLedger(pageSize);
     const est = new NetEstimator({
       initialBandwidthBytesPerSec: o.bandwidthBytesPerSec ?? 125_000_000,
       windowSamples: 10,
       minSampleMs: 5,
       capBytesPerSec: o.bandwidthBytesPerSec ?? Infinity,
     });
+    this.est = est;
+    if (this.bandwidthCap !== undefined) est.setCap(this.bandwidthCap);
     const epochMs = o.epochMs ?? 100;
     const perFrame = o.pagesPerFrame ?? 64;
     const stepTimeout = o.stepTimeoutMs ?? 30_000;
@@ -235,6 +261,9 @@ export class SourceMigration {
     const stale = new PageSet(pageCount);
     const everSent = new PageSet(pageCount);
     let everSentCount = 0;
+    /** Pages that differed from the target at the first scan and have not been sent since. */
+    let initialPending: PageSet | null = null;
+    let initialLeft = -1;
     const scanMode = o.scan ?? 'auto';
     const overlapScans = o.overlapScans ?? true;
     const batchBuf = Buffer.allocUnsafe(pageSize * perFrame);
@@ -249,7 +278,6 @@ export class SourceMigration {
     const wantStreams = Math.max(1, Math.min(16, Math.floor(o.streams ?? 1)));
     let seq = 0;
     let acked = 0;
-    let ackedBytes = 0;
     let sentBytes = 0;
     let ch: FrameChannel | undefined;
     let linkError: PresyncError | undefined;
@@ -257,14 +285,11 @@ export class SourceMigration {
     let verifyWaiter: ((f: VerifyReply) => void) | undefined;
     /** The target answers VERIFY_SUMMARY (negotiated in the handshake). */
     let summaryVerify = false;
+    /** The target reports pages it found damaged in its file (HAVE during presync; negotiated). */
+    let targetRepairs = false;
     let handoverWaiter: (() => void) | undefined;
     let failWaiters: Array<(e: PresyncError) => void> = [];
-    let recentBytes = 0;
-    let recentPages = 0;
-    let consumed = 0;
     let epoch = 0;
-    let lastOffered = 0;
-    let lastDeliveredMark = 0;
     let paused = false;
     /** A pause the policy asked to start early (startPause), still taking effect or done. */
     let pausing: Promise<void> | undefined;
@@ -322,7 +347,7 @@ export class SourceMigration {
             const now = this.now();
             for (const [s, fl] of lane.inflight) {
               if (s > f.seq) break;
-              ackedBytes += fl.bytes;
+              ledger.onDelivered(fl.bytes);
               est.onAcked(fl.bytes, fl.stamp, now);
               lane.inflight.delete(s);
             }
@@ -342,6 +367,10 @@ export class SourceMigration {
             verifyWaiter = undefined;
             if (!w) throw new PresyncError(ErrorCodes.PROTOCOL, 'VERIFY_RESPONSE nobody asked for');
             w(f);
+          } else if (f.type === 'have' && targetRepairs) {
+            // The target's file holds other bytes there than we sent: it holds what it says, so those pages are stale again.
+            sentDigests.set(f.digests, f.first);
+            if (scanner.hasBaseline) refreshStale(Array.from({ length: f.digests.length }, (_, i) => f.first + i));
           } else if (f.type === 'handover-done') {
             const w = handoverWaiter;
             handoverWaiter = undefined;
@@ -352,8 +381,10 @@ export class SourceMigration {
           }
         }
       } catch (e) {
-        // A lane already replaced by a reconnect is no news.
-        if (lanes.includes(lane)) onLinkFailure(toPresyncError(e, ErrorCodes.CONNECTION));
+        // A lane already replaced by a reconnect is no news. Only the control
+        // connection answers HANDOVER: a data stream's ERROR is a broken link.
+        const err = toPresyncError(e, ErrorCodes.CONNECTION);
+        if (lanes.includes(lane)) onLinkFailure(lane === lanes[0] || !(err instanceof PeerReportedError) ? err : new PresyncError(err.code, err.message));
         c.destroy();
       }
     };
@@ -383,14 +414,7 @@ export class SourceMigration {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         return c;
       } catch (e) {
         c.destroy();
@@ -407,16 +431,10 @@ export class SourceMigration {
       const extra: FrameChannel[] = [];
       try {
         const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
-        let result;
-        for (const f of hs.start().send) await c.send(f);
-        while (!result) {
-          const step = hs.receive(await c.recv(10_000));
-          for (const f of step.send) await c.send(f);
-          result = step.result;
-        }
-        c.setGeometry(geometry);
+        const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
+        targetRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
         if (result.resume) {
           const col = new DigestRunCollector(pageCount);
           let table: BigUint64Array | undefined;
@@ -446,7 +464,6 @@ export class SourceMigration {
       }
       destroyLanes();
       est.resetFlight();
-      ackedBytes = 0;
       sentBytes = 0;
       acked = 0;
       seq = 0;
@@ -559,6 +576,7 @@ export class SourceMigration {
         if (!everSent.has(p)) {
           everSent.add(p);
           everSentCount++;
+          if (initialPending?.has(p) === true) initialLeft--;
         }
         pages++;
         if (batches[laneNo].length >= perFrame) {
@@ -569,17 +587,12 @@ export class SourceMigration {
         if (linkError) throw linkError;
       }
       for (let k = 0; k < ls.length; k++) await encodeBatch(k);
-      consumed = i;
-      recentBytes = recentBytes * 0.5 + bytes;
-      recentPages = recentPages * 0.5 + pages;
+      ledger.onSend(bytes, pages, i);
       return { bytes, pages };
     };
 
-    const wirePerPage = (): number => (recentPages > 0.5 ? recentBytes / recentPages : fullPageWireBytes(pageSize));
-
     const observe = (phase: 'presync' | 'launched', dirty: PageSet, stepMs: number): EpochObservation => {
-      const delivered = ackedBytes - lastDeliveredMark;
-      lastDeliveredMark = ackedBytes;
+      const { consumed, wireBytesPerPage, offeredBytes, deliveredBytes } = ledger.observe();
       return {
         epoch,
         timeMs: this.now(),
@@ -593,17 +606,18 @@ export class SourceMigration {
           rttMs: est.rttMs,
           rttSamples: est.rttSamples,
           bytesInFlight: est.bytesInFlight,
-          offeredBytes: lastOffered,
-          deliveredBytes: Math.max(0, delivered),
+          offeredBytes,
+          deliveredBytes,
         },
         guestSlowdown: 0,
         consumed,
-        wireBytesPerPage: wirePerPage(),
+        wireBytesPerPage,
         ...(phase === 'launched' ? { launchedAtMs: this.launchRequestedAt, pauseLagMs: o.controller.pauseLagMs ?? 0 } : {}),
+        ...(this.downtimeLimitMs !== undefined ? { downtimeLimitMs: this.downtimeLimitMs } : {}),
       };
     };
 
-    const updateStatus = (phase: Phase, rate: number): void => {
+    const updateStatus = (phase: Phase, rate: number, dirtyPages = 0): void => {
       const st = stale.count();
       const bw = est.bandwidthBytesPerSec;
       this.status = {
@@ -617,8 +631,11 @@ export class SourceMigration {
         bandwidthBytesPerSec: bw,
         presyncBytes: acct.presyncBytes,
         finalBytes: acct.finalBytes,
-        expectedDowntimeMs: ((st * fullPageWireBytes(pageSize)) / bw) * 1000 + est.rttMs,
+        expectedDowntimeMs: ledger.expectedDowntimeMs(st, bw, est.rttMs),
         epoch,
+        pageSize,
+        dirtyPages,
+        initialCopyDone: initialLeft === 0,
       };
     };
 
@@ -665,6 +682,8 @@ export class SourceMigration {
       await connect(0);
       scanner.scan();
       refreshStale(null);
+      initialPending = PageSet.copyOf(stale);
+      initialLeft = initialPending.count();
       updateStatus('presync', 0);
       let lastEpochStart = -1;
       let nextScan: Promise<PageSet> | undefined;
@@ -707,9 +726,8 @@ export class SourceMigration {
           destroyLanes();
           await reconnect();
         }
-        lastOffered = sent.bytes;
         record('presync', t0, d, sent, dirty.count(), 0);
-        updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000);
+        updateStatus('presync', (sent.bytes / Math.max(1, this.now() - t0)) * 1000, dirty.count());
         this.emit({ event: 'progress', status: this.status });
         epoch++;
         const left = t0 + epochMs - this.now();
@@ -802,7 +820,7 @@ export class SourceMigration {
       // Probes do not wait for their sends: those still crossing count too.
       const lead = Math.max(0, o.controller.pauseLagMs ?? 0);
       // Sized as the policy sized it, from the observed bytes per page.
-      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * wirePerPage();
+      const aheadBytes = (aheadOfPause?.d.send.length ?? 0) * ledger.wireBytesPerPage;
       if (!pausing && ((aheadBytes + est.bytesInFlight) / Math.max(1, est.bandwidthBytesPerSec)) * 1000 > lead) {
         if (ahead) await ahead;
         const t1 = this.now();
@@ -909,7 +927,9 @@ export class SourceMigration {
     } catch (e) {
       const err = this.abortError ?? toPresyncError(e);
       const phase = this.phases.phase;
-      if (handoverSent) {
+      // The target answering HANDOVER with ERROR has started nothing (its hook
+      // failed, or it failed before running it): that is a rollback, not a doubt.
+      if (handoverSent && !(err instanceof PeerReportedError)) {
         // The target may have started the guest: resuming here could run it
         // twice. The source image is untouched and the guest stays paused
         // until someone checks the target.
@@ -987,8 +1007,4 @@ export class SourceMigration {
       if (!this.abortError) this.onAbort = prev;
     });
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

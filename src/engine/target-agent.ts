@@ -1,7 +1,7 @@
 import { channel } from 'node:diagnostics_channel';
 import { mkdirSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
-import { initDigest } from '../wire/digest.ts';
+import { initDigest } from '../native/page-digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { imagePathInDir } from './image-dir.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';

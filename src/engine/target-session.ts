@@ -6,6 +6,7 @@ import type { Connection } from '../transport/types.ts';
 import { DigestRunCollector, diffDigests, digestRunFrames, summaryMatches, verifyResponse } from '../wire/digest-runs.ts';
 import type { Frame } from '../wire/frames.ts';
 import { ServerHandshake } from '../wire/handshake.ts';
+import { Capability } from '../wire/constants.ts';
 import { decodePageBatch } from '../wire/pages.ts';
 import { FrameChannel } from './frame-channel.ts';
 import type { SessionRegistry } from './data-streams.ts';
@@ -20,6 +21,8 @@ export type TargetEvent =
   | { event: 'session-start'; remote: string; sessionId: string; imageId: string; resume: boolean }
   | { event: 'phase'; sessionId: string; phase: string }
   | { event: 'verify'; sessionId: string; match: boolean; mismatches: number }
+  /** The file held other bytes than were written to these pages (another writer): reported to the source for a resend. */
+  | { event: 'repair'; sessionId: string; pages: number; during: 'presync' | 'verify' }
   | { event: 'session-end'; sessionId: string; outcome: 'handed-over' | 'aborted' | 'failed'; error: { code: string; message: string } | null; pagesWritten: number };
 
 export interface TargetSessionOptions {
@@ -41,6 +44,46 @@ export interface TargetSessionOptions {
   readonly maxDeviceStateBytes?: number;
   /** Where sessions register so that data streams (multi-stream sync) can join them; without it joins are refused. */
   readonly sessions?: SessionRegistry;
+  /** Background re-verification during presync: pages re-read per slice (default 256) and ms between slices (default 20; 0 turns it off). */
+  readonly reverify?: { readonly slicePages?: number; readonly intervalMs?: number };
+}
+
+/**
+ * Re-reads the image in slices while the guest runs on the source, so that
+ * damage by another writer is found and resent long before the pause; the
+ * verify re-reads the whole file anyway (recheckAll), this only keeps the
+ * repair out of the pause.
+ */
+function startReverify(image: TargetImage, o: TargetSessionOptions, active: () => boolean, report: (pages: number[]) => void): () => void {
+  const interval = o.reverify?.intervalMs ?? 20;
+  const slice = Math.max(1, Math.floor(o.reverify?.slicePages ?? 256));
+  if (interval <= 0) return () => undefined;
+  let cursor = 0;
+  const timer = setInterval(() => {
+    if (!active()) return;
+    try {
+      const bad = image.recheck(cursor, slice);
+      cursor = cursor + slice >= image.geometry.pageCount ? 0 : cursor + slice;
+      if (bad.length > 0) report(bad);
+    } catch {
+      // A file that cannot be re-read fails the verify, which re-reads it all.
+    }
+  }, interval);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** HAVE frames for a sorted list of pages: one run per stretch of consecutive pages. */
+function repairFrames(pages: readonly number[], digests: BigUint64Array): Frame[] {
+  const out: Frame[] = [];
+  let i = 0;
+  while (i < pages.length) {
+    let j = i + 1;
+    while (j < pages.length && pages[j] === pages[j - 1] + 1 && j - i < 65536) j++;
+    out.push({ type: 'have', first: pages[i], digests: digests.slice(pages[i], pages[j - 1] + 1), final: true });
+    i = j;
+  }
+  return out;
 }
 
 function heldMeta(path: string): ImageMeta | null {
@@ -70,6 +113,9 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
   let release: (() => void) | undefined;
   let verified = false;
   let endStreams: (() => void) | undefined;
+  let stopReverify: (() => void) | undefined;
+  /** The hook confirmed that the application runs here. */
+  let started = false;
   const end = (outcome: 'handed-over' | 'aborted' | 'failed', err: PresyncError | null) => {
     const e = { event: 'session-end' as const, sessionId, outcome, error: err ? { code: err.code, message: err.message } : null, pagesWritten: image?.pagesWritten ?? 0 };
     // A data stream's end is not a session's: only the control connection reports one.
@@ -92,16 +138,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
       secret: o.secret,
       ...(held ? { geometry: { pageSize: held.pageSize, pageCount: held.pageCount }, heldImageId: held.imageId } : {}),
     });
-    let result;
-    while (!result) {
-      const next = first ?? (await ch.recv(deadline));
-      first = undefined;
-      const step = hs.receive(next);
-      for (const f of step.send) await ch.send(f);
-      result = step.result;
-    }
+    const result = await ch.handshake(hs, { timeoutMs: deadline, ...(first ? { first } : {}) });
     sessionId = result.sessionId;
-    ch.setGeometry(result.geometry);
     if (result.join) {
       // A data stream of a session that is already running: it owns nothing.
       if (!o.sessions) throw new PresyncError(ErrorCodes.PROTOCOL, 'this target does not accept joining data streams');
@@ -123,7 +161,25 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     });
     emit({ event: 'session-start', remote: conn.remote, sessionId, imageId: result.imageId, resume: result.resume });
     if (result.resume) for (const f of digestRunFrames('have', image.digests)) await ch.send(f);
+    phase = 'presync';
+    const reportRepairs = (result.capabilities & Capability.REVERIFY) !== 0;
+    stopReverify = startReverify(
+      opened,
+      o,
+      () => phase === 'presync' || phase === 'launched',
+      (bad) => {
+        verified = false;
+        emit({ event: 'repair', sessionId, pages: bad.length, during: 'presync' });
+        // Sent between the main loop's frames (one write per frame keeps them whole).
+        if (reportRepairs) for (const f of repairFrames(bad, opened.digests)) void ch.send(f).catch(() => undefined);
+      },
+    );
 
+    // What the verify compares is the file: re-read whole (in parallel) at every verify.
+    const recheckFile = async (img: TargetImage): Promise<void> => {
+      const bad = await img.recheckAll();
+      if (bad.length > 0) emit({ event: 'repair', sessionId, pages: bad.length, during: 'verify' });
+    };
     let verifyRun: DigestRunCollector | undefined;
     const device: Uint8Array[] = [];
     let deviceLen = 0;
@@ -155,6 +211,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           verifyRun ??= new DigestRunCollector(result.geometry.pageCount);
           const table = verifyRun.add(f);
           if (table) {
+            await recheckFile(image);
             const mism = diffDigests(image.digests, table);
             emit({ event: 'verify', sessionId, match: mism.length === 0, mismatches: mism.length });
             verified = mism.length === 0;
@@ -164,6 +221,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           break;
         }
         case 'verify-summary': {
+          await recheckFile(image);
           const match = summaryMatches(f, image.digests);
           // A mismatch is reported as the full VERIFY_REQUEST that follows finds it.
           if (match) emit({ event: 'verify', sessionId, match, mismatches: 0 });
@@ -183,8 +241,18 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           if (phase !== 'handover') throw new PresyncError(ErrorCodes.PROTOCOL, `HANDOVER in phase ${phase}; the source must verify first`);
           if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
           if (deviceTotal >= 0 && deviceLen !== deviceTotal) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
+          // Anything that fails up to here is answered with ERROR, and the
+          // source rolls back: nothing runs on the target yet. A sidecar
+          // that cannot say `valid` (disk full) is such a failure.
           image.markValid();
-          await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          try {
+            await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
+          } catch (e) {
+            // The hook says the application did not start: a definite failure, reported as such.
+            throw toPresyncError(e, ErrorCodes.HANDOVER_HOOK);
+          }
+          // From here the guest may run on the target: no ERROR may claim otherwise.
+          started = true;
           await ch.send({ type: 'handover-done' });
           await ch.close();
           return end('handed-over', null);
@@ -204,6 +272,12 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     }
   } catch (e) {
     const err = toPresyncError(e);
+    if (started) {
+      // The application runs on this image: it stays valid, and the source
+      // (which may not hear HANDOVER_DONE) must not be told it failed.
+      ch.destroy();
+      return end('handed-over', null);
+    }
     // A disconnect during presync keeps the partial image for a resume; any
     // failure after launch invalidates it: that guest must not start here.
     if (image && (phase !== 'presync' || err.code !== ErrorCodes.CONNECTION)) image.markInvalid();
@@ -211,6 +285,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     else ch.destroy();
     return end('failed', err);
   } finally {
+    stopReverify?.();
     // Data streams stop before the image closes: none may write after this session.
     endStreams?.();
     image?.close();

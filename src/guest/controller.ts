@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { sleep } from '../transport/deadline.ts';
 
 /** The state letter from /proc/PID/stat (R, S, T, Z…), or null if the process is gone. */
 export function processState(pid: number): string | null {
@@ -97,7 +98,7 @@ export class ProcessController implements GuestController {
       const st = processState(this.pid);
       if (st === 'T') return;
       if (st === null || st === 'Z' || st === 'X') throw this.gone();
-      await new Promise((r) => setTimeout(r, 1));
+      await sleep(1);
     }
     throw new PresyncError(ErrorCodes.GUEST, `process ${this.pid} did not stop within 200 ms of SIGSTOP`);
   }

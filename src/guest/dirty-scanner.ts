@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { PageSet, type ReadonlyPageSet } from '../core/pageset.ts';
-import { digestPages, zeroPageDigest } from '../wire/digest.ts';
+import { digestPages, zeroPageDigest } from '../native/page-digest.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import type { RamImageReader } from './ram-image.ts';
 

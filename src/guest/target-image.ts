@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { nativePageHash } from '../native/pagehash.ts';
-import { digestPages, zeroPageDigest } from '../wire/digest.ts';
+import { digestPages, zeroPageDigest } from '../native/page-digest.ts';
 
 /** Sidecar that says which migration an image belongs to and whether it may be used. */
 export interface ImageMeta {
@@ -12,6 +12,21 @@ export interface ImageMeta {
   readonly pageCount: number;
   /** syncing: being filled; valid: verified and handed over; invalid: a failed migration's leftovers. */
   readonly state: 'syncing' | 'valid' | 'invalid';
+}
+
+/** Pages per pread when re-reading the file: 1 MiB at 4 KiB pages. */
+const RECHECK_CHUNK_PAGES = 256;
+
+/** End of the data run containing page `at` (capped at `cap`), or `at` when it lies in a hole. */
+function runEnd(runs: readonly number[], at: number, cap: number): number {
+  for (let i = 0; i < runs.length; i += 2) if (runs[i] <= at && at < runs[i + 1]) return Math.min(cap, runs[i + 1]);
+  return at;
+}
+
+/** Start of the first data run after page `at`, or Infinity. */
+function nextRunStart(runs: readonly number[], at: number): number {
+  for (let i = 0; i < runs.length; i += 2) if (runs[i] > at) return runs[i];
+  return Infinity;
 }
 
 export function metaPath(imagePath: string): string {
@@ -146,6 +161,186 @@ export class TargetImage {
     }
   }
 
+  private recheckBuf: Buffer | undefined;
+  private views: Map<number, Uint8Array> | undefined;
+
+  /** Data runs looked up at the start of each background pass (a lookup walks the page cache). */
+  private passRuns: number[] | undefined;
+
+  /**
+   * Re-reads pages [first, first+count) and compares them with the digests of
+   * what was written there. Returns the pages whose bytes differ (something
+   * else wrote the file); their digests now say what the file holds, so a
+   * verify compares the source with the file, not with a memory. Pages that
+   * were data at the start of this pass (first = 0 starts one) are hashed in
+   * place through the mapping recheckAll() uses, which keeps that mapping
+   * faulted in for the pause; the rest is read with pread, which allocates
+   * nothing on a hole.
+   */
+  recheck(first: number, count: number): number[] {
+    const { pageSize, pageCount } = this.geometry;
+    const end = Math.min(pageCount, first + Math.max(0, count));
+    if (end <= first) return [];
+    const fresh = (this.recheckFresh ??= new BigUint64Array(RECHECK_CHUNK_PAGES));
+    const out: number[] = [];
+    const compare = (from: number, n: number): void => {
+      for (let i = 0; i < n; i++) {
+        if (fresh[i] !== this.digests[from + i]) {
+          this.digests[from + i] = fresh[i];
+          out.push(from + i);
+        }
+      }
+    };
+    const mapped = nativePageHash?.mapFile !== undefined && process.env.PRESYNC_NO_MMAP !== '1';
+    if (mapped && (first === 0 || !this.passRuns)) this.passRuns = this.dataRuns(fstatSync(this.fd).blocks * 512 >= pageSize * pageCount);
+    const runs = mapped ? this.passRuns! : [];
+    const list = (this.recheckList ??= new Uint32Array(RECHECK_CHUNK_PAGES));
+    for (let at = first; at < end; ) {
+      const n = Math.min(RECHECK_CHUNK_PAGES, end - at);
+      const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
+      const dataEnd = mapped ? runEnd(runs, at, Math.min(at + n, (Math.floor(at / segPages) + 1) * segPages)) : at;
+      if (dataEnd > at) {
+        fresh.set(this.digests.subarray(at, dataEnd));
+        nativePageHash!.hashCompare(this.mappedView(at, dataEnd), pageSize, fresh, 0, false, list, 0);
+        compare(at, dataEnd - at);
+        at = dataEnd;
+        continue;
+      }
+      const holeEnd = mapped ? Math.min(at + n, nextRunStart(runs, at)) : at + n;
+      const buf = (this.recheckBuf ??= Buffer.allocUnsafe(RECHECK_CHUNK_PAGES * pageSize));
+      this.readExactly(buf, (holeEnd - at) * pageSize, at * pageSize);
+      digestPages(buf, pageSize, 0, holeEnd - at, fresh, 0);
+      compare(at, holeEnd - at);
+      at = holeEnd;
+    }
+    return out;
+  }
+
+  private recheckFresh: BigUint64Array | undefined;
+  private recheckList: Uint32Array | undefined;
+
+  /** Pages [from, to) through the kept mapping (never across a 1 GiB segment: callers split there). */
+  private mappedView(from: number, to: number): Uint8Array {
+    const { pageSize, pageCount } = this.geometry;
+    const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
+    const seg = Math.floor(from / segPages);
+    const views = (this.views ??= new Map());
+    let v = views.get(seg);
+    if (!v) {
+      const n = Math.min(segPages, pageCount - seg * segPages);
+      v = new Uint8Array(nativePageHash!.mapFile!(this.fd, seg * segPages * pageSize, n * pageSize));
+      views.set(seg, v);
+    }
+    const end = Math.min(to, (seg + 1) * segPages);
+    return v.subarray((from - seg * segPages) * pageSize, (end - seg * segPages) * pageSize);
+  }
+
+  private readExactly(buf: Buffer, len: number, pos: number): void {
+    let done = 0;
+    while (done < len) {
+      let r: number;
+      try {
+        r = readSync(this.fd, buf, done, len - done, pos + done);
+      } catch (e) {
+        throw new PresyncError(ErrorCodes.IMAGE, `re-reading ${this.path} failed: ${(e as Error).message}`, { cause: e });
+      }
+      if (r === 0) throw new PresyncError(ErrorCodes.IMAGE, `${this.path} is shorter than the image: something else truncated it`);
+      done += r;
+    }
+  }
+
+  /**
+   * Re-reads the whole file and compares every page with the digest of what
+   * was written there, as recheck() does, but hashed on libuv threads (two
+   * lanes) in place through a read-only mapping, with holes taken as zero
+   * pages without reading them. Returns the pages that differ; their digests
+   * now describe the file. A page written while this runs keeps the digest of
+   * that write (its writer re-verifies anyway).
+   */
+  async recheckAll(): Promise<number[]> {
+    const { pageSize, pageCount } = this.geometry;
+    const st = fstatSync(this.fd);
+    if (st.size < pageSize * pageCount) throw new PresyncError(ErrorCodes.IMAGE, `${this.path} is ${st.size} B, shorter than the image: something else truncated it`);
+    const expected = this.digests.slice();
+    const fresh = this.digests.slice();
+    const asyncHash = nativePageHash?.hashCompareAsync;
+    if (asyncHash && nativePageHash?.mapFile && process.env.PRESYNC_NO_MMAP !== '1') {
+      const runs = this.dataRuns(st.blocks * 512 >= pageSize * pageCount);
+      // Pages in holes are zero pages.
+      const zd = zeroPageDigest(pageSize);
+      let p = 0;
+      for (let i = 0; i <= runs.length; i += 2) {
+        const end = i < runs.length ? runs[i] : pageCount;
+        for (; p < end; p++) if (fresh[p] !== zd) fresh[p] = zd;
+        if (i < runs.length) p = runs[i + 1];
+      }
+      const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
+      // Pieces of at most 8192 pages that never straddle a mapping segment.
+      const pieces: Array<[number, number]> = [];
+      for (let i = 0; i < runs.length; i += 2) {
+        for (let s = runs[i]; s < runs[i + 1]; ) {
+          const e = Math.min(runs[i + 1], s + 8192, (Math.floor(s / segPages) + 1) * segPages);
+          pieces.push([s, e]);
+          s = e;
+        }
+      }
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        const list = new Uint32Array(8192);
+        while (next < pieces.length) {
+          const [s, e] = pieces[next++];
+          const v = this.mappedView(s, e);
+          if (e - s >= 256) await asyncHash(v, pageSize, fresh, s, false, list, 0);
+          else nativePageHash!.hashCompare(v, pageSize, fresh, s, false, list, 0);
+        }
+      };
+      await Promise.all([lane(), lane()]);
+    } else {
+      const buf = Buffer.allocUnsafe(RECHECK_CHUNK_PAGES * 4 * pageSize);
+      const chunk = RECHECK_CHUNK_PAGES * 4;
+      const tmp = new BigUint64Array(chunk);
+      for (let first = 0; first < pageCount; first += chunk) {
+        const k = Math.min(chunk, pageCount - first);
+        this.readExactly(buf, k * pageSize, first * pageSize);
+        digestPages(buf, pageSize, 0, k, tmp, 0);
+        fresh.set(tmp.subarray(0, k), first);
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    const out: number[] = [];
+    for (let q = 0; q < pageCount; q++) {
+      // Rewritten meanwhile by this agent: that write's digest is the one to keep.
+      if (fresh[q] === expected[q] || this.digests[q] !== expected[q]) continue;
+      this.digests[q] = fresh[q];
+      out.push(q);
+    }
+    return out;
+  }
+
+  /** Data (not hole) runs of the file as [start, end) page pairs; everything when fully allocated or unknown. */
+  private dataRuns(allocated: boolean): number[] {
+    const { pageSize, pageCount } = this.geometry;
+    const ext = nativePageHash?.dataExtents;
+    if (allocated || !ext) return [0, pageCount];
+    let raw: number[];
+    try {
+      raw = ext(this.fd, 0, pageSize * pageCount);
+    } catch {
+      return [0, pageCount];
+    }
+    const out: number[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      // A page partly in a hole counts as data (read through the mapping); SEEK_DATA
+      // is 4 KiB-granular on tmpfs, so with 4 KiB pages a data page is never partly a hole.
+      const s = Math.floor(raw[i] / pageSize);
+      const e = Math.min(pageCount, Math.ceil(raw[i + 1] / pageSize));
+      if (e <= s) continue;
+      if (out.length > 0 && out[out.length - 1] >= s) out[out.length - 1] = Math.max(out[out.length - 1], e);
+      else out.push(s, e);
+    }
+    return out;
+  }
+
   private zeroFill(): void {
     const zd = zeroPageDigest(this.geometry.pageSize);
     const zero = new Uint8Array(this.geometry.pageSize);
@@ -236,6 +431,7 @@ export class TargetImage {
   }
 
   close(): void {
+    this.views = undefined;
     if (this.fd >= 0) {
       closeSync(this.fd);
       this.fd = -1;

@@ -3,6 +3,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { CLI } from './faults-rig.ts';
 
+/**
+ * How long a wait for a CLI child's line or exit may take before it counts as
+ * hung. Only a guard: every wait ends on the child's own event (its line, its
+ * exit), and a CLI start can take several seconds on a loaded machine.
+ */
+export const CLI_HANG_GUARD_MS = 120_000;
+
 export interface CliChild {
   readonly child: ChildProcess;
   readonly lines: Array<Record<string, unknown>>;
@@ -33,7 +40,7 @@ export function spawnCli(args: readonly string[]): CliChild {
     gone = true;
     for (const w of [...waiters]) w();
   });
-  const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 30_000) =>
+  const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = CLI_HANG_GUARD_MS) =>
     new Promise<Record<string, unknown>>((res, rej) => {
       const check = () => {
         const hit = lines.find(pred);
@@ -57,7 +64,7 @@ export function spawnCli(args: readonly string[]): CliChild {
   return { child, lines, stderr: () => err, next, exited };
 }
 
-export async function runCli(args: readonly string[], timeoutMs = 30_000): Promise<{ code: number | null; lines: Array<Record<string, unknown>>; stderr: string }> {
+export async function runCli(args: readonly string[], timeoutMs = CLI_HANG_GUARD_MS): Promise<{ code: number | null; lines: Array<Record<string, unknown>>; stderr: string }> {
   const c = spawnCli(args);
   const timer = setTimeout(() => c.child.kill('SIGKILL'), timeoutMs);
   const code = await c.exited;

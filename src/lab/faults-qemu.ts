@@ -1,10 +1,10 @@
 /**
- * Fault cases for real QEMU guests: the test guest (guest/, built by
+ * Fault cases for real QEMU guests: the test guest (test-guest/, built by
  * scripts/build-guest.sh) keeps a buffer it rewrites and re-checks, printing
  * `HB n` heartbeats and `OK n` after each verified pass, `FAIL` on a
  * mismatch. Its RAM is a memory-backend-file in /dev/shm that presync syncs.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,8 +18,9 @@ import { claimImageGeometry, QemuTarget } from '../qemu/qemu-target.ts';
 import type { SerialLog } from '../qemu/serial.ts';
 import { launchVm, matchingTargetOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { TcpTransport } from '../transport/tcp.ts';
-import type { FaultCase } from './faults.ts';
-import { ROOT, sleep } from './faults-rig.ts';
+import type { FaultCase } from './fault-case.ts';
+import { sleep } from '../transport/deadline.ts';
+import { buildTestGuest } from './test-guest.ts';
 
 const SECRET = Buffer.from('presync-fault-matrix-qemu-secret');
 
@@ -32,14 +33,6 @@ function qemuMissing(): string | undefined {
   return qemuChecked;
 }
 
-let guest: { kernel: string; initrd: string } | undefined;
-function buildGuest(): { kernel: string; initrd: string } {
-  if (!guest) {
-    execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
-    guest = { kernel: join(ROOT, 'guest/build/vmlinuz'), initrd: join(ROOT, 'guest/build/initrd.img') };
-  }
-  return guest;
-}
 
 function heartbeats(serial: SerialLog, since = 0): number[] {
   return serial.matching(/^HB (\d+)$/, since).map((m) => Number(m.match[1]));
@@ -61,7 +54,7 @@ class QemuRig {
 
   constructor(dir: string) {
     this.dir = dir;
-    const g = buildGuest();
+    const g = buildTestGuest();
     this.spec = {
       memBytes: 128 << 20,
       ram: { kind: 'file', memPath: join(this.shm, 'src.ram') },

@@ -19,14 +19,13 @@ import { FaultProxy } from '../transport/fault-proxy.ts';
 import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
-import type { FaultCase } from './faults.ts';
+import type { FaultCase } from './fault-case.ts';
 import { runCli, spawnCli, type CliChild } from './faults-cli.ts';
 import {
   checkWriterImage,
   judgeDone,
   judgeRolledBack,
   PAGE,
-  sleep,
   startWriter,
   targetRestart,
   waitFor,
@@ -34,6 +33,7 @@ import {
   type Verdict,
   type Writer,
 } from './faults-rig.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const SECRET = Buffer.from('presync-fault-matrix-secret-0123');
 const PAGES = 2048;

@@ -12,17 +12,15 @@ import { fileURLToPath } from 'node:url';
 import { processState } from '../guest/controller.ts';
 import type { HandoverHook } from '../engine/target-session.ts';
 import { commandHook } from '../engine/handover-command.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
-export const CLI = join(ROOT, 'bin/presync.js');
+export { CLI } from './cli-entry.ts';
 export const PAGE = 4096;
 const MAGIC = 0x52575350;
 const FILL = 0x5a;
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 export async function waitFor<T>(what: string, fn: () => T | undefined | null | false, timeoutMs = 20_000): Promise<T> {
   const end = Date.now() + timeoutMs;

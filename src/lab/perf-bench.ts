@@ -14,12 +14,12 @@ import { DirtyScanner } from '../guest/dirty-scanner.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import { TcpTransport } from '../transport/tcp.ts';
-import { initDigest } from '../wire/digest.ts';
+import { initDigest } from '../native/page-digest.ts';
 import { lz4Codec } from '../wire/page-codecs.ts';
 import { decodePage, encodePages } from '../wire/pages.ts';
 import { anonRssBytes, median, timeIt, writeDataImage } from './perf-measure.ts';
 
-const CLI = fileURLToPath(new URL('../../bin/presync.js', import.meta.url));
+import { CLI } from './cli-entry.ts';
 const PAGE = 4096;
 const MiB = 1 << 20;
 const GiB = 1 << 30;

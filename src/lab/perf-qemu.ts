@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -10,11 +10,12 @@ import { ImageOnlyController } from '../guest/controller.ts';
 import { stockMigrate } from '../qemu/stock.ts';
 import { launchVm, matchingTargetOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { TcpTransport } from '../transport/tcp.ts';
-import { initDigest } from '../wire/digest.ts';
+import { initDigest } from '../native/page-digest.ts';
 import { writeDataImage } from './perf-measure.ts';
+import { buildTestGuest } from './test-guest.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 const GUEST_BYTES = 1 << 30;
 
 export interface QemuSideBySide {
@@ -50,7 +51,7 @@ export interface QemuSideBySide {
 export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: string) => void } = {}): Promise<QemuSideBySide> {
   await initDigest();
   const step = o.onStep ?? (() => undefined);
-  execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+  const guest = buildTestGuest();
   const dir = mkdtempSync(join(tmpdir(), 'presync-perfq-'));
   const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-perfq-'));
   const vms: Vm[] = [];
@@ -60,8 +61,8 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
     const spec: MachineSpec = {
       memBytes: GUEST_BYTES,
       ram: { kind: 'file', memPath: paths('src').memPath },
-      kernel: join(ROOT, 'guest/build/vmlinuz'),
-      initrd: join(ROOT, 'guest/build/initrd.img'),
+      kernel: guest.kernel,
+      initrd: guest.initrd,
       append: 'console=ttyS0 quiet panic=-1 presync.mem=768M presync.workload=idle',
       machine: 'pc-i440fx-7.2',
     };

@@ -13,7 +13,6 @@
  * guessing: downtime is the source's STOP event to the target's RESUME event
  * (QMP timestamps, one host clock), for both kinds.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,11 +26,13 @@ import { SerialLog } from '../qemu/serial.ts';
 import { QEMU_2012_DEFAULT_BANDWIDTH, stockMigrate, UNCAPPED_BANDWIDTH } from '../qemu/stock.ts';
 import { launchVm, matchingTargetOptions, type Accel, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
+import { buildTestGuest } from './test-guest.ts';
 import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts';
-import { makeResults, readResults, type ResultRun, type ResultsFile } from './results.ts';
+import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from './cli-entry.ts';
 
 export const GUEST_WORKLOADS = ['text', 'audio', 'movie', 'idle'] as const;
 /** 1 Gbit/s in bytes/s: the fallback shaper's rate and QEMU's cap on loopback. */
@@ -190,15 +191,6 @@ export function summarize(workloads: readonly string[], runs: readonly QemuBench
   });
 }
 
-export function buildTestGuest(): { kernel: string; initrd: string } {
-  try {
-    execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (e) {
-    const stderr = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n').slice(-3).join(' | ');
-    throw new PresyncError(ErrorCodes.INTERNAL, `scripts/build-guest.sh failed: ${stderr || (e as Error).message}`, { cause: e });
-  }
-  return { kernel: join(ROOT, 'guest/build/vmlinuz'), initrd: join(ROOT, 'guest/build/initrd.img') };
-}
 
 interface RunContext {
   readonly dir: string;
@@ -215,7 +207,6 @@ async function waitHealthy(vm: Vm): Promise<void> {
   await vm.serial.waitForLine(/^OK (\d+)/, 90_000);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function failedRun(workload: string, kind: RunKind, rep: number, e: unknown, guest: ContinuityVerdict | null = null): QemuBenchRun {
   const err = toPresyncError(e);

@@ -1,57 +1,9 @@
-import type { MigrationMetrics, SeriesPoint } from '../core/accounting.ts';
 import type { SimResult } from '../sim/simulator.ts';
 import type { Workload } from '../sim/workload.ts';
 import { createWorkload } from '../sim/workloads/index.ts';
-import type { DirtyHeat, ResultRun, RunSummary } from './results.ts';
+import { runRecord, type ResultRun, type RunMeta } from '../engine/results-file.ts';
 import { heatFromWorkload } from './results-heat.ts';
 import { runScenario, type Scenario } from './scenario.ts';
-
-/** The DESIGN.md metrics of a run, in the results file's summary shape. */
-export function summaryOf(m: MigrationMetrics): RunSummary {
-  return {
-    outcome: m.outcome,
-    error: m.error,
-    launchToRunningMs: m.launchToRunningMs,
-    downtimeMs: m.downtimeMs,
-    presyncBytes: m.presyncBytes,
-    finalBytes: m.finalBytes,
-    residualPagesAtLaunch: m.residualPagesAtLaunch,
-    wastedPages: m.wastedPages,
-    resentPages: m.resentPages,
-    guestSlowdown: m.guestSlowdown,
-    verified: m.verified,
-    converged: m.converged,
-    liveRounds: m.liveRounds,
-  };
-}
-
-function seriesOf(points: readonly SeriesPoint[]): ResultRun['series'] {
-  return points.map((p) => ({ ...p, ...(p.diag ? { diag: { ...p.diag } } : {}) }));
-}
-
-export interface RunMeta {
-  readonly label?: string;
-  readonly workload: string;
-  readonly policy: string;
-  readonly seed: number | null;
-  readonly launchAtMs?: number | null;
-  readonly dirtyHeat?: DirtyHeat;
-}
-
-/** One run of any shell: metrics and series as the shells return them. */
-export function runRecord(shell: 'sim' | 'real', r: MigrationMetrics & { readonly series: readonly SeriesPoint[] }, m: RunMeta): ResultRun {
-  return {
-    label: m.label ?? `${m.workload} · ${m.policy}`,
-    workload: m.workload,
-    policy: m.policy,
-    seed: m.seed,
-    shell,
-    ...(m.launchAtMs !== undefined ? { launchAtMs: m.launchAtMs } : {}),
-    summary: summaryOf(r),
-    series: seriesOf(r.series),
-    ...(m.dirtyHeat ? { dirtyHeat: m.dirtyHeat } : {}),
-  };
-}
 
 export function simRun(r: SimResult, m: Omit<RunMeta, 'workload' | 'policy'> & { workload?: string; policy?: string }): ResultRun {
   return runRecord('sim', r, { ...m, workload: m.workload ?? r.workload, policy: m.policy ?? r.policy });

@@ -1,7 +1,7 @@
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { PageSet, popcount32, type ReadonlyPageSet } from '../core/pageset.ts';
 import type { Workload } from '../sim/workload.ts';
-import type { DirtyHeat } from './results.ts';
+import type { DirtyHeat } from '../engine/results-file.ts';
 
 /** Regions across the guest in a heatmap: enough to see layout, few enough to stay small in a results file. */
 export const HEAT_REGIONS = 64;

@@ -1,6 +1,6 @@
 import type { Workload } from '../sim/workload.ts';
 import type { FrontierRow, PaperResult } from './paper.ts';
-import { makeResults, type ResultRun, type ResultsFile, type TableRow } from './results.ts';
+import { makeResults, type ResultRun, type ResultsFile, type TableRow } from '../engine/results-file.ts';
 import { simulateForResults } from './results-build.ts';
 import { DEFAULT_SCENARIO } from './scenario.ts';
 

@@ -9,7 +9,7 @@ import { SourceMigration, type MigrationResult } from '../engine/source-session.
 import { ImageOnlyController } from '../guest/controller.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 
-const CLI = fileURLToPath(new URL('../../bin/presync.js', import.meta.url));
+import { CLI } from './cli-entry.ts';
 
 export interface ThroughputResult {
   readonly imageBytes: number;

@@ -1,5 +1,5 @@
 /**
- * Reading the test guest's serial console (guest/README.md): heartbeats,
+ * Reading the test guest's serial console (test-guest/README.md): heartbeats,
  * failures, and whether a migrated guest continued where the source stopped.
  * Shared by the e2e tests and the QEMU bench, so both judge a migration by
  * the same rule.

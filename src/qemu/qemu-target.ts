@@ -18,6 +18,7 @@ import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import type { QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
 import { launchVm, type LaunchOptions, type Vm } from './vm.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface QemuTargetOptions {
   /** Machine to start; its RAM must be a file backend whose mem-path is the agent's image. */
@@ -147,7 +148,7 @@ export class QemuTarget {
           } catch (e) {
             this.o.onEvent?.({ event: 'qemu-error', error: toPresyncError(e, ErrorCodes.QEMU).toJSON() });
             if (i >= 4 || this.#closing) throw e;
-            await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+            await sleep(200 * 2 ** i);
           }
         }
       } finally {
@@ -163,11 +164,16 @@ export class QemuTarget {
       start: async () => {
         if (this.#restarting) await this.#restarting;
         const vm = this.#vm;
-        if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.QEMU, 'the target QEMU is not running; it cannot take the guest');
+        if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.HANDOVER_HOOK, 'the target QEMU is not running; it cannot take the guest');
         try {
           await startIncomingGuest(vm.qmp, this.o.runTimeoutMs ?? 30_000);
         } catch (e) {
-          throw toPresyncError(e, ErrorCodes.QEMU);
+          // The source resumes its guest on this answer: this QEMU must not
+          // run it too (a `cont` that timed out may still take effect), so it
+          // is replaced before the failure is reported.
+          await this.restart().catch(() => undefined);
+          const err = toPresyncError(e, ErrorCodes.QEMU);
+          throw new PresyncError(ErrorCodes.HANDOVER_HOOK, `the target QEMU did not start the guest (${err.code}: ${err.message}); it was stopped`, { cause: e });
         }
         this.#handedOver = true;
         this.o.onEvent?.({ event: 'qemu-running', pid: vm.pid, resumedAtMs: this.#resumedAtMs });

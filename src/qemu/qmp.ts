@@ -14,6 +14,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { isKnownCommand, returnValidators, type QmpCommandName, type QmpCommands } from './qmp-commands.ts';
 import { expectObject, field, isNonNegInt, isObject, isString, type Json, type JsonObject } from './qmp-validate.ts';
+import { sleep } from '../transport/deadline.ts';
 
 export interface QmpTimestamp {
   seconds: number;
@@ -423,6 +424,6 @@ async function connectWithRetry(path: string, deadline: number, signal: AbortSig
     if (Date.now() >= deadline) {
       throw new PresyncError(ErrorCodes.TIMEOUT, `QMP socket ${path} not reachable before the deadline: ${(lastErr as Error).message}; is QEMU running with -qmp unix:${path},server=on,wait=off?`, { cause: lastErr });
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }

@@ -8,6 +8,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { MigrationInfo } from './qmp-commands.ts';
 import type { QmpClient } from './qmp.ts';
 import { resolveListenUri, setCapabilities, completedFigures } from './switchover.ts';
+import { sleep } from '../transport/deadline.ts';
 
 /** "No cap": QEMU rejects values above SIZE_MAX; 1 TiB/s is far beyond any link. */
 export const UNCAPPED_BANDWIDTH = 2 ** 40;
@@ -112,7 +113,7 @@ export async function stockMigrate(source: QmpClient, target: QmpClient, opts: S
         await source.execute('migrate_cancel').catch(() => {});
         throw new PresyncError(ErrorCodes.NO_CONVERGENCE, `stock migration still ${info.status} after ${timeoutMs} ms (${info.ram?.dirtySyncCount ?? 0} rounds); cancelled. Raise max-bandwidth or downtime-limit`);
       }
-      await new Promise((r) => setTimeout(r, pollMs));
+      await sleep(pollMs);
     }
     await resumed;
   } finally {

@@ -19,6 +19,7 @@
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { MigrationCapabilityName, MigrationInfo, MigrationStatus } from './qmp-commands.ts';
 import type { QmpClient, QmpEvent } from './qmp.ts';
+import { sleep } from '../transport/deadline.ts';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 const POLL_MS = 100;
@@ -142,7 +143,7 @@ export async function completedFigures(qmp: QmpClient, info: MigrationInfo, sett
   const deadline = Date.now() + settleMs;
   let last = info;
   while (last.status === 'completed' && !((last.totalTimeMs ?? 0) > 0) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, pollMs));
+    await sleep(pollMs);
     last = await qmp.execute('query-migrate');
   }
   return last;
@@ -178,7 +179,7 @@ export async function startIncomingGuest(qmp: QmpClient, timeoutMs = DEFAULT_TIM
     if (st.running) return;
     if (st.status !== 'inmigrate') break;
     if (Date.now() > deadline) throw new PresyncError(ErrorCodes.TIMEOUT, `the target QEMU is still loading the incoming migration after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   await qmp.execute('cont');
   await waitTargetRunning(qmp, Math.max(1000, deadline - Date.now()));

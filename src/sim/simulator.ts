@@ -1,6 +1,7 @@
 import { Accounting, type MigrationMetrics, type SeriesPoint } from '../core/accounting.ts';
-import { DEFAULT_WIRE_COST, fullPageWireBytes, type WireCostModel } from '../core/cost.ts';
+import { DEFAULT_WIRE_COST, type WireCostModel } from '../core/cost.ts';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { ShellLedger } from '../core/ledger.ts';
 import { PageSet } from '../core/pageset.ts';
 import { PhaseMachine } from '../core/phase.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy } from '../core/types.ts';
@@ -84,6 +85,7 @@ export function simulate(cfg: SimConfig): SimResult {
   const link = new SimLink(cfg.link);
   const guest = new SimGuest(pageCount, cfg.workload.initialNonZero());
   const acct = new Accounting(pageCount);
+  const ledger = new ShellLedger(pageSize, wire);
   const phases = new PhaseMachine();
   // Whole bytes: a page record costs its header (+ payload unless elided), and
   // every pagesPerFrame records a frame header.
@@ -97,10 +99,6 @@ export function simulate(cfg: SimConfig): SimResult {
   let qHead = 0;
   let enqueuedTotal = 0;
   let deliveredTotal = 0;
-  let lastOffered = 0;
-  let lastDelivered = 0;
-  let recentBytes = 0;
-  let recentPages = 0;
   let competingBytes = 0;
   let competingAloneBytes = 0;
   let slowdownWeighted = 0;
@@ -108,7 +106,6 @@ export function simulate(cfg: SimConfig): SimResult {
   let epoch = 0;
   let t = 0;
 
-  let consumed = 0;
   const enqueue = (d: EpochDecision): { bytes: number; pages: number } => {
     let bytes = 0;
     let pages = 0;
@@ -126,10 +123,8 @@ export function simulate(cfg: SimConfig): SimResult {
       queue.push({ page: p, version: guest.source[p], end: enqueuedTotal });
       acct.onPageSent(p);
     }
-    consumed = i;
+    ledger.onSend(bytes, pages, i);
     link.enqueue(bytes);
-    recentBytes += bytes;
-    recentPages += pages;
     return { bytes, pages };
   };
 
@@ -145,6 +140,7 @@ export function simulate(cfg: SimConfig): SimResult {
   const advance = (dtMs: number, guestRuns: boolean): { delivered: number; written: PageSet } => {
     const s = link.step(t, dtMs);
     deliveredTotal += s.delivered;
+    ledger.onDelivered(s.delivered);
     acct.onBytes(s.delivered);
     if (phases.phase === 'presync') {
       competingBytes += s.competingDelivered;
@@ -169,26 +165,29 @@ export function simulate(cfg: SimConfig): SimResult {
     return { delivered: s.delivered, written };
   };
 
-  const observe = (phase: 'presync' | 'launched', stepMs: number): EpochObservation => ({
-    epoch,
-    timeMs: t,
-    epochMs: stepMs,
-    phase,
-    geometry: cfg.workload.geometry,
-    dirty,
-    stale,
-    net: {
-      bandwidthBytesPerSec: cfg.link.bandwidthBytesPerSec,
-      rttMs: link.rttNow(t),
-      bytesInFlight: link.queuedBytes,
-      offeredBytes: lastOffered,
-      deliveredBytes: lastDelivered,
-    },
-    guestSlowdown: slowdownTime > 0 ? lastSlowdown : 0,
-    ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs, pauseLagMs: cfg.pauseLagMs ?? 0 } : {}),
-    consumed,
-    wireBytesPerPage: recentPages > 0 ? recentBytes / recentPages : fullPageWireBytes(pageSize, wire),
-  });
+  const observe = (phase: 'presync' | 'launched', stepMs: number): EpochObservation => {
+    const { consumed, wireBytesPerPage, offeredBytes, deliveredBytes } = ledger.observe();
+    return {
+      epoch,
+      timeMs: t,
+      epochMs: stepMs,
+      phase,
+      geometry: cfg.workload.geometry,
+      dirty,
+      stale,
+      net: {
+        bandwidthBytesPerSec: cfg.link.bandwidthBytesPerSec,
+        rttMs: link.rttNow(t),
+        bytesInFlight: link.queuedBytes,
+        offeredBytes,
+        deliveredBytes,
+      },
+      guestSlowdown: slowdownTime > 0 ? lastSlowdown : 0,
+      ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs, pauseLagMs: cfg.pauseLagMs ?? 0 } : {}),
+      consumed,
+      wireBytesPerPage,
+    };
+  };
   let lastSlowdown = 0;
 
   const record = (phase: 'presync' | 'launched', stepMs: number, d: EpochDecision, sent: { bytes: number; pages: number }, delivered: number, dirtyPages: number): void => {
@@ -218,8 +217,6 @@ export function simulate(cfg: SimConfig): SimResult {
     lastSlowdown = Math.min(1, (written.count() * gcost.trackUsPerDirtyPage + sent.pages * gcost.sendUsPerPage) / (stepMs * 1000 * gcost.guestCpus));
     slowdownWeighted += lastSlowdown * stepMs;
     slowdownTime += stepMs;
-    lastOffered = sent.bytes;
-    lastDelivered = delivered;
     dirty = written;
     record('presync', stepMs, d, sent, delivered, written.count());
     epoch++;
@@ -275,8 +272,6 @@ export function simulate(cfg: SimConfig): SimResult {
       const { delivered, written } = advanceUntilStop(stepMs);
       const seen = new PageSet(pageCount);
       for (const p of d.probe.pages) if (written.has(p)) seen.add(p);
-      lastOffered = sent.bytes;
-      lastDelivered = delivered;
       dirty = seen;
       record('launched', stepMs, d, sent, delivered, seen.count());
       epoch++;
@@ -284,8 +279,6 @@ export function simulate(cfg: SimConfig): SimResult {
     }
     const stepMs = Math.min(epochMs, Math.max(1, link.drainMs(t)));
     const { delivered, written } = advance(stepMs, true);
-    lastOffered = sent.bytes;
-    lastDelivered = delivered;
     dirty = written;
     record('launched', stepMs, d, sent, delivered, written.count());
     epoch++;

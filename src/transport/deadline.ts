@@ -45,3 +45,20 @@ export function signalError(signal: AbortSignal, what: string): PresyncError {
   const r: unknown = signal.reason;
   return r instanceof PresyncError ? r : new PresyncError(ErrorCodes.ABORTED, `${what}: aborted`, { cause: r });
 }
+
+/** Resolves after `ms` milliseconds, or at once when `signal` aborts. The one sleep of the code base. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

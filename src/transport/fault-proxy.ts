@@ -22,6 +22,7 @@ import { parseRate } from './rate.ts';
 import { resetSocket } from './tcp.ts';
 import { TokenBucket } from './token-bucket.ts';
 import type { TransportAddress } from './types.ts';
+import { sleep } from './deadline.ts';
 
 export type Direction = 'up' | 'down';
 /**
@@ -379,7 +380,7 @@ function checkDirection(d: string): asserts d is Direction {
 }
 
 function sleepMs(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.max(1, Math.ceil(ms))));
+  return sleep(Math.max(1, Math.ceil(ms)));
 }
 
 function waitDrain(s: net.Socket): Promise<void> {

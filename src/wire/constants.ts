@@ -69,6 +69,8 @@ export const Capability = {
   JOIN: 1 << 18,
   /** Verify by one SHA-256 of the digest table (VERIFY_SUMMARY) before sending the table itself. */
   VERIFY_SUMMARY: 1 << 19,
+  /** The source accepts HAVE frames during presync: pages the target found damaged in its file, to resend. */
+  REVERIFY: 1 << 20,
 } as const;
 
 /** VERIFY_SUMMARY: SHA-256 of the digest table. */

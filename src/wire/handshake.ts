@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ErrorCodes, PresyncError, type ErrorCode } from '../core/errors.ts';
+import { ErrorCodes, PeerReportedError, PresyncError, type ErrorCode } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { Capability, MAX_MESSAGE_BYTES, NONCE_BYTES, PROOF_BYTES, PROTOCOL_VERSION } from './constants.ts';
 import type { AuthFrame, ChallengeFrame, ErrorFrame, Frame, HelloFrame, WelcomeFrame } from './frames.ts';
@@ -89,7 +89,7 @@ const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
 /** The error a peer's ERROR frame stands for (its code when we know it, else PROTOCOL). */
 export function errorFromFrame(frame: ErrorFrame): PresyncError {
   const code = KNOWN_CODES.has(frame.code) ? (frame.code as ErrorCode) : ErrorCodes.PROTOCOL;
-  return new PresyncError(code, `peer reported ${frame.code}: ${frame.message}`);
+  return new PeerReportedError(code, `peer reported ${frame.code}: ${frame.message}`);
 }
 
 function truncateUtf8(s: string, max: number): string {
@@ -118,7 +118,7 @@ function freshNonce(given: Uint8Array | undefined): Uint8Array {
 
 const CODEC_BITS = Capability.DEFLATE | Capability.LZ4 | Capability.ZSTD;
 /** Bits a server may grant: codecs, resume, multi-stream. */
-const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY;
+const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY;
 
 export interface ClientHandshakeOptions {
   readonly secret: Uint8Array;
@@ -142,7 +142,7 @@ export class ClientHandshake {
     this.helloFrame = {
       type: 'hello',
       version: PROTOCOL_VERSION,
-      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY),
+      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY),
       pageSize: opts.geometry.pageSize,
       pageCount: opts.geometry.pageCount,
       imageId: opts.imageId,
@@ -242,7 +242,7 @@ export class ServerHandshake {
 
   constructor(private readonly opts: ServerHandshakeOptions) {
     checkSecret(opts.secret);
-    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY);
+    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
     this.nonce = freshNonce(opts.nonce);
   }
 

@@ -2,7 +2,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import { DEFAULT_MAX_FRAME_BYTES, FrameType, HEADER_BYTES, PAGE_RECORD_HEADER_BYTES, PAGES_PREFIX_BYTES, PROTOCOL_VERSION, PageEncoding } from './constants.ts';
 import { crc32 } from './crc32.ts';
-import { digestPages, isZeroPage, zeroPageDigest } from './digest.ts';
+import { digestPages, isZeroPage, zeroPageDigest } from '../native/page-digest.ts';
 
 /**
  * The sender's fast path for uncompressed pages: one whole PAGES frame

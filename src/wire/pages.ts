@@ -1,7 +1,7 @@
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { HEADER_BYTES, PAGE_RECORD_HEADER_BYTES, PAGES_PREFIX_BYTES, PageEncoding } from './constants.ts';
-import { digestPage, isZeroPage, zeroPageDigest } from './digest.ts';
+import { digestPage, isZeroPage, zeroPageDigest } from '../native/page-digest.ts';
 import type { PageRecord, PagesFrame } from './frames.ts';
 import { codecForEncoding, deflateCodec, lz4Codec, type CodecName, type PageCodec } from './page-codecs.ts';
 

@@ -2,8 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ImageOnlyController, ProcessController, processState } from '../../src/guest/controller.ts';
@@ -13,13 +12,14 @@ import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { ShapedTransport } from '../../src/transport/shaper.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import { metaPath } from '../../src/guest/target-image.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const SECRET = Buffer.from('fault-test-secret-0123456789abcd');
 const PAGE = 4096;
 const WRITER = resolve(import.meta.dirname, '../fixtures/image-writer.mjs');
 
 test('a connection cut during presync resumes: pages the target already holds are not sent again', { timeout: 60_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-fault-'));
+  const dir = scratchDir('presync-fault-');
   const pages = 4096;
   const src = join(dir, 'src.img');
   writeFileSync(src, randomBytes(pages * PAGE));
@@ -62,7 +62,7 @@ test('a connection cut during presync resumes: pages the target already holds ar
 });
 
 test('a connection cut after launch rolls back: the paused source process runs again; the agent serves the next migration', { timeout: 60_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-fault-'));
+  const dir = scratchDir('presync-fault-');
   const src = join(dir, 'src.img');
   const report = join(dir, 'report');
   const writer = spawn(process.execPath, [WRITER, '--image', src, '--pages', '4096', '--report', report], { stdio: 'ignore' });

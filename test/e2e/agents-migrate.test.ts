@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
 
 function waitForLine(child: ChildProcess, pred: (l: string) => boolean, timeoutMs = 20_000): Promise<string> {

@@ -5,14 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { checkWriterImage, differingPages, killQuietly, PAGE, startWriter } from '../../src/lab/faults-rig.ts';
 import { processState } from '../../src/guest/controller.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 test("the writer-image rule passes the writer's own image and catches flipped bytes, misplaced and future pages", { timeout: 30_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-checks-'));
+  const dir = scratchDir('presync-checks-');
   const w = await startWriter(dir, 'guest', 512);
   try {
     killQuietly(w.pid, 'SIGSTOP');

@@ -15,7 +15,7 @@ import { TargetAgent } from '../../src/engine/target-agent.ts';
 import type { TargetEvent } from '../../src/engine/target-session.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 
-const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const SECRET = Buffer.from('disk-full-secret-0123456789abcdef');
 const notRoot = process.getuid?.() === 0 ? undefined : 'needs root to mount a tmpfs';
 

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { FAULT_CASES, faultCaseNames } from '../../src/lab/faults.ts';
 
-const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 
 /** Cases that fail on an engine bug not fixed yet; each runs as a todo test in the file named. */
 const KNOWN_ENGINE_BUGS = new Map<string, string>();

@@ -8,8 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
 import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
@@ -17,6 +16,10 @@ import { TargetAgent } from '../../src/engine/target-agent.ts';
 import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import { runCli, spawnCli } from '../../src/lab/faults-cli.ts';
+import { scratchDir } from '../helpers/scratch.ts';
+
+/** A hang guard, not a budget: each step waits for a CLI run's exit, which takes seconds on a loaded machine. */
+const TEST_GUARD_MS = 300_000;
 
 const SECRET = 'lock-test-secret-0123456789abcdef';
 
@@ -45,7 +48,7 @@ function writeLock(image: string, r: Partial<LockRecord>): void {
 }
 
 function setup(): { dir: string; image: string; secret: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-lock-'));
+  const dir = scratchDir('presync-lock-');
   const image = join(dir, 'guest.img');
   writeFileSync(image, Buffer.alloc(256 * 4096, 3));
   const secret = join(dir, 'secret');
@@ -53,7 +56,7 @@ function setup(): { dir: string; image: string; secret: string } {
   return { dir, image, secret };
 }
 
-test('a guest left paused by a dead source agent is resumed by presync migrate --recover, and the stale lock removed', { timeout: 30_000 }, async () => {
+test('a guest left paused by a dead source agent is resumed by presync migrate --recover, and the stale lock removed', { timeout: TEST_GUARD_MS }, async () => {
   const { image } = setup();
   const guest = sleeper();
   try {
@@ -73,7 +76,7 @@ test('a guest left paused by a dead source agent is resumed by presync migrate -
   }
 });
 
-test('a stale lock never signals a recycled pid: a guest pid whose start time differs is left alone', { timeout: 30_000 }, async () => {
+test('a stale lock never signals a recycled pid: a guest pid whose start time differs is left alone', { timeout: TEST_GUARD_MS }, async () => {
   const { image } = setup();
   const other = sleeper();
   try {
@@ -89,7 +92,7 @@ test('a stale lock never signals a recycled pid: a guest pid whose start time di
   }
 });
 
-test('a lock held by a live agent: --recover and a new migrate both refuse with PRESYNC_ERR_LOCKED', { timeout: 30_000 }, async () => {
+test('a lock held by a live agent: --recover and a new migrate both refuse with PRESYNC_ERR_LOCKED', { timeout: TEST_GUARD_MS }, async () => {
   const { image, secret } = setup();
   const agentStandIn = sleeper();
   try {
@@ -112,7 +115,7 @@ test('a lock held by a live agent: --recover and a new migrate both refuse with 
   }
 });
 
-test('stale locks with nothing to resume are removed: an agent that died before writing its lock, a committed lock whose guest is gone', { timeout: 30_000 }, async () => {
+test('stale locks with nothing to resume are removed: an agent that died before writing its lock, a committed lock whose guest is gone', { timeout: TEST_GUARD_MS }, async () => {
   const { image } = setup();
   writeFileSync(lockPath(image), '');
   const old = new Date(Date.now() - 60_000);
@@ -132,7 +135,7 @@ test('stale locks with nothing to resume are removed: an agent that died before 
   assert.equal(existsSync(lockPath(image)), false);
 });
 
-test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: 30_000 }, async () => {
+test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: TEST_GUARD_MS }, async () => {
   const { image, secret } = setup();
   writeFileSync(lockPath(image), 'something else\n');
   const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--offline', '--launch-after', '1s']);
@@ -141,7 +144,7 @@ test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hi
   assert.equal(readFileSync(lockPath(image), 'utf8'), 'something else\n');
 });
 
-test('in doubt: HANDOVER sent, confirmation lost; the guest stays paused, the lock stays committed, and --recover refuses to resume it', { timeout: 60_000 }, async () => {
+test('in doubt: HANDOVER sent, confirmation lost; the guest stays paused, the lock stays committed, and --recover refuses to resume it', { timeout: TEST_GUARD_MS }, async () => {
   const { dir, image, secret } = setup();
   const guest = sleeper();
   let proxy: FaultProxy | undefined;

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ProcessController } from '../../src/guest/controller.ts';
@@ -10,6 +9,7 @@ import { metaPath } from '../../src/guest/target-image.ts';
 import { SourceMigration, type MigrationResult } from '../../src/engine/source-session.ts';
 import { TargetAgent } from '../../src/engine/target-agent.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const SECRET = Buffer.from('load-test-secret-0123456789abcdef');
 const PAGE = 4096;
@@ -23,7 +23,7 @@ async function startWriter(image: string, pages: number, report: string): Promis
 }
 
 test('four concurrent migrations of running writers into one agent with an image directory all finish verified and byte-identical', { timeout: 120_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-load-'));
+  const dir = scratchDir('presync-load-');
   const imageDir = join(dir, 'images');
   const agent = await TargetAgent.start({ transport: new TcpTransport(), listen: { host: '127.0.0.1', port: 0 }, imageDir, secret: SECRET });
   const sessions: string[] = [];

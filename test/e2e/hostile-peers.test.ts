@@ -12,8 +12,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes } from '../../src/core/errors.ts';
 import { createPolicy } from '../../src/core/policies/registry.ts';
@@ -26,12 +25,13 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 import type { TransportAddress } from '../../src/transport/types.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { digestPage, initDigest } from '../../src/wire/digest.ts';
+import { digestPage, initDigest } from '../../src/native/page-digest.ts';
 import { verifySummary } from '../../src/wire/digest-runs.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import type { ChallengeFrame, Frame, HelloFrame } from '../../src/wire/frames.ts';
 import { ClientHandshake, computeClientProof } from '../../src/wire/handshake.ts';
 import { encodePage, pagesFrame } from '../../src/wire/pages.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const SECRET = Buffer.from('hostile-peer-secret-0123456789ab');
 const PAGE = 4096;
@@ -186,7 +186,7 @@ async function authenticated(): Promise<RawPeer> {
 
 before(async () => {
   await initDigest();
-  dir = mkdtempSync(join(tmpdir(), 'presync-hostile-'));
+  dir = scratchDir('presync-hostile-');
   src = join(dir, 'source.img');
   dst = join(dir, 'target.img');
   const img = randomBytes(PAGES * PAGE);
@@ -375,7 +375,7 @@ test('VERIFY_SUMMARY: a summary of the image the target holds matches; a forged 
 });
 
 test('hostile image identities to an --image-dir agent create nothing, inside the directory or out', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'presync-hostile-dir-'));
+  const root = scratchDir('presync-hostile-dir-');
   const imageDir = join(root, 'images');
   const a2 = await TargetAgent.start({ transport: new TcpTransport(), listen: { host: '127.0.0.1', port: 0 }, imageDir, secret: SECRET, handshakeTimeoutMs: 2000 });
   try {

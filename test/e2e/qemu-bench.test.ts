@@ -14,7 +14,7 @@ import { netnsUnavailable } from '../../src/lab/netns.ts';
 import { qemuBenchJson, qemuBenchResults, runQemuBench, summarize, UNCAPPED_BANDWIDTH, type QemuBenchRun } from '../../src/lab/qemu-bench.ts';
 import { reportCommand } from '../../src/cli/commands/report.ts';
 import { collectRuns, qemuBars } from '../../src/lab/report/data.ts';
-import { readResults, writeResults } from '../../src/lab/results.ts';
+import { readResults, writeResults } from '../../src/engine/results-file.ts';
 import { qemuMissing } from './qemu-fixture.ts';
 
 const JSON_FIELDS = ['workload', 'presyncLaunchToRunningMsMedian', 'stockLaunchToRunningMsMedian', 'ratio', 'presyncDowntimeMsMedian', 'stockDowntimeMsMedian', 'guestOk', 'stockGuestOk'];

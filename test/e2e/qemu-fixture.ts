@@ -2,14 +2,13 @@
  * Shared set-up for the real-QEMU tests: builds the test guest once, boots
  * VMs with their RAM in /dev/shm, and cleans everything up.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { buildTestGuest as buildGuest } from '../../src/lab/test-guest.ts';
 import { launchVm, matchingTargetOptions, type LaunchOptions, type MachineSpec, type RamBackend, type Vm } from '../../src/qemu/vm.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Why the real-QEMU tests cannot run here, or undefined if they can. */
 export const qemuMissing: string | undefined = (() => {
@@ -17,15 +16,7 @@ export const qemuMissing: string | undefined = (() => {
   return r.status === 0 ? undefined : 'qemu-system-x86_64 not found (run scripts/install-system-deps.sh)';
 })();
 
-let guest: { kernel: string; initrd: string } | undefined;
-
-export function buildGuest(): { kernel: string; initrd: string } {
-  if (!guest) {
-    execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
-    guest = { kernel: join(ROOT, 'guest/build/vmlinuz'), initrd: join(ROOT, 'guest/build/initrd.img') };
-  }
-  return guest;
-}
+export { buildGuest };
 
 export class Lab {
   readonly dir = mkdtempSync(join(tmpdir(), 'presync-e2e-'));

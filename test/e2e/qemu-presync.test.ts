@@ -22,7 +22,7 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const SECRET = 'qemu-e2e-secret-0123456789abcdef';
 
 function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; next: (pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>> } {

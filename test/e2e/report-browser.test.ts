@@ -1,19 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildReport, writeReport } from '../../src/lab/report/build.ts';
-import { makeResults } from '../../src/lab/results.ts';
+import { makeResults } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 test('the report renders in headless Chromium: every chart has marks, no console errors, no requests', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (apt-get install chromium, or scripts/install-system-deps.sh)` }, async () => {
   const { chromium } = await import('playwright-core');
-  const dir = mkdtempSync(join(tmpdir(), 'report-browser-'));
+  const dir = scratchDir('report-browser-');
   // Real simulated runs of the paper's policies on a small guest (fast), written and read as a results file would be.
   const small = { geometry: { pageSize: 4096, pageCount: 8192 }, link: { bandwidthBytesPerSec: 12.5e6, rttMs: 1 }, launchAtMs: 4000, epochMs: 100 };
   const runs = ['text-editing', 'audio'].flatMap((workload) => ['presync-naive', 'presync-slowstart', 'presync', 'oracle'].map((policy) => simulateForResults({ ...small, workload, policy, seed: 1 })));
@@ -21,7 +21,7 @@ test('the report renders in headless Chromium: every chart has marks, no console
   const htmlPath = join(dir, 'report.html');
   writeReport(report, htmlPath);
 
-  const userDataDir = mkdtempSync(join(tmpdir(), 'report-browser-profile-'));
+  const userDataDir = scratchDir('report-browser-profile-');
   const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1200, height: 900 } });
   try {
     const page = await context.newPage();

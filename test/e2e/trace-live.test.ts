@@ -12,11 +12,11 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { PageSet } from '../../src/core/pageset.ts';
 import { recordImageTrace } from '../../src/cli/commands/trace.ts';
-import { readResults } from '../../src/lab/results.ts';
+import { readResults } from '../../src/engine/results-file.ts';
 import { addRanges, loadTrace } from '../../src/sim/trace.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CLI = join(ROOT, 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
 const PAGE = 4096;
 const PAGES = 4096;

@@ -15,6 +15,8 @@ const LEGAL: Array<[Phase, Phase]> = [
   ['launched', 'rollback'],
   ['final-copy', 'rollback'],
   ['verify', 'rollback'],
+  // Only when the target answered HANDOVER with ERROR (it started nothing).
+  ['handover', 'rollback'],
 ];
 
 test('exactly the documented transitions are legal', () => {
@@ -62,8 +64,9 @@ test('every illegal transition throws PRESYNC_ERR_BAD_PHASE and leaves the phase
   }
 });
 
-test('rollback is impossible once the guest runs on the target', () => {
-  assert.equal(canTransition('handover', 'rollback'), false);
+test('rollback is impossible once the handover is confirmed', () => {
+  // From handover only when the target refused it (an ERROR answer): the engine decides that.
+  assert.equal(canTransition('handover', 'rollback'), true);
   assert.equal(canTransition('done', 'rollback'), false);
   assert.deepEqual(PHASES.filter(guestPausedIn), ['final-copy', 'verify', 'handover']);
 });

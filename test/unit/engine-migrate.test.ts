@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, openSync, writeSync, closeSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, openSync, writeSync, closeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ImageOnlyController, type GuestController } from '../../src/guest/controller.ts';
@@ -15,6 +14,7 @@ import type { TargetEvent } from '../../src/engine/target-session.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import { metaPath } from '../../src/guest/target-image.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef');
 const PAGE = 4096;
@@ -58,7 +58,7 @@ function startWriter(path: string, pages: number): { stop: () => void; controlle
 }
 
 async function migrateOnce(transport: Transport, policy: string) {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const dir = scratchDir('presync-eng-');
   const pages = 2048;
   const src = makeImage(dir, pages);
   const dst = join(dir, 'dst.img');
@@ -104,7 +104,7 @@ test('precopy moves everything after launch and still verifies', async () => {
 
 test('the wrong secret fails with PRESYNC_ERR_AUTH before any page is written', async () => {
   const transport = new MemoryTransport({ network: new MemoryNetwork() });
-  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const dir = scratchDir('presync-eng-');
   const src = makeImage(dir, 64);
   const dst = join(dir, 'dst.img');
   const agent = await TargetAgent.start({ transport, listen: { host: '127.0.0.1', port: 0 }, imagePath: dst, secret: SECRET });
@@ -172,7 +172,7 @@ function droppingTransport(inner: Transport, dropPagesFrameNo: number): Transpor
 }
 
 test('pages the target silently lost: the verify summary differs, the full table names them, they are sent again and the image ends bit for bit', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const dir = scratchDir('presync-eng-');
   const pages = 2048;
   const src = makeImage(dir, pages);
   const dst = join(dir, 'dst.img');
@@ -205,7 +205,7 @@ test('pages the target silently lost: the verify summary differs, the full table
 });
 
 test('probes and pages sent ahead of the pause (fresh-first): only the probed pages are looked at, the guest writes on while the pause takes effect, and the image ends bit for bit', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-eng-'));
+  const dir = scratchDir('presync-eng-');
   const pages = 2048;
   const src = makeImage(dir, pages);
   const dst = join(dir, 'dst.img');

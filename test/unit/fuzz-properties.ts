@@ -12,7 +12,7 @@ import type { Geometry } from '../../src/core/types.ts';
 import { FrameType, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PageEncoding, PHASES, PROTOCOL_VERSION, type PageEncodingCode } from '../../src/wire/constants.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { digestPage, zeroPageDigest } from '../../src/wire/digest.ts';
+import { digestPage, zeroPageDigest } from '../../src/native/page-digest.ts';
 import { DigestRunCollector } from '../../src/wire/digest-runs.ts';
 import type { DigestRun, Frame, PageRecord } from '../../src/wire/frames.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';

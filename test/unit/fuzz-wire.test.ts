@@ -1,6 +1,6 @@
 import { before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { initDigest } from '../../src/wire/digest.ts';
+import { initDigest } from '../../src/native/page-digest.ts';
 import { ALL_PROPERTIES } from './fuzz-properties.ts';
 
 /**

@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../src/cli/main.ts';
 import type { CommandIO } from '../../src/cli/io.ts';
 import { PageSet } from '../../src/core/pageset.ts';
 import { collectRuns, heatmaps, launchMsOf, PAPER_SOURCE_LABEL, qemuBars, reductionRows, residualRows, trafficRows, windowRows, type LoadedResults } from '../../src/lab/report/data.ts';
 import { buildReport } from '../../src/lab/report/build.ts';
-import { makeResults, writeResults, type ResultRun } from '../../src/lab/results.ts';
+import { makeResults, writeResults, type ResultRun } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 import { TraceWriter } from '../../src/sim/trace.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const small = { geometry: { pageSize: 4096, pageCount: 4096 }, link: { bandwidthBytesPerSec: 12.5e6, rttMs: 1 }, launchAtMs: 3000, epochMs: 100 };
 const POLICIES = ['presync-naive', 'presync', 'oracle'];
@@ -97,7 +97,7 @@ function io(): CommandIO & { o: string; e: string } {
 }
 
 test('presync report and trace replay from the CLI; bad inputs get one-line errors', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lab-report-'));
+  const dir = scratchDir('lab-report-');
   // A small recorded trace: one hot page range rewritten every epoch, one cold page once.
   const tracePath = join(dir, 't.jsonl.gz');
   const w = await TraceWriter.open(tracePath, { pageSize: 4096, pageCount: 2048, epochMs: 100, source: 'test' });

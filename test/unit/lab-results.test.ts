@@ -1,19 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PresyncError } from '../../src/core/errors.ts';
 import { PageSet } from '../../src/core/pageset.ts';
-import { makeResults, readResults, RESULTS_FORMAT, writeResults } from '../../src/lab/results.ts';
+import { makeResults, readResults, RESULTS_FORMAT, writeResults } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 import { HeatAccumulator, heatFromWorkload } from '../../src/lab/results-heat.ts';
 import { createWorkload } from '../../src/sim/workloads/index.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 
 const small = { geometry: { pageSize: 4096, pageCount: 4096 }, link: { bandwidthBytesPerSec: 12.5e6, rttMs: 1 }, launchAtMs: 3000, epochMs: 100 };
 
 test('a simulated run round-trips through a results file', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lab-results-'));
+  const dir = scratchDir('lab-results-');
   const run = simulateForResults({ ...small, workload: 'text-editing', policy: 'presync', seed: 1 });
   assert.equal(run.shell, 'sim');
   assert.equal(run.launchAtMs, 3000);
@@ -36,7 +36,7 @@ function expectBad(path: string, re: RegExp): void {
 }
 
 test('a bad results file is rejected naming the file and the bad field', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lab-results-'));
+  const dir = scratchDir('lab-results-');
   const good = makeResults({ kind: 'paper', createdBy: 't', runs: [simulateForResults({ ...small, workload: 'audio', policy: 'presync-naive', seed: 2 })] });
   const bad1 = JSON.parse(JSON.stringify(good));
   bad1.runs[0].summary.presyncBytes = 'lots';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { nativePageHash } from '../../src/native/pagehash.ts';
-import { digestPageWasm as digestPage, initDigest } from '../../src/wire/digest.ts';
+import { digestPageWasm as digestPage, initDigest } from '../../src/native/page-digest.ts';
 
 test('the native hasher is built (npm ci runs node-gyp) and matches WebAssembly XXH64 exactly', { skip: process.env.PRESYNC_NO_NATIVE === '1' }, async () => {
   await initDigest();

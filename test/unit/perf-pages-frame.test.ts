@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { initDigest } from '../../src/wire/digest.ts';
+import { initDigest } from '../../src/native/page-digest.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import { encodeRawPagesFrame } from '../../src/wire/pages-frame.ts';
 import { applyPageBatch, encodePages, pagesFrame } from '../../src/wire/pages.ts';

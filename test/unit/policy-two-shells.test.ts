@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
@@ -29,7 +29,7 @@ function recording(p: MigrationPolicy): MigrationPolicy & { seen: EpochObservati
 }
 
 for (const name of ['presync', 'presync-naive', 'precopy']) {
-  test(`the ${name} policy drives both the simulator and the real engine unchanged`, async () => {
+  test(`the ${name} policy drives both the simulator and the real engine unchanged`, async (t) => {
     const pages = 1024;
     const geometry = { pageSize: 4096, pageCount: pages };
 
@@ -40,6 +40,7 @@ for (const name of ['presync', 'presync-naive', 'precopy']) {
     assert.equal(sim.verified, true);
 
     const dir = mkdtempSync(join(tmpdir(), 'presync-2shells-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const src = join(dir, 'src.img');
     writeFileSync(src, Buffer.alloc(pages * 4096, 1));
     const transport = new MemoryTransport({ network: new MemoryNetwork() });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { DirtyScanner } from '../../src/guest/dirty-scanner.ts';
 import { RamImageReader } from '../../src/guest/ram-image.ts';
 import { nativePageHash } from '../../src/native/pagehash.ts';
-import { digestPageWasm, initDigest, zeroPageDigest } from '../../src/wire/digest.ts';
+import { digestPageWasm, initDigest, zeroPageDigest } from '../../src/native/page-digest.ts';
 
 const PS = 4096;
 

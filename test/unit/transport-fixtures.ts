@@ -32,9 +32,7 @@ export async function isPending(p: Promise<unknown>, turns = 3): Promise<boolean
   return !settled;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { sleep } from '../../src/transport/deadline.ts';
 
 /**
  * A TCP address where connect() hangs: a child process listens with backlog 1

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { before, describe, it } from 'node:test';
 import { crc32, crc32Table, hasNativeCrc32 } from '../../src/wire/crc32.ts';
-import * as digest from '../../src/wire/digest.ts';
+import * as digest from '../../src/native/page-digest.ts';
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 

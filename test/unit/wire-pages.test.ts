@@ -5,7 +5,7 @@ import { before, describe, it } from 'node:test';
 import { PresyncError } from '../../src/core/errors.ts';
 import { PageEncoding } from '../../src/wire/constants.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
-import { digestPage, initDigest, zeroPageDigest } from '../../src/wire/digest.ts';
+import { digestPage, initDigest, zeroPageDigest } from '../../src/native/page-digest.ts';
 import { encodeFrame } from '../../src/wire/framing.ts';
 import type { PageRecord, PagesFrame } from '../../src/wire/frames.ts';
 import { deflateCodec, lz4Codec } from '../../src/wire/page-codecs.ts';

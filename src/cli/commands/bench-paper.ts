@@ -1,8 +1,8 @@
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { PAPER_LAUNCH_MS, PAPER_POLICIES, PAPER_WORKLOADS, runFrontier, runPaper, STEADY_FROM_MS } from '../../lab/paper.ts';
-import { BarProgress } from '../../lab/progress.ts';
-import { writeResults } from '../../lab/results.ts';
+import { BarProgress } from '../progress.ts';
+import { writeResults } from '../../engine/results-file.ts';
 import { paperResults } from '../../lab/results-paper.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import type { Workload } from '../../sim/workload.ts';

@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { GUEST_WORKLOADS, qemuBenchJson, qemuBenchResults, runQemuBench, UNCAPPED_BANDWIDTH } from '../../lab/qemu-bench.ts';
-import { writeResults } from '../../lab/results.ts';
+import { writeResults } from '../../engine/results-file.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { parseRate } from '../../transport/rate.ts';
@@ -53,7 +53,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
   );
   if (values.help) {
     io.out(
-      `${USAGE}\n\nMigrates the test guest (guest/README.md) with presync and with QEMU's own pre-copy, N times per workload each, over two network\n` +
+      `${USAGE}\n\nMigrates the test guest (test-guest/README.md) with presync and with QEMU's own pre-copy, N times per workload each, over two network\n` +
         `namespaces joined by veth with tbf 1gbit (--link netns, needs root and iproute2), or over loopback with presync's shaper and QEMU\n` +
         `max-bandwidth at 1 Gbit/s (--link shaper; the fallback when namespaces cannot be made). Prints the medians of launch→running,\n` +
         `downtime (source STOP → target RESUME, QMP timestamps) and bytes, and stock ÷ presync. --out writes presync-results/1 for presync report.\n` +

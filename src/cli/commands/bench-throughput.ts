@@ -1,5 +1,4 @@
-import { makeResults, writeResults } from '../../lab/results.ts';
-import { runRecord } from '../../lab/results-build.ts';
+import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
 import { runThroughputBench } from '../../lab/throughput-bench.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { jsonLine } from '../common.ts';

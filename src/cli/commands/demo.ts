@@ -1,6 +1,6 @@
 import { policyNames } from '../../core/policies/registry.ts';
 import { DEMO_WORKLOADS, runDemo } from '../../lab/demo.ts';
-import { makeResults, writeResults } from '../../lab/results.ts';
+import { makeResults, writeResults } from '../../engine/results-file.ts';
 import { simulateForResults } from '../../lab/results-build.ts';
 import { DEFAULT_SCENARIO } from '../../lab/scenario.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';

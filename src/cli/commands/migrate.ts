@@ -1,19 +1,17 @@
-import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
+import { migrate, resultSummary, type Migration } from '../../api/migrate.ts';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
-import { createPolicy, policyNames } from '../../core/policies/registry.ts';
-import { ControlServer } from '../../engine/control.ts';
-import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
-import { recoverStaleLock, SourceLock } from '../../engine/source-lock.ts';
-import { ImageOnlyController, ProcessController, processStartTime, processState } from '../../guest/controller.ts';
-import { RamImageReader } from '../../guest/ram-image.ts';
-import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../lab/progress.ts';
-import { makeResults, writeResults } from '../../lab/results.ts';
-import { runRecord } from '../../lab/results-build.ts';
+import { policyNames } from '../../core/policies/registry.ts';
+import type { MigrationResult } from '../../engine/source-session.ts';
+import { recoverStaleLock } from '../../engine/source-lock.ts';
+import { formatBytes, formatMigrationProgress } from '../progress.ts';
+import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
 import { intFlag, parseFlags } from '../args.ts';
-import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
+import { addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, TRANSPORT_FLAGS } from '../common.ts';
 import type { CommandIO } from '../io.ts';
+import { EXIT_CODES } from '../exit-codes.ts';
 import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
+import { processStartTime, processState } from '../../guest/controller.ts';
 
 /** `--scan`: how presync epochs look for dirty pages (see MigrateOptions.scan). */
 export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
@@ -23,24 +21,93 @@ export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
 
 const USAGE =
   'presync migrate --image PATH --to HOST:PORT --secret-file F (--pid PID | --offline) [--policy NAME] [--bandwidth RATE] ' +
-  '[--launch-after DURATION | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--out FILE] [--json]\n' +
+  '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT] [-o|--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
-/** The fields `--json` prints, in this order (issue #3's contract). */
+const HELP = `${USAGE}
+
+The source agent: pre-synchronizes --image to the target until launch, then pauses
+the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.
+
+  --pid PID                 the application writing the image: paused at the
+                            switchover, killed after the handover (required)
+  --offline                 instead of --pid: nothing writes the image
+  --launch-after DURATION   launch this long after the start (3s, 250ms, 1m)
+  --launch-when-ready       launch once the initial copy is done and the expected
+                            pause fits --downtime-limit (default 300ms)
+  --control SOCKET          take "presync launch|status|abort|set --control SOCKET"
+  --bandwidth RATE          send-rate limit (1gbit, 100mbit, 50MB/s); change it
+                            later with "presync set --control SOCKET --bandwidth RATE"
+  --metrics HOST:PORT       serve Prometheus metrics on http://HOST:PORT/metrics
+  -o, --out FILE            write a results file for "presync report"
+  --json                    one event per line on stdout: {"event":…,"ts":…}, the
+                            last one {"event":"result","outcome":…}
+
+Policies: ${policyNames().join(', ')} (default presync).
+
+Examples:
+  presync migrate --image /dev/shm/app.img --to target:7070 --secret-file secret \\
+    --pid "$(pidof my-app)" --launch-after 30s
+  presync migrate --image /dev/shm/app.img --to target:7070 --secret-file secret \\
+    --pid "$(pidof my-app)" --control /run/presync.sock --metrics 127.0.0.1:9464 &
+  presync launch --control /run/presync.sock --when-ready
+
+${EXIT_CODES}`;
+
+/** The fields `--json` prints in its last line, after `"event":"result"` (issue #3's contract). */
 export function resultJson(r: MigrationResult): Record<string, unknown> {
-  return {
-    outcome: r.outcome,
-    error: r.error,
-    launchToRunningMs: r.launchToRunningMs === null ? null : Math.round(r.launchToRunningMs * 10) / 10,
-    downtimeMs: r.downtimeMs === null ? null : Math.round(r.downtimeMs * 10) / 10,
-    presyncBytes: r.presyncBytes,
-    finalBytes: r.finalBytes,
-    residualPagesAtLaunch: r.residualPagesAtLaunch,
-    resentPages: r.resentPages,
-    verified: r.verified,
-    wastedPages: r.wastedPages,
-    converged: r.converged,
-    liveRounds: r.liveRounds,
+  return { event: 'result', ...resultSummary(r) };
+}
+
+/** The one-line human summary of a migration's result. */
+export function resultLine(r: MigrationResult): string {
+  const ms = (v: number | null): string => (v === null ? '—' : `${Math.round(v * 10) / 10} ms`);
+  return r.outcome === 'done'
+    ? `migrated: launch→running ${ms(r.launchToRunningMs)}, downtime ${ms(r.downtimeMs)}, presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, residual at launch ${r.residualPagesAtLaunch} pages, verified\n`
+    : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`;
+}
+
+/**
+ * What `migrate` and `qemu migrate` print while a migration runs: with --json
+ * every event as one line on stdout (progress at most once a second); on a
+ * terminal one progress line redrawn in place on stderr; otherwise a line a
+ * second. Returns a function that ends a redrawn line.
+ */
+export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean): () => void {
+  const tty = !json && process.stderr.isTTY === true;
+  let lastProgress = Number.NEGATIVE_INFINITY;
+  let drawn = false;
+  const note = (text: string): void => {
+    io.err(`${drawn ? '\n' : ''}presync: ${text}\n`);
+    drawn = false;
+  };
+  m.on('event', (e: { event: string; ts: string } & Record<string, unknown>) => {
+    if (e.event === 'result') return;
+    if (e.event === 'progress') {
+      const elapsed = Number(e.elapsedMs);
+      if (elapsed - lastProgress < (tty ? 250 : 1000)) return;
+      lastProgress = elapsed;
+      if (json) io.out(jsonLine(e));
+      else {
+        const view = m.progress;
+        if (!view) return;
+        const line = formatMigrationProgress(view);
+        if (tty) {
+          io.err(`\rpresync: ${line}\x1b[K`);
+          drawn = true;
+        } else io.err(`presync: ${line}\n`);
+      }
+      return;
+    }
+    if (json) io.out(jsonLine(e));
+    else if (e.event === 'phase') note(`phase ${String(e.phase)}`);
+    else if (e.event === 'disconnected') note(`connection lost (${String((e.error as { code?: string } | undefined)?.code)}); reconnecting`);
+    else if (e.event === 'connected' && Number(e.attempt) > 0) note(`reconnected, ${String(e.stalePages)} pages to resend`);
+    else if (e.event === 'metrics') note(`metrics on http://${String(e.host)}:${String(e.port)}/metrics`);
+    else if (e.event === 'control') note(`${String(e.cmd)} (control socket)`);
+  });
+  return () => {
+    if (drawn) io.err('\n');
   };
 }
 
@@ -55,6 +122,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       pid: { type: 'string' },
       offline: { type: 'boolean' },
       'launch-after': { type: 'string' },
+      'launch-when-ready': { type: 'boolean' },
       control: { type: 'string' },
       epoch: { type: 'string' },
       streams: { type: 'string' },
@@ -63,7 +131,8 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'downtime-limit': { type: 'string' },
       'image-id': { type: 'string' },
       'page-size': { type: 'string' },
-      out: { type: 'string' },
+      metrics: { type: 'string' },
+      out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
       recover: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -72,13 +141,13 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nThe source agent: pre-synchronizes --image to the target until launch, then pauses the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.\nPolicies: ${policyNames().join(', ')} (default presync).\n`);
+    io.out(HELP);
     return 0;
   }
   if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required\nusage: ${USAGE}`);
   if (values.recover) {
     const rep = recoverStaleLock(values.image);
-    if (values.json) io.out(jsonLine({ event: 'recover', action: rep.action, guestPid: rep.record?.guestPid ?? null, state: rep.record?.state ?? null }));
+    if (values.json) io.out(jsonLine({ event: 'recover', ts: new Date().toISOString(), action: rep.action, guestPid: rep.record?.guestPid ?? null, state: rep.record?.state ?? null }));
     else io.out(`recover: ${rep.action}${rep.record?.guestPid ? ` (guest pid ${rep.record.guestPid}, left ${rep.record.state})` : ''}\n`);
     if (rep.action === 'held') {
       const who = rep.record && rep.record.agentPid > 0 ? ` (pid ${rep.record.agentPid})` : '';
@@ -86,121 +155,74 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     }
     return 0;
   }
-  if (values['launch-after'] === undefined && values.control === undefined) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${USAGE}`);
+  if (values['launch-after'] === undefined && values.control === undefined && values['launch-when-ready'] !== true) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, --launch-when-ready, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${USAGE}`);
   }
   const codec = values.codec ?? 'none';
   if (codec !== 'none' && codec !== 'deflate' && codec !== 'lz4') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--codec must be none, deflate or lz4, got "${codec}"`);
+  if (values.policy !== undefined && !policyNames().includes(values.policy)) {
+    throw new PresyncError(ErrorCodes.BAD_POLICY, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
+  }
   const to = addressFlag(values.to, 'to');
   const secret = readSecret(values['secret-file']);
-  const { transport, bandwidthBytesPerSec } = transportFromFlags(values);
   const pageSize = intFlag(values['page-size'], 'page-size', 4096, 512, 1 << 21);
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
+  const bandwidth = bandwidthFlag(values.bandwidth);
   const guestPid = guestPidFlag(values.pid, values.offline === true);
-  const inner = guestPid !== undefined ? new ProcessController(guestPid) : new ImageOnlyController();
-  // Geometry comes from the image itself; open once to validate before connecting.
-  const probe = RamImageReader.open(values.image, pageSize);
-  const geometry = probe.geometry;
-  probe.close();
-  const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
-  // One migration per guest; a lock left by a dead agent is recovered (its paused guest resumed) first.
-  // The lineage id names this migration's copy of the guest for its whole life (kept in the lock).
-  const lineageId = randomBytes(16).toString('hex');
-  const lock = SourceLock.acquire(values.image, { ...(guestPid !== undefined ? { guestPid } : {}), lineageId });
-  const controller = lock.guard(inner);
+  if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
 
-  // Progress: --json prints one event per line (progress at most once a second);
-  // a terminal gets one line redrawn in place; anything else a line a second.
-  const tracker = new MigrationProgressTracker(downtimeLimitMs !== undefined ? { readyDowntimeMs: downtimeLimitMs } : {});
-  const tty = !values.json && process.stderr.isTTY === true;
-  let lastProgress = Number.NEGATIVE_INFINITY;
-  let drawn = false;
-  const note = (text: string): void => {
-    io.err(`${drawn ? '\n' : ''}presync: ${text}\n`);
-    drawn = false;
-  };
-  const m = new SourceMigration({
-    transport,
+  const m = migrate({
+    image: values.image,
     to,
     secret,
-    imagePath: values.image,
     pageSize,
-    ...(values['image-id'] ? { imageId: values['image-id'] } : {}),
-    policy,
-    controller,
-    epochMs,
+    ...(guestPid !== undefined ? { pid: guestPid } : {}),
+    ...(values.policy !== undefined ? { policy: values.policy } : {}),
+    ...(bandwidth !== undefined ? { bandwidth } : {}),
+    ...(downtimeLimitMs !== undefined ? { downtimeLimit: downtimeLimitMs } : {}),
+    ...(launchAfter !== undefined ? { launchAfter } : {}),
+    ...(values['launch-when-ready'] === true ? { launchWhenReady: true } : {}),
+    epoch: epochMs,
     codec,
     streams: intFlag(values.streams, 'streams', 1, 1, 16),
     ...(values.scan !== undefined ? { scan: scanFlag(values.scan) } : {}),
-    ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
-    onEvent: (e) => {
-      if (e.event === 'progress') {
-        const p = tracker.update(e.status);
-        if (e.status.elapsedMs - lastProgress < (tty ? 250 : 1000)) return;
-        lastProgress = e.status.elapsedMs;
-        if (values.json) io.out(jsonLine(progressEvent(e.status, p)));
-        else if (tty) {
-          io.err(`\rpresync: ${formatMigrationProgress(p)}\x1b[K`);
-          drawn = true;
-        } else io.err(`presync: ${formatMigrationProgress(p)}\n`);
-        return;
-      }
-      if (values.json) io.out(jsonLine(e));
-      else if (e.event === 'phase') note(`phase ${e.phase}`);
-      else if (e.event === 'disconnected') note(`connection lost (${e.error.code}); reconnecting`);
-      else if (e.event === 'connected' && e.attempt > 0) note(`reconnected, ${e.stalePages} pages to resend`);
-    },
+    ...(values['image-id'] ? { imageId: values['image-id'] } : {}),
+    ...(values.control !== undefined ? { control: values.control } : {}),
+    ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
+    tls: tlsFromFlags(values),
   });
-  let control: ControlServer | undefined;
-  let r: MigrationResult | undefined;
-  const signals = rollbackOnSignals(m, { note, resumeGuest: () => controller.resume(), handoverBegan: () => lock.current === 'committed' });
+  const endLine = printMigrationEvents(m, io, values.json === true);
+  const signals = rollbackOnSignals(m, {
+    note: (t) => io.err(`presync: ${t}\n`),
+    resumeGuest: () => m.resumeGuestNow(),
+    handoverBegan: () => m.handoverBegan,
+    bytes: () => ({ presyncBytes: m.status().bytesSent, finalBytes: 0 }),
+  });
   let forced = false;
+  let r: MigrationResult;
   try {
-    if (values.control) {
-      control = await ControlServer.listen(values.control, {
-        launch: () => {
-          m.launch();
-          return { launched: true, ...m.currentStatus() };
-        },
-        status: () => ({ ...m.currentStatus(), launched: m.launched }),
-      });
-    }
-    const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
-    try {
-      r = await Promise.race([m.run(), signals.forced.then((x) => ((forced = true), x))]);
-    } finally {
-      if (timer) clearTimeout(timer);
-      await control?.close();
-    }
+    r = await Promise.race([m.result, signals.forced.then((x) => ((forced = true), x))]);
   } finally {
     signals.dispose();
-    // In doubt, the lock stays (state committed) so no later agent resumes a guest the target may run.
-    lock.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
   }
-  if (drawn) io.err('\n');
+  endLine();
   if (values.out) {
     const workload = basename(values.image);
+    const policy = m.policy?.name ?? values.policy ?? 'presync';
     writeResults(
       values.out,
       makeResults({
         kind: 'migration',
         createdBy: `presync migrate ${argv.join(' ')}`,
-        params: { image: values.image, policy: policy.name, epochMs, codec, pageSize, pageCount: geometry.pageCount, ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}) },
-        runs: [runRecord('real', r, { label: `${workload} · ${policy.name} (real)`, workload, policy: policy.name, seed: null })],
+        params: { image: values.image, policy, epochMs, codec, pageSize, pageCount: m.status().pageCount, ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}) },
+        runs: [runRecord('real', r, { label: `${workload} · ${policy} (real)`, workload, policy, seed: null })],
       }),
     );
   }
-  if (values.json) io.out(jsonLine(resultJson(r)));
-  else {
-    const j = resultJson(r);
-    io.out(
-      r.outcome === 'done'
-        ? `migrated: launch→running ${j.launchToRunningMs} ms, downtime ${j.downtimeMs} ms, presync ${r.presyncBytes} B, final ${r.finalBytes} B, residual at launch ${r.residualPagesAtLaunch} pages, verified\n`
-        : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
-    );
-  }
+  if (values.json) io.out(jsonLine({ ...resultJson(r), ts: new Date().toISOString() }));
+  else io.out(resultLine(r));
   const code = migrationExitCode(r);
   // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
   if (forced) setTimeout(() => process.exit(code), 200).unref();

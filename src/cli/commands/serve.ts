@@ -2,11 +2,11 @@ import { TargetAgent } from '../../engine/target-agent.ts';
 import { commandHook } from '../../engine/handover-command.ts';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { parseFlags } from '../args.ts';
-import { TRANSPORT_FLAGS, addressFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
+import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 
 const USAGE =
-  'presync serve --listen HOST:PORT (--image PATH | --image-dir DIR) --secret-file F [--on-handover CMD] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+  'presync serve --listen HOST:PORT (--image PATH | --image-dir DIR) --secret-file F [--on-handover CMD [--handover-grace DURATION]] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
 
 export async function serveCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
   const { values } = parseFlags(
@@ -17,6 +17,7 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
       'image-dir': { type: 'string' },
       'secret-file': { type: 'string' },
       'on-handover': { type: 'string' },
+      'handover-grace': { type: 'string' },
       force: { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -25,12 +26,13 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nThe target agent: receives migrations one after another into --image (or, with --image-dir, side by side into DIR/<image id>.img), verifies them, and at handover runs --on-handover (with $PRESYNC_IMAGE set).\n`);
+    io.out(`${USAGE}\n\nThe target agent: receives migrations one after another into --image (or, with --image-dir, side by side into DIR/<image id>.img), verifies them, and at handover runs --on-handover (with $PRESYNC_IMAGE set). The handover is confirmed once that command exited 0 or still runs after --handover-grace (default 1s); if it fails before, the source rolls back (PRESYNC_ERR_HANDOVER_HOOK).\n`);
     return 0;
   }
   if ((values.image === undefined) === (values['image-dir'] === undefined)) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `exactly one of --image PATH and --image-dir DIR is required\nusage: ${USAGE}`);
   }
+  const graceMs = durationFlag(values['handover-grace'], 'handover-grace');
   const listen = addressFlag(values.listen, 'listen');
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
@@ -40,7 +42,7 @@ export async function serveCommand(argv: string[], io: CommandIO, signal?: Abort
     ...(values.image !== undefined ? { imagePath: values.image } : { imageDir: values['image-dir']! }),
     secret,
     force: values.force === true,
-    ...(values['on-handover'] ? { hook: commandHook(values['on-handover']) } : {}),
+    ...(values['on-handover'] ? { hook: commandHook(values['on-handover'], graceMs !== undefined ? { graceMs } : {}) } : {}),
     onEvent: (e) => {
       if (values.json) io.out(jsonLine(e));
       else if (e.event === 'session-end') {

@@ -3,18 +3,19 @@ import { PageSet } from '../../core/pageset.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { DirtyScanner } from '../../guest/dirty-scanner.ts';
 import { RamImageReader } from '../../guest/ram-image.ts';
-import { BarProgress } from '../../lab/progress.ts';
-import { makeResults, writeResults, type ResultRun } from '../../lab/results.ts';
+import { BarProgress } from '../progress.ts';
+import { makeResults, writeResults, type ResultRun } from '../../engine/results-file.ts';
 import { simulateForResults } from '../../lab/results-build.ts';
 import { DEFAULT_SCENARIO } from '../../lab/scenario.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { traceWorkload } from '../../sim/trace-workload.ts';
 import { loadTrace, TraceWriter } from '../../sim/trace.ts';
 import { parseRate } from '../../transport/rate.ts';
-import { initDigest, zeroPageDigest } from '../../wire/digest.ts';
+import { initDigest, zeroPageDigest } from '../../native/page-digest.ts';
 import { intFlag, listFlag, parseFlags } from '../args.ts';
 import { durationFlag } from '../common.ts';
 import type { CommandIO } from '../io.ts';
+import { sleep } from '../../transport/deadline.ts';
 
 const RECORD_USAGE = 'presync trace record (--image PATH | --qmp SOCKET) [--epoch 100ms] [--duration 60s] [--page-size 4096] -o t.jsonl.gz';
 const REPLAY_USAGE = 'presync trace replay TRACE [--policy a,b] [--launch-after 30s] [--epoch 100ms] [--bandwidth 1Gbit/s] [--rtt-ms 1] [--seed N] [--json] [--out FILE]';
@@ -86,18 +87,6 @@ export async function recordImageTrace(o: RecordImageOptions): Promise<{ epochs:
   } finally {
     image.close();
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 async function traceRecord(argv: string[], io: CommandIO): Promise<number> {

@@ -1,7 +1,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
-import { readResults } from '../results.ts';
+import { readResults } from '../../engine/results-file.ts';
 import {
   collectRuns,
   heatmaps,

@@ -1,5 +1,5 @@
 import { PAPER_REPORTED } from '../paper.ts';
-import type { ResultRun, ResultsFile } from '../results.ts';
+import type { ResultRun, ResultsFile } from '../../engine/results-file.ts';
 
 /**
  * Turns results files into the flat rows the charts draw. Pure: no I/O, no

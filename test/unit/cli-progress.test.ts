@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SourceStatus } from '../../src/engine/source-session.ts';
-import { BarProgress, formatBar, formatDuration, formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../src/lab/progress.ts';
+import { BarProgress, formatBar, formatDuration, formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../../src/cli/progress.ts';
 
-function status(elapsedMs: number, stalePages: number, expectedDowntimeMs: number, phase: SourceStatus['phase'] = 'presync'): SourceStatus {
+function status(elapsedMs: number, stalePages: number, expectedDowntimeMs: number, phase: SourceStatus['phase'] = 'presync', initialCopyDone = true): SourceStatus {
   const pageCount = 1000;
   return {
     phase,
@@ -18,6 +18,9 @@ function status(elapsedMs: number, stalePages: number, expectedDowntimeMs: numbe
     finalBytes: 0,
     expectedDowntimeMs,
     epoch: Math.round(elapsedMs / 100),
+    pageSize: 4096,
+    dirtyPages: 10,
+    initialCopyDone,
   };
 }
 
@@ -53,15 +56,34 @@ test('ETA to launch-ready extrapolates the recent drain and is unknown when not 
   assert.equal(t2.update(status(1000, 600, 600)).etaToReadyMs, null, 'growing residual: no ETA');
 });
 
-test('the status line carries phase, in sync, rate, ETA and expected downtime', () => {
+test('never launch-ready before the initial copy is done, however short the expected pause', () => {
+  const t = new MigrationProgressTracker();
+  const copying = t.update(status(100, 5, 1, 'presync', false));
+  assert.equal(copying.ready, false);
+  assert.match(formatMigrationProgress(copying), /initial copy/);
+  assert.doesNotMatch(formatMigrationProgress(copying), /launch-ready/);
+  assert.equal(t.update(status(200, 5, 1, 'presync', true)).ready, true);
+});
+
+test('the rate is smoothed: one fast epoch after slow ones moves it only part of the way', () => {
+  const t = new MigrationProgressTracker({ rateTauMs: 2000 });
+  const at = (ms: number, rate: number) => t.update({ ...status(ms, 100, 100), rateBytesPerSec: rate });
+  for (let ms = 0; ms <= 2000; ms += 100) at(ms, 5e6);
+  const v = at(2100, 4e8);
+  assert.ok(v.rateBytesPerSec > 5e6 && v.rateBytesPerSec < 0.1 * 4e8, `smoothed ${v.rateBytesPerSec}`);
+  assert.ok(Math.abs(v.dirtyRateBytesPerSec - (10 * 4096 * 1000) / 100) < 1, `dirty rate ${v.dirtyRateBytesPerSec}`);
+});
+
+test('the status line carries phase, elapsed, in sync, bytes, rate, ETA, countdown and expected downtime', () => {
   const t = new MigrationProgressTracker();
   t.update(status(0, 1000, 1000));
-  const line = formatMigrationProgress(t.update(status(1000, 900, 900)));
-  assert.match(line, /^presync {2}in sync: 10\.0 % {2}stale 900 pages {2}rate 1 Gbit\/s {2}ready in 6 s {2}downtime if launched now 900 ms$/);
+  const line = formatMigrationProgress(t.update({ ...status(1000, 900, 900), presyncBytes: 3 * 2 ** 20 }, 21_000));
+  assert.match(line, /^presync {2}1 s {2}in sync 10\.0 % {2}sent 3 MiB, 3\.52 MiB to go {2}rate 1 Gbit\/s {2}dirty 40 KiB\/s {2}ready in 6 s {2}launch in 20 s {2}downtime if launched now 900 ms$/);
   const launched = formatMigrationProgress(t.update(status(1100, 10, 10, 'launched')));
   assert.doesNotMatch(launched, /ready/);
   const ev = progressEvent(status(1, 2, 3), t.update(status(1200, 10, 10)));
   assert.equal(ev.event, 'progress');
+  assert.equal(ev.bytesRemaining, 10 * 4096);
   assert.equal(ev.inSyncPeakPercent, 99);
   assert.equal(ev.ready, true);
 });

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
+import type { MigrationMetrics, SeriesPoint } from '../core/accounting.ts';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 
 /**
@@ -166,5 +167,52 @@ export function makeResults(o: { kind: ResultsKind; createdBy: string; params?: 
     params: o.params ?? {},
     runs: o.runs,
     ...(o.table ? { table: o.table } : {}),
+  };
+}
+
+/** The DESIGN.md metrics of a run, in the results file's summary shape. */
+export function summaryOf(m: MigrationMetrics): RunSummary {
+  return {
+    outcome: m.outcome,
+    error: m.error,
+    launchToRunningMs: m.launchToRunningMs,
+    downtimeMs: m.downtimeMs,
+    presyncBytes: m.presyncBytes,
+    finalBytes: m.finalBytes,
+    residualPagesAtLaunch: m.residualPagesAtLaunch,
+    wastedPages: m.wastedPages,
+    resentPages: m.resentPages,
+    guestSlowdown: m.guestSlowdown,
+    verified: m.verified,
+    converged: m.converged,
+    liveRounds: m.liveRounds,
+  };
+}
+
+function seriesOf(points: readonly SeriesPoint[]): ResultRun['series'] {
+  return points.map((p) => ({ ...p, ...(p.diag ? { diag: { ...p.diag } } : {}) }));
+}
+
+export interface RunMeta {
+  readonly label?: string;
+  readonly workload: string;
+  readonly policy: string;
+  readonly seed: number | null;
+  readonly launchAtMs?: number | null;
+  readonly dirtyHeat?: DirtyHeat;
+}
+
+/** One run of any shell: metrics and series as the shells return them. */
+export function runRecord(shell: 'sim' | 'real', r: MigrationMetrics & { readonly series: readonly SeriesPoint[] }, m: RunMeta): ResultRun {
+  return {
+    label: m.label ?? `${m.workload} · ${m.policy}`,
+    workload: m.workload,
+    policy: m.policy,
+    seed: m.seed,
+    shell,
+    ...(m.launchAtMs !== undefined ? { launchAtMs: m.launchAtMs } : {}),
+    summary: summaryOf(r),
+    series: seriesOf(r.series),
+    ...(m.dirtyHeat ? { dirtyHeat: m.dirtyHeat } : {}),
   };
 }

@@ -1,6 +1,6 @@
 import xxhash from 'xxhash-wasm';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
-import { nativePageHash } from '../native/pagehash.ts';
+import { nativePageHash } from './pagehash.ts';
 
 /**
  * Per-page content digests: XXH64 with seed 0. 64 bits because "this page is

@@ -1,0 +1,30 @@
+import { execFileSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCodes, PresyncError } from '../core/errors.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface TestGuestImages {
+  readonly kernel: string;
+  readonly initrd: string;
+}
+
+let built: TestGuestImages | undefined;
+
+/**
+ * The test VM (test-guest/README.md): builds it with scripts/build-guest.sh
+ * once per process (the script itself skips what is up to date) and returns
+ * its kernel and initramfs.
+ */
+export function buildTestGuest(): TestGuestImages {
+  if (built) return built;
+  try {
+    execFileSync(join(ROOT, 'scripts/build-guest.sh'), { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const stderr = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n').slice(-3).join(' | ');
+    throw new PresyncError(ErrorCodes.INTERNAL, `scripts/build-guest.sh failed: ${stderr || (e as Error).message}`, { cause: e });
+  }
+  built = { kernel: join(ROOT, 'test-guest/build/vmlinuz'), initrd: join(ROOT, 'test-guest/build/initrd.img') };
+  return built;
+}
