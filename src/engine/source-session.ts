@@ -385,7 +385,8 @@ export class SourceMigration {
         // connection answers HANDOVER: a data stream's ERROR is a broken link.
         const err = toPresyncError(e, ErrorCodes.CONNECTION);
         if (lanes.includes(lane)) onLinkFailure(lane === lanes[0] || !(err instanceof PeerReportedError) ? err : new PresyncError(err.code, err.message));
-        c.destroy();
+        // An abort closes the connection itself, gracefully, once the target has read ABORT.
+        if (!this.abortError) c.destroy();
       }
     };
 

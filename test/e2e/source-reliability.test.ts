@@ -208,7 +208,7 @@ test('SIGTERM during presync rolls back with a result and exit 3', { timeout: 60
     assert.ok(running(guest.pid!));
     assert.equal(existsSync(lockPath(image)), false);
     await waitFor('the target session to end', () => t.ends.length > 0, 10_000);
-    assert.equal((t.ends.at(-1) as { outcome: string }).outcome, 'aborted', `the target was told: ${JSON.stringify(t.ends)}`);
+    assert.equal((t.ends.at(-1) as { outcome: string }).outcome, 'aborted', `the target was told: ${JSON.stringify(t.ends)} ${mig.stderr()} ${JSON.stringify(mig.lines.slice(-4))}`);
   } finally {
     guest.kill('SIGKILL');
     await t.close();
