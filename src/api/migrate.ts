@@ -54,6 +54,8 @@ export interface MigrateOptions {
   readonly control?: string;
   /** Serve Prometheus metrics on `host:port` (port 0: any free port; see the `metrics` event). */
   readonly metrics?: string;
+  /** Keep serving metrics this long after the end, so a last scrape sees the outcome (default 0). */
+  readonly metricsLinger?: Duration;
   /** A transport to use instead of TCP/TLS (tests, in-memory links). */
   readonly transport?: Transport;
   /** A guest controller to use instead of the one `pid` implies. */
@@ -255,7 +257,11 @@ export class Migration extends EventStream<MigrationEvent> {
       if (this.whenReady && p.ready && e.status.phase === 'presync') this.launch();
       return;
     }
-    if (e.event === 'phase') this.metrics?.onPhase(e.phase);
+    if (e.event === 'phase' && this.metrics) {
+      this.metrics.onPhase(e.phase);
+      // The figures after launch move without progress events: take them at each phase.
+      if (this.sm && e.phase !== 'presync') this.metrics.onProgress(this.tracker.update(this.sm.currentStatus(), this.launchAtMs));
+    }
     if (e.event === 'connected' && e.attempt > 0) this.metrics?.onReconnect();
     this.publish(e);
   }
@@ -297,6 +303,8 @@ export class Migration extends EventStream<MigrationEvent> {
         ...(o.imageId !== undefined ? { imageId: o.imageId } : {}),
         policy,
         controller: (this.guarded = lock.guard(inner)),
+        // One lineage for the lock and the target: the same id names this migration's copy at both ends.
+        lineageId: lock.lineageId,
         epochMs,
         codec: o.codec ?? 'none',
         streams: o.streams ?? 1,
@@ -324,6 +332,7 @@ export class Migration extends EventStream<MigrationEvent> {
         this.metrics?.onEnd(r.outcome, r.downtimeMs);
         this.publish({ event: 'result', ...resultSummary(r) });
       }
+      if (endpoint && r && o.metricsLinger !== undefined) await new Promise((res) => setTimeout(res, toMs(o.metricsLinger!, 'metricsLinger')));
       await endpoint?.close();
       this.endEvents();
     }

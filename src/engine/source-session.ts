@@ -26,7 +26,7 @@ type VerifyReply = VerifyResponseFrame | VerifySummaryResponseFrame;
  */
 const OVERLAP_FINAL_SCAN_MIN_PAGES = 256;
 import { Capability } from '../wire/constants.ts';
-import { ClientHandshake } from '../wire/handshake.ts';
+import { ClientHandshake, checkLineageId, checkSecretStrength } from '../wire/handshake.ts';
 import { localCodecCapabilities } from '../wire/page-codecs.ts';
 import { encodePage, pagesFrame } from '../wire/pages.ts';
 import { encodeRawPagesFrame, hasFastPagesFrame } from '../wire/pages-frame.ts';
@@ -41,6 +41,12 @@ export interface MigrateOptions {
   readonly pageSize?: number;
   /** Identity the target files the image under; default derived from the image's real path and size. */
   readonly imageId?: string;
+  /**
+   * This migration's lineage (32 lowercase hex digits, 16 random bytes),
+   * owned by the source: the target resumes only an image of the same
+   * lineage. Default: a fresh one per SourceMigration.
+   */
+  readonly lineageId?: string;
   readonly policy: MigrationPolicy;
   readonly controller: GuestController;
   /** Epoch length during presync, ms. Default 100. */
@@ -171,8 +177,14 @@ export class SourceMigration {
   private bandwidthCap: number | undefined;
   private downtimeLimitMs: number | undefined;
 
+  /** The lineage this migration's HELLOs carry. */
+  readonly lineageId: string;
+
   constructor(o: MigrateOptions) {
     this.o = o;
+    if (o.lineageId !== undefined) checkLineageId(o.lineageId);
+    checkSecretStrength(o.secret);
+    this.lineageId = o.lineageId ?? randomBytes(16).toString('hex');
     this.status = {
       phase: 'idle',
       elapsedMs: 0,
@@ -414,7 +426,7 @@ export class SourceMigration {
     const join = async (sessionId: string): Promise<FrameChannel> => {
       const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
       try {
-        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, lineageId: this.lineageId, capabilities: localCodecCapabilities() | Capability.STREAMS | Capability.JOIN });
         await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         return c;
       } catch (e) {
@@ -431,7 +443,7 @@ export class SourceMigration {
       const sessionId = randomBytes(8).toString('hex');
       const extra: FrameChannel[] = [];
       try {
-        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId });
+        const hs = new ClientHandshake({ secret: o.secret, geometry, imageId, sessionId, lineageId: this.lineageId });
         const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
         resumed = result.resume;
         summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;
@@ -453,7 +465,10 @@ export class SourceMigration {
         }
       } catch (e) {
         for (const x of extra) x.destroy();
-        c.destroy();
+        // The target hears why (PRESYNC_ERR_AUTH for a wrong secret), unless it told us or the link is gone.
+        const err = toPresyncError(e, ErrorCodes.CONNECTION);
+        if (this.abortError || err instanceof PeerReportedError || err.code === ErrorCodes.CONNECTION || err.code === ErrorCodes.TIMEOUT) c.destroy();
+        else await c.abortWith(err);
         throw this.abortError ?? e;
       } finally {
         connecting = undefined;

@@ -1,6 +1,7 @@
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync, writevSync, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, writeSync, writevSync, constants as fsc } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
+import { writeFileAtomic } from './atomic-file.ts';
 import { nativePageHash } from '../native/pagehash.ts';
 import { digestPages, zeroPageDigest } from '../native/page-digest.ts';
 
@@ -12,6 +13,8 @@ export interface ImageMeta {
   readonly pageCount: number;
   /** syncing: being filled; valid: verified and handed over; invalid: a failed migration's leftovers. */
   readonly state: 'syncing' | 'valid' | 'invalid';
+  /** The source's migration lineage that filled it (absent in sidecars before lineages existed). */
+  readonly lineageId?: string;
 }
 
 /** Pages per pread when re-reading the file: 1 MiB at 4 KiB pages. */
@@ -46,8 +49,10 @@ function readMeta(path: string): ImageMeta | null {
 }
 
 export interface OpenTargetOptions {
-  /** Reuse or overwrite an existing file that does not belong to this image. */
+  /** Reuse or overwrite an existing file that does not belong to this image, or one that was handed over. */
   readonly force?: boolean;
+  /** The lineage of the migration writing it, recorded in the sidecar. */
+  readonly lineageId?: string;
   /**
    * Make every page zero (without a resume the source assumes an empty image).
    * Done in place, only where a page is not zero already: the file may be mapped.
@@ -67,7 +72,14 @@ export class TargetImage {
   private metaState: ImageMeta['state'];
   pagesWritten = 0;
 
-  private constructor(readonly path: string, readonly geometry: Geometry, readonly imageId: string, fd: number, state: ImageMeta['state']) {
+  private constructor(
+    readonly path: string,
+    readonly geometry: Geometry,
+    readonly imageId: string,
+    fd: number,
+    state: ImageMeta['state'],
+    readonly lineageId?: string,
+  ) {
     this.fd = fd;
     this.metaState = state;
     this.digests = new BigUint64Array(geometry.pageCount);
@@ -83,6 +95,13 @@ export class TargetImage {
         throw new PresyncError(
           ErrorCodes.IMAGE_EXISTS,
           `${path} exists and does not hold image "${imageId}"${meta ? ` (it holds "${meta.imageId}")` : ''}; pass --force to overwrite it`,
+        );
+      }
+      if (meta.state === 'valid') {
+        // Handed over: an application may run from this file now.
+        throw new PresyncError(
+          ErrorCodes.IMAGE_EXISTS,
+          `${path} was handed over to an application (state valid) and is never written again; pass --force to overwrite it, or use another target image`,
         );
       }
       if (meta.pageSize !== geometry.pageSize || meta.pageCount !== geometry.pageCount) {
@@ -105,7 +124,7 @@ export class TargetImage {
       if (e instanceof PresyncError) throw e;
       throw new PresyncError(ErrorCodes.IMAGE, `cannot size target image ${path}: ${(e as Error).message}`, { cause: e });
     }
-    const img = new TargetImage(path, geometry, imageId, fd, 'syncing');
+    const img = new TargetImage(path, geometry, imageId, fd, 'syncing', opts.lineageId);
     img.writeMeta('syncing');
     // A file created just now is all holes: its pages are zero pages, nothing to read.
     if (exists) img.rescan();
@@ -406,11 +425,16 @@ export class TargetImage {
   }
 
   private writeMeta(state: ImageMeta['state']): void {
-    const meta: ImageMeta = { format: 'presync-image/1', imageId: this.imageId, pageSize: this.geometry.pageSize, pageCount: this.geometry.pageCount, state };
-    const tmp = `${metaPath(this.path)}.tmp`;
+    const meta: ImageMeta = {
+      format: 'presync-image/1',
+      imageId: this.imageId,
+      pageSize: this.geometry.pageSize,
+      pageCount: this.geometry.pageCount,
+      state,
+      ...(this.lineageId ? { lineageId: this.lineageId } : {}),
+    };
     try {
-      writeFileSync(tmp, JSON.stringify(meta) + '\n');
-      renameSync(tmp, metaPath(this.path));
+      writeFileAtomic(metaPath(this.path), JSON.stringify(meta) + '\n');
     } catch (e) {
       // A full or read-only disk is the image's problem, not presync's (ENOSPC must not surface as INTERNAL).
       throw new PresyncError(ErrorCodes.IMAGE, `cannot record the state of target image ${this.path} in ${metaPath(this.path)}: ${(e as Error).message}`, { cause: e });

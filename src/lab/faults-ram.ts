@@ -20,7 +20,7 @@ import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 import type { FaultCase } from './fault-case.ts';
-import { runCli, spawnCli, type CliChild } from './faults-cli.ts';
+import { CLI_HANG_GUARD_MS, runCli, spawnCli, type CliChild } from './faults-cli.ts';
 import {
   checkWriterImage,
   judgeDone,
@@ -52,7 +52,13 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(dir: string, o: { proxy?: boolean; targetImage?: string; pages?: number } = {}): Promise<Rig> {
+interface RigOptions {
+  readonly proxy?: boolean;
+  readonly targetImage?: string;
+  readonly pages?: number;
+}
+
+async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
   const writer = await startWriter(dir, 'guest', o.pages ?? PAGES);
   const restart = targetRestart(dir);
   const targetImage = o.targetImage ?? join(dir, 'target.img');
@@ -186,141 +192,114 @@ function around(inner: GuestController, at: 'pause' | 'commit', hook: () => Prom
   };
 }
 
-const cutDuringPresync: FaultCase = {
-  name: 'cut-presync',
-  inject: 'connection reset after 3 MiB of the initial sync (fault proxy)',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
-    try {
-      r.proxy!.cutAfter('up', 3 << 20);
-      let resumed: Extract<SourceEvent, { event: 'connected' }> | undefined;
-      const res = await migrate(r, {
-        rate: 20_000_000,
-        onEvent: (e, m) => {
-          if (e.event === 'connected' && e.attempt > 0 && !resumed) {
-            resumed = e;
-            setTimeout(() => m.launch(), 300);
-          }
-        },
-      });
-      const v = await judge(r, res, 'done');
-      const ok = resumed !== undefined && resumed.resume && resumed.heldPages > 0;
-      const ev = resumed ? `reconnected and resumed: target held ${resumed.heldPages} of ${PAGES} pages, ${resumed.stalePages} to send` : 'never reconnected';
-      return finish(res, v, ev, ok && res.outcome === 'done');
-    } finally {
-      await r.close();
-    }
-  },
-};
+type CaseOutcome = Awaited<ReturnType<FaultCase['run']>>;
 
-const cutDuringFinalCopy: FaultCase = {
-  name: 'cut-final-copy',
-  inject: 'connection reset while the guest is paused for the final copy',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
-    try {
-      const res = await migrate(r, {
-        launchAfterMs: 800,
-        // Hold the final pages back, so the reset surely lands while the guest is paused in final copy.
-        onEvent: (e) => e.event === 'phase' && e.phase === 'final-copy' && r.proxy!.stall(),
-        controller: (c) => around(c, 'pause', async () => r.proxy!.cutAll()),
-      });
-      const v = await judge(r, res, 'rolled-back');
-      const t = await targetSide(r);
-      return finish(res, v, `rolled back (${errText(res.error)}); ${t.text}`, t.ok && res.outcome === 'rolled-back');
-    } finally {
-      await r.close();
-    }
-  },
-};
-
-const cutDuringVerify: FaultCase = {
-  name: 'cut-verify',
-  inject: 'connection reset as the verify request goes out (guest paused)',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
-    try {
-      const res = await migrate(r, {
-        launchAfterMs: 800,
-        onEvent: (e) => e.event === 'phase' && e.phase === 'verify' && r.proxy!.cutAll(),
-      });
-      const v = await judge(r, res, 'rolled-back');
-      const t = await targetSide(r);
-      return finish(res, v, `rolled back (${errText(res.error)}); ${t.text}`, t.ok && res.outcome === 'rolled-back');
-    } finally {
-      await r.close();
-    }
-  },
-};
-
-const cutBeforeHandover: FaultCase = {
-  name: 'cut-before-handover',
-  inject: 'connection reset after a matching verify, just before HANDOVER is sent',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
-    try {
-      let seen = false;
-      const res = await migrate(r, {
-        launchAfterMs: 800,
-        onEvent: (e) => {
-          if (e.event === 'phase' && e.phase === 'handover') seen = true;
-        },
-        // The last source-side step before HANDOVER: cut, and give the source time to notice.
-        controller: (c) =>
-          around(c, 'commit', async () => {
-            r.proxy!.cutAll();
-            await sleep(300);
-          }),
-      });
-      const v = await judge(r, res, 'rolled-back');
-      const t = await targetSide(r);
-      return finish(res, v, `rolled back (${errText(res.error)})${seen ? ' from the handover phase, HANDOVER not sent' : ''}; ${t.text}`, t.ok && res.outcome === 'rolled-back');
-    } finally {
-      await r.close();
-    }
-  },
-};
-
-const corruptWire: FaultCase = {
-  name: 'corrupt-wire',
-  inject: 'one byte flipped in the page stream during presync (fault proxy)',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
-    try {
-      // 1.5 MB into the stream: inside a PAGES frame of the initial sync.
-      r.proxy!.corruptNext('up', 1_500_000, 0x40);
-      let reconnected = false;
-      const res = await migrate(r, {
-        rate: 20_000_000,
-        onEvent: (e, m) => {
-          if (e.event === 'connected' && e.attempt > 0 && !reconnected) {
-            reconnected = true;
-            setTimeout(() => m.launch(), 300);
-          }
-        },
-      });
-      const v = await judge(r, res, 'rolled-back');
-      const tErr = r.targetEnds.find((e) => e.error)?.error;
-      // Applied or not, every page the target holds must still be a page the writer could have written.
-      let applied = -1;
-      const tgt = r.atFailure[0];
-      if (tgt) {
-        const src = checkWriterImage(readFileSync(r.writer.image));
-        tgt.writeUInt32LE(0x52575350, 0); // page 0 may not have arrived yet; its stamp is not what is checked here
-        applied = checkWriterImage(tgt, src.counter, { allowZeroPages: true }).badPages.length;
+/** A fault case run on a fresh rig, which is taken down afterwards whatever happens. */
+function onRig(name: string, inject: string, opts: RigOptions, body: (r: Rig, dir: string) => Promise<CaseOutcome>): FaultCase {
+  return {
+    name,
+    inject,
+    async run({ dir }) {
+      const r = await rig(dir, opts);
+      try {
+        return await body(r, dir);
+      } finally {
+        await r.close();
       }
-      const detected = tErr?.code === 'PRESYNC_ERR_CHECKSUM';
-      return finish(
-        res,
-        v,
-        `target rejected the frame with ${tErr?.code ?? 'nothing'}, image at that moment holds ${applied} bad pages; source ${reconnected ? 'reconnected, resumed and ended' : 'ended'} ${res.outcome} (${errText(res.error)})`,
-        detected && applied === 0,
-      );
-    } finally {
-      await r.close();
-    }
-  },
-};
+    },
+  };
+}
+
+/** The verdict of a case that must roll back: the guest on the source, whole, and the target's image not left startable. */
+async function mustRollBack(r: Rig, res: MigrationResult, evidence = ''): Promise<CaseOutcome> {
+  const v = await judge(r, res, 'rolled-back');
+  const t = await targetSide(r);
+  return finish(res, v, `rolled back (${errText(res.error)})${evidence}; ${t.text}`, t.ok && res.outcome === 'rolled-back');
+}
+
+/** Launches 300 ms after the first reconnect; `seen` is that connection's event. */
+function launchAfterReconnect(): { seen: Extract<SourceEvent, { event: 'connected' }> | undefined; onEvent: (e: SourceEvent, m: SourceMigration) => void } {
+  const w: ReturnType<typeof launchAfterReconnect> = {
+    seen: undefined,
+    onEvent: (e, m) => {
+      if (e.event === 'connected' && e.attempt > 0 && !w.seen) {
+        w.seen = e;
+        setTimeout(() => m.launch(), 300);
+      }
+    },
+  };
+  return w;
+}
+
+const cutDuringPresync = onRig('cut-presync', 'connection reset after 3 MiB of the initial sync (fault proxy)', { proxy: true }, async (r) => {
+  r.proxy!.cutAfter('up', 3 << 20);
+  const reconnect = launchAfterReconnect();
+  const res = await migrate(r, { rate: 20_000_000, onEvent: reconnect.onEvent });
+  const v = await judge(r, res, 'done');
+  const resumed = reconnect.seen;
+  const ok = resumed !== undefined && resumed.resume && resumed.heldPages > 0;
+  const ev = resumed ? `reconnected and resumed: target held ${resumed.heldPages} of ${PAGES} pages, ${resumed.stalePages} to send` : 'never reconnected';
+  return finish(res, v, ev, ok && res.outcome === 'done');
+});
+
+const cutDuringFinalCopy = onRig('cut-final-copy', 'connection reset while the guest is paused for the final copy', { proxy: true }, async (r) => {
+  const res = await migrate(r, {
+    launchAfterMs: 800,
+    // Hold the final pages back, so the reset surely lands while the guest is paused in final copy.
+    onEvent: (e) => e.event === 'phase' && e.phase === 'final-copy' && r.proxy!.stall(),
+    controller: (c) => around(c, 'pause', async () => r.proxy!.cutAll()),
+  });
+  return mustRollBack(r, res);
+});
+
+const cutDuringVerify = onRig('cut-verify', 'connection reset as the verify request goes out (guest paused)', { proxy: true }, async (r) => {
+  const res = await migrate(r, {
+    launchAfterMs: 800,
+    onEvent: (e) => e.event === 'phase' && e.phase === 'verify' && r.proxy!.cutAll(),
+  });
+  return mustRollBack(r, res);
+});
+
+const cutBeforeHandover = onRig('cut-before-handover', 'connection reset after a matching verify, just before HANDOVER is sent', { proxy: true }, async (r) => {
+  let seen = false;
+  const res = await migrate(r, {
+    launchAfterMs: 800,
+    onEvent: (e) => {
+      if (e.event === 'phase' && e.phase === 'handover') seen = true;
+    },
+    // The last source-side step before HANDOVER: cut, and give the source time to notice.
+    controller: (c) =>
+      around(c, 'commit', async () => {
+        r.proxy!.cutAll();
+        await sleep(300);
+      }),
+  });
+  return mustRollBack(r, res, seen ? ' from the handover phase, HANDOVER not sent' : '');
+});
+
+const corruptWire = onRig('corrupt-wire', 'one byte flipped in the page stream during presync (fault proxy)', { proxy: true }, async (r) => {
+  // 1.5 MB into the stream: inside a PAGES frame of the initial sync.
+  r.proxy!.corruptNext('up', 1_500_000, 0x40);
+  const reconnect = launchAfterReconnect();
+  const res = await migrate(r, { rate: 20_000_000, onEvent: reconnect.onEvent });
+  const v = await judge(r, res, 'rolled-back');
+  const tErr = r.targetEnds.find((e) => e.error)?.error;
+  // Applied or not, every page the target holds must still be a page the writer could have written.
+  let applied = -1;
+  const tgt = r.atFailure[0];
+  if (tgt) {
+    const src = checkWriterImage(readFileSync(r.writer.image));
+    tgt.writeUInt32LE(0x52575350, 0); // page 0 may not have arrived yet; its stamp is not what is checked here
+    applied = checkWriterImage(tgt, src.counter, { allowZeroPages: true }).badPages.length;
+  }
+  const detected = tErr?.code === 'PRESYNC_ERR_CHECKSUM';
+  return finish(
+    res,
+    v,
+    `target rejected the frame with ${tErr?.code ?? 'nothing'}, image at that moment holds ${applied} bad pages; source ${reconnect.seen ? 'reconnected, resumed and ended' : 'ended'} ${res.outcome} (${errText(res.error)})`,
+    detected && applied === 0,
+  );
+});
 
 const diskFull: FaultCase = {
   name: 'target-disk-full',
@@ -445,11 +424,11 @@ const targetKilled: FaultCase = {
   },
 };
 
-const sourceKilled: FaultCase = {
-  name: 'source-agent-killed',
-  inject: 'SIGKILL of `presync migrate` while it holds the guest paused (final copy); recovered by `presync migrate --recover`',
-  async run({ dir }) {
-    const r = await rig(dir, { proxy: true });
+const sourceKilled = onRig(
+  'source-agent-killed',
+  'SIGKILL of `presync migrate` while it holds the guest paused (final copy); recovered by `presync migrate --recover`',
+  { proxy: true },
+  async (r, dir) => {
     const secret = secretFile(dir);
     // precopy with --downtime-limit 10s: the pause follows launch at once, with no live round whose
     // acknowledgements the stall below would hold back while the guest still runs.
@@ -457,7 +436,7 @@ const sourceKilled: FaultCase = {
     try {
       // Hold the target's answers back from launch on: the agent then waits, with the guest paused,
       // for acknowledgements of its final copy (or for the verify result), and dies there.
-      await mig.next((l) => l.event === 'phase' && l.phase === 'launched', 20_000);
+      await mig.next((l) => l.event === 'phase' && l.phase === 'launched');
       r.proxy!.stall(undefined, 'down');
       await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
       const lockState = readLock(r.writer.image)?.state;
@@ -480,42 +459,35 @@ const sourceKilled: FaultCase = {
       );
     } finally {
       mig.child.kill('SIGKILL');
-      await r.close();
     }
   },
-};
+);
 
-const secondMigration: FaultCase = {
-  name: 'second-migration-refused',
-  inject: 'a second `presync migrate` of the same guest while the first runs',
-  async run({ dir }) {
-    const r = await rig(dir);
-    const secret = secretFile(dir);
-    const args = ['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--json'];
-    // The first launches only on command, after the second has been refused: no race with process start-up.
-    const control = join(dir, 'control.sock');
-    const first = spawnCli([...args, '--control', control]);
-    try {
-      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), 20_000);
-      const second = await runCli([...args, '--launch-after', '100ms']);
-      const refused = second.code !== 0 && second.stderr.includes('PRESYNC_ERR_LOCKED');
-      await runCli(['launch', '--control', control]);
-      const code = await first.exited;
-      const res = lastResult(first);
-      const outcome = String(res?.outcome ?? 'failed');
-      const v = outcome === 'done' ? await judgeDone(r.writer, r.restart, r.targetImage) : await judgeRolledBack(r.writer, r.restart);
-      return finish(
-        { outcome },
-        v,
-        `second migrate exited ${second.code} with ${refused ? 'PRESYNC_ERR_LOCKED' : JSON.stringify(second.stderr.slice(0, 300))}; first exited ${code}, ${outcome}`,
-        refused && outcome === 'done' && code === 0,
-      );
-    } finally {
-      first.child.kill('SIGKILL');
-      await r.close();
-    }
-  },
-};
+const secondMigration = onRig('second-migration-refused', 'a second `presync migrate` of the same guest while the first runs', {}, async (r, dir) => {
+  const secret = secretFile(dir);
+  const args = ['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--json'];
+  // The first launches only on command, after the second has been refused: no race with process start-up.
+  const control = join(dir, 'control.sock');
+  const first = spawnCli([...args, '--control', control]);
+  try {
+    await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), CLI_HANG_GUARD_MS);
+    const second = await runCli([...args, '--launch-after', '100ms']);
+    const refused = second.code !== 0 && second.stderr.includes('PRESYNC_ERR_LOCKED');
+    await runCli(['launch', '--control', control]);
+    const code = await first.exited;
+    const res = lastResult(first);
+    const outcome = String(res?.outcome ?? 'failed');
+    const v = outcome === 'done' ? await judgeDone(r.writer, r.restart, r.targetImage) : await judgeRolledBack(r.writer, r.restart);
+    return finish(
+      { outcome },
+      v,
+      `second migrate exited ${second.code} with ${refused ? 'PRESYNC_ERR_LOCKED' : JSON.stringify(second.stderr.slice(0, 300))}; first exited ${code}, ${outcome}`,
+      refused && outcome === 'done' && code === 0,
+    );
+  } finally {
+    first.child.kill('SIGKILL');
+  }
+});
 
 const sigintWhilePaused: FaultCase = {
   name: 'sigint-while-paused',
