@@ -13,7 +13,9 @@ import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
-import { MigrationProgressTracker, progressEvent, type MigrationProgress } from '../engine/progress-tracker.ts';
+import { MigrationProgressTracker, progressEvent, type MigrationProgress, type ProgressEvent } from '../engine/progress-tracker.ts';
+
+export type { ProgressEvent } from '../engine/progress-tracker.ts';
 import { parseAddress } from '../transport/address.ts';
 import { RateLimit, RateLimitedTransport } from '../transport/rate-limit.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
@@ -89,7 +91,7 @@ export interface OperatorStatus {
 
 export type MigrationEvent =
   | Exclude<SourceEvent, { event: 'progress' }>
-  | (ReturnType<typeof progressEvent>)
+  | ProgressEvent
   | { event: 'metrics'; host: string; port: number }
   | { event: 'control'; cmd: string; [k: string]: unknown }
   | ({ event: 'result' } & ResultSummary);

@@ -9,6 +9,7 @@ import { canonicalWorkload } from '../../api/workload-names.ts';
 import { intFlag, listFlag, parseFlags, workloadList } from '../args.ts';
 import { durationFlag } from '../common.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
+import { formatDuration } from '../progress.ts';
 import type { CommandIO } from '../io.ts';
 
 const USAGE = 'presync demo [--json] [--seed N] [--workloads a,b] [--policies a,b] [--launch-after DURATION] [-o|--out FILE]';
@@ -51,7 +52,7 @@ export async function demoCommand(argv: string[], io: CommandIO): Promise<number
     io.out(JSON.stringify({ results: rows }) + '\n');
     return 0;
   }
-  io.out('presync demo: 256 MiB simulated guest, 1 Gbit/s link, 1 ms RTT, launch after 30 s of presync\n\n');
+  io.out(`presync demo: 256 MiB simulated guest, 1 Gbit/s link, 1 ms RTT, launch after ${formatDuration(opts.launchAtMs)} of presync\n\n`);
   for (const w of new Set(rows.map((r) => r.workload))) {
     io.out(`workload: ${w}\n`);
     io.out(
