@@ -13,7 +13,8 @@ import { ProcessController, processState } from '../guest/controller.ts';
 import { readLock, lockPath } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent } from '../engine/source-session.ts';
 import { TargetAgent } from '../engine/target-agent.ts';
-import type { TargetEvent } from '../engine/target-session.ts';
+import type { HandoverHook, TargetEvent } from '../engine/target-session.ts';
+import { commandHook } from '../engine/handover-command.ts';
 import { FaultProxy } from '../transport/fault-proxy.ts';
 import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
@@ -47,6 +48,8 @@ interface Rig {
   readonly targetEnds: Array<Extract<TargetEvent, { event: 'session-end' }>>;
   /** The target image as it was when a session failed on a bad frame (before anything else could touch it). */
   readonly atFailure: Buffer[];
+  /** Pages the target found damaged in its own file (re-verification), by when. */
+  readonly repairs: { presync: number; verify: number };
   readonly to: TransportAddress;
   close(): Promise<void>;
 }
@@ -55,6 +58,8 @@ interface RigOptions {
   readonly proxy?: boolean;
   readonly targetImage?: string;
   readonly pages?: number;
+  /** The target's handover hook; default: restart the writer on the target. */
+  readonly hook?: HandoverHook;
 }
 
 async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
@@ -63,6 +68,7 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
   const targetImage = o.targetImage ?? join(dir, 'target.img');
   const targetEnds: Rig['targetEnds'] = [];
   const atFailure: Buffer[] = [];
+  const repairs = { presync: 0, verify: 0 };
   let agent: TargetAgent | undefined;
   let proxy: FaultProxy | undefined;
   try {
@@ -71,8 +77,9 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
       listen: { host: '127.0.0.1', port: 0 },
       imagePath: targetImage,
       secret: SECRET,
-      hook: restart.hook,
+      hook: o.hook ?? restart.hook,
       onEvent: (e) => {
+        if (e.event === 'repair') repairs[e.during] += e.pages;
         if (e.event === 'session-end') {
           targetEnds.push(e);
           if (e.error && e.error.code !== 'PRESYNC_ERR_CONNECTION' && existsSync(targetImage)) atFailure.push(readFileSync(targetImage));
@@ -95,6 +102,7 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
     proxy,
     targetEnds,
     atFailure,
+    repairs,
     to: proxy?.address ?? a.address,
     close: async () => {
       writer.kill();
@@ -488,6 +496,78 @@ const secondMigration = onRig('second-migration-refused', 'a second `presync mig
   }
 });
 
+/** Flips one byte in every page of `path` from another process, as a stray writer on the target host would. */
+function tamperEveryPage(path: string, pages: number): void {
+  const js =
+    `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(path)},'r+');const b=Buffer.alloc(1);` +
+    `for(let i=0;i<${pages};i++){fs.readSync(fd,b,0,1,i*${PAGE}+2047);b[0]^=0xff;fs.writeSync(fd,b,0,1,i*${PAGE}+2047)}fs.closeSync(fd)`;
+  execFileSync(process.execPath, ['-e', js]);
+}
+
+const targetTamperedPresync: FaultCase = {
+  name: 'target-tampered-presync',
+  inject: 'another process flips a byte in every page of the target image during presync',
+  async run({ dir }) {
+    const r = await rig(dir);
+    try {
+      let tampered = false;
+      const res = await migrate(r, {
+        onEvent: (e, m) => {
+          if (tampered || e.event !== 'progress' || e.status.epoch < 6) return;
+          tampered = true;
+          tamperEveryPage(r.targetImage, PAGES);
+          // Launch once the background re-verification has had the damage resent.
+          // (Pages the writer rewrote meanwhile are mended by its own resends.)
+          void waitFor('the target to report the damage', () => r.repairs.presync > 0, 10_000)
+            .catch(() => undefined)
+            .then(() => sleep(3000))
+            .then(() => m.launch());
+        },
+      });
+      const v = await judge(r, res, 'done');
+      const ev = `target found ${r.repairs.presync} damaged pages during presync and ${r.repairs.verify} at the verify; ${res.outcome} (${errText(res.error)})`;
+      return finish(res, v, ev, tampered && r.repairs.presync > 0 && res.outcome === 'done');
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const targetTamperedPaused: FaultCase = {
+  name: 'target-tampered-paused',
+  inject: 'another process flips a byte in every page of the target image while the guest is paused',
+  async run({ dir }) {
+    const r = await rig(dir);
+    try {
+      const res = await migrate(r, { launchAfterMs: 800, controller: (c) => around(c, 'pause', async () => tamperEveryPage(r.targetImage, PAGES)) });
+      const v = await judge(r, res, 'done');
+      const ev = `the verify re-read found ${r.repairs.verify} damaged pages; ${res.outcome} (${errText(res.error)})`;
+      // Repaired (done, byte-identical: judged above) or rolled back; never done with a difference.
+      return finish(res, v, ev, r.repairs.verify > 0 && (res.outcome === 'done' || res.outcome === 'rolled-back'));
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const hookFails: FaultCase = {
+  name: 'handover-hook-fails',
+  inject: "`--on-handover` exits 3 before it started the application ('echo … >&2; exit 3')",
+  async run({ dir }) {
+    const r = await rig(dir, { hook: commandHook('echo "app: missing config" >&2; exit 3', { logDir: dir }) });
+    try {
+      const res = await migrate(r, { launchAfterMs: 800 });
+      const v = await judge(r, res, 'rolled-back');
+      const t = await targetSide(r);
+      const stderrTail = res.error?.message.includes('app: missing config') === true;
+      const ev = `rolled back (${errText(res.error)}${stderrTail ? ', with the hook\'s stderr' : ''}); ${t.text}`;
+      return finish(res, v, ev, t.ok && res.outcome === 'rolled-back' && res.error?.code === 'PRESYNC_ERR_HANDOVER_HOOK' && stderrTail);
+    } finally {
+      await r.close();
+    }
+  },
+};
+
 export const RAM_CASES: readonly FaultCase[] = [
   cutDuringPresync,
   cutDuringFinalCopy,
@@ -498,5 +578,8 @@ export const RAM_CASES: readonly FaultCase[] = [
   sourceKilled,
   diskFull,
   secondMigration,
+  targetTamperedPresync,
+  targetTamperedPaused,
+  hookFails,
 ];
 
