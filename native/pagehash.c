@@ -201,6 +201,85 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * hashResident(src: Uint8Array, pageSize, digests: BigUint64Array, firstPage, threads?): number
+ * Digests of the pages of src (a view of a shared file mapping, starting on a
+ * 4 KiB boundary) into digests[firstPage..], reading only pages that are in
+ * the page cache (mincore): a page of a tmpfs file that is not is a hole and
+ * gets the zero-page digest without being touched. Reading a hole through
+ * the mapping would allocate it, and on a full tmpfs raise SIGBUS. One call
+ * for the whole image, however fragmented its holes are (SEEK_DATA/SEEK_HOLE
+ * costs ~10 us per extent). Returns the number of resident pages, or throws
+ * when the page size is not a multiple of 4 KiB.
+ */
+typedef struct { const uint8_t *src; const unsigned char *vec; size_t pageSize, per; uint64_t *d; size_t from, to; zero_cache z; uint32_t resident; } res_job;
+
+static void *res_run(void *arg) {
+  res_job *j = (res_job *)arg;
+  uint32_t k = 0;
+  for (size_t i = j->from; i < j->to; i++) {
+    int in = 0;
+    for (size_t s = 0; s < j->per; s++) if (j->vec[i * j->per + s] & 1) { in = 1; break; }
+    if (!in) { j->d[i] = j->z.digest; continue; }
+    j->d[i] = page_digest(j->src + i * j->pageSize, j->pageSize, &j->z);
+    k++;
+  }
+  j->resident = k;
+  return NULL;
+}
+
+static napi_value hash_resident(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  void *src, *dig; size_t srcLen, digLen; uint32_t pageSize, first, threads = 1;
+  if (argc < 4 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || !typed(env, a[2], napi_biguint64_array, &dig, &digLen) ||
+      napi_get_value_uint32(env, a[1], &pageSize) != napi_ok || napi_get_value_uint32(env, a[3], &first) != napi_ok ||
+      (argc >= 5 && napi_get_value_uint32(env, a[4], &threads) != napi_ok)) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident(src, pageSize, digests, firstPage, threads?)");
+    return NULL;
+  }
+  if (pageSize == 0 || pageSize % 4096 != 0 || ((uintptr_t)src & 4095) != 0) {
+    napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident: pages must be multiples of 4 KiB, starting on a 4 KiB boundary");
+    return NULL;
+  }
+  size_t pages = srcLen / pageSize;
+  if (first > digLen || pages > digLen - first) {
+    napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident: pages beyond the digest table");
+    return NULL;
+  }
+  size_t per = pageSize / 4096;
+  unsigned char *vec = malloc(pages * per + 1);
+  if (!vec) { napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "hashResident: out of memory"); return NULL; }
+  if (pages > 0 && mincore(src, pages * pageSize, vec) != 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "hashResident: mincore failed: %s", strerror(errno));
+    free(vec);
+    napi_throw_error(env, "PRESYNC_ERR_IMAGE", msg);
+    return NULL;
+  }
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (pages < (size_t)threads * 1024) threads = 1;
+  zero_cache z = zero_for(pageSize);
+  res_job jobs[MAX_THREADS];
+  pthread_t tids[MAX_THREADS];
+  int started[MAX_THREADS] = { 0 };
+  for (uint32_t t = 0; t < threads; t++) {
+    jobs[t] = (res_job){ (const uint8_t *)src, vec, pageSize, per, (uint64_t *)dig + first, pages * t / threads, pages * (t + 1) / threads, z, 0 };
+    if (t > 0 && pthread_create(&tids[t], NULL, res_run, &jobs[t]) == 0) started[t] = 1;
+  }
+  res_run(&jobs[0]);
+  uint32_t total = jobs[0].resident;
+  for (uint32_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(tids[t], NULL);
+    else res_run(&jobs[t]);
+    total += jobs[t].resident;
+  }
+  free(vec);
+  napi_value r; CHECK(napi_create_uint32(env, total, &r));
+  return r;
+}
+
 /* hashCompareAsync: the same comparison on a libuv worker thread, so the
  * event loop (sending pages, reading acks) runs meanwhile. */
 typedef struct {
@@ -403,6 +482,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "hashPages", NULL, hash_pages, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompare", NULL, hash_compare, NULL, NULL, NULL, napi_default, NULL },
+    { "hashResident", NULL, hash_resident, NULL, NULL, NULL, napi_default, NULL },
     { "mapFile", NULL, map_file, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompareAsync", NULL, hash_compare_async, NULL, NULL, NULL, napi_default, NULL },
     { "dataExtents", NULL, data_extents, NULL, NULL, NULL, napi_default, NULL },

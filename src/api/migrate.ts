@@ -12,7 +12,9 @@ import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
-import { MigrationProgressTracker, progressEvent, type MigrationProgress } from '../engine/progress-tracker.ts';
+import { MigrationProgressTracker, progressEvent, type MigrationProgress, type ProgressEvent } from '../engine/progress-tracker.ts';
+
+export type { ProgressEvent } from '../engine/progress-tracker.ts';
 import { parseAddress } from '../transport/address.ts';
 import { RateLimit, RateLimitedTransport } from '../transport/rate-limit.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
@@ -53,6 +55,8 @@ export interface MigrateOptions {
   readonly control?: string;
   /** Serve Prometheus metrics on `host:port` (port 0: any free port; see the `metrics` event). */
   readonly metrics?: string;
+  /** Keep serving metrics this long after the end, so a last scrape sees the outcome (default 0). */
+  readonly metricsLinger?: Duration;
   /** A transport to use instead of TCP/TLS (tests, in-memory links). */
   readonly transport?: Transport;
   /** A guest controller to use instead of the one `pid` implies. */
@@ -84,7 +88,7 @@ export interface OperatorStatus {
 
 export type MigrationEvent =
   | Exclude<SourceEvent, { event: 'progress' }>
-  | (ReturnType<typeof progressEvent>)
+  | ProgressEvent
   | { event: 'metrics'; host: string; port: number }
   | { event: 'control'; cmd: string; [k: string]: unknown }
   | ({ event: 'result' } & ResultSummary);
@@ -232,7 +236,11 @@ export class Migration extends EventStream<MigrationEvent> {
       if (this.whenReady && p.ready && e.status.phase === 'presync') this.launch();
       return;
     }
-    if (e.event === 'phase') this.metrics?.onPhase(e.phase);
+    if (e.event === 'phase' && this.metrics) {
+      this.metrics.onPhase(e.phase);
+      // The figures after launch move without progress events: take them at each phase.
+      if (this.sm && e.phase !== 'presync') this.metrics.onProgress(this.tracker.update(this.sm.currentStatus(), this.launchAtMs));
+    }
     if (e.event === 'connected' && e.attempt > 0) this.metrics?.onReconnect();
     this.publish(e);
   }
@@ -300,6 +308,7 @@ export class Migration extends EventStream<MigrationEvent> {
         this.metrics?.onEnd(r.outcome, r.downtimeMs);
         this.publish({ event: 'result', ...resultSummary(r) });
       }
+      if (endpoint && r && o.metricsLinger !== undefined) await new Promise((res) => setTimeout(res, toMs(o.metricsLinger!, 'metricsLinger')));
       await endpoint?.close();
       this.endEvents();
     }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { parseAddress } from '../transport/address.ts';
+import { checkSecretStrength } from '../wire/handshake.ts';
 import { parseDuration, parseRate } from '../transport/rate.ts';
 import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
@@ -24,7 +25,7 @@ export function readSecret(path: string | undefined): Buffer {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `cannot read --secret-file ${path}: ${(e as Error).message}`);
   }
   if (b.length > 0 && b[b.length - 1] === 0x0a) b = b.subarray(0, b.length - 1);
-  if (b.length < 16) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--secret-file ${path} holds ${b.length} bytes; at least 16 are needed (e.g. head -c 32 /dev/urandom | base64 > ${path})`);
+  checkSecretStrength(b, `--secret-file ${path}`);
   return b;
 }
 

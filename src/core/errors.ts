@@ -53,6 +53,16 @@ export class PresyncError extends Error {
  */
 export class PeerReportedError extends PresyncError {}
 
+/**
+ * A JSON.parse failure, described without quoting the input: Node's message
+ * quotes the first bytes, and the input may be a secret file passed by
+ * mistake. Only the byte position survives, when the message has one.
+ */
+export function describeJsonError(e: unknown): string {
+  const m = e instanceof Error ? /position (\d+)/.exec(e.message) : null;
+  return m ? `not valid JSON (error at byte ${m[1]})` : 'not valid JSON';
+}
+
 export function isPresyncError(e: unknown): e is PresyncError {
   return e instanceof PresyncError;
 }

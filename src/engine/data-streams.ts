@@ -15,6 +15,8 @@ import type { FrameChannel } from './frame-channel.ts';
  */
 export interface JoinableSession {
   readonly imageId: string;
+  /** The source's lineage: a stream of another lineage never joins. */
+  readonly lineageId: string;
   readonly geometry: Geometry;
   readonly image: TargetImage;
   /** Called after pages were written through a data stream (a verify must be redone). */
@@ -73,12 +75,13 @@ export class SessionRegistry {
    * Serves one joined data stream until it or its session ends. Refuses a
    * join for an unknown session or another image with a clear error.
    */
-  async serveJoin(ch: FrameChannel, sessionId: string, imageId: string, idleMs: number, waitMs = 30_000): Promise<void> {
+  async serveJoin(ch: FrameChannel, sessionId: string, imageId: string, idleMs: number, waitMs = 30_000, lineageId = ''): Promise<void> {
     // The control connection's welcome goes out before its image is open (a
     // rescan of a large image takes a while): a join may come first, and waits.
     const entry = await this.find(sessionId, waitMs);
     if (!entry || entry.closed) throw new PresyncError(ErrorCodes.BAD_PHASE, `no migration session ${sessionId} to join; open the control connection first`);
     if (entry.session.imageId !== imageId) throw new PresyncError(ErrorCodes.PROTOCOL, `stream joins session ${sessionId} for image "${imageId}", the session moves "${entry.session.imageId}"`);
+    if (entry.session.lineageId !== lineageId) throw new PresyncError(ErrorCodes.PROTOCOL, `stream joins session ${sessionId} from another migration lineage`);
     const { geometry, image } = entry.session;
     ch.setGeometry(geometry);
     entry.streams.add(ch);

@@ -33,6 +33,11 @@ export class FrameChannel {
     return this.queue.length;
   }
 
+  /** The frame limit for frames still to come (small until the peer authenticated). */
+  setMaxFrameBytes(max: number): void {
+    this.decoder.setMaxFrameBytes(max);
+  }
+
   setGeometry(g: Geometry): void {
     this.decoder.setGeometry(g);
   }
@@ -124,8 +129,11 @@ export class FrameChannel {
   async handshake(machine: HandshakeMachine, o: { readonly timeoutMs: number; readonly opening?: HandshakeStep; readonly first?: Frame }): Promise<HandshakeResult> {
     for (const f of o.opening?.send ?? []) await this.send(f);
     let first = o.first;
+    // One deadline for the whole handshake, not one per frame: a peer
+    // trickling bytes cannot stretch it.
+    const ends = Date.now() + o.timeoutMs;
     for (;;) {
-      const next = first ?? (await this.recv(o.timeoutMs));
+      const next = first ?? (await this.recv(Math.max(1, ends - Date.now())));
       first = undefined;
       const step = machine.receive(next);
       for (const f of step.send) await this.send(f);
@@ -141,8 +149,14 @@ export class FrameChannel {
     return this.failure;
   }
 
-  /** Tells the peer why we give up (best effort), then closes. */
-  async abortWith(err: unknown): Promise<void> {
+  /**
+   * Tells the peer why we give up (best effort), then closes. With
+   * `lingerMs`, the connection is closed gracefully (our end first, the
+   * peer's input dropped, cut after that long) instead of reset: a reset
+   * while the peer's frames are still unread can reach the peer before our
+   * ERROR, and the peer would see a connection reset instead of the reason.
+   */
+  async abortWith(err: unknown, o: { readonly lingerMs?: number } = {}): Promise<void> {
     // Straight to the connection: send() refuses once a failure is recorded,
     // and the usual reason to abort is a bad frame the peer must hear about.
     let timer: NodeJS.Timeout | undefined;
@@ -153,6 +167,14 @@ export class FrameChannel {
       /* the peer may be gone already */
     } finally {
       clearTimeout(timer);
+    }
+    if ((o.lingerMs ?? 0) > 0) {
+      try {
+        await this.conn.close({ lingerMs: o.lingerMs });
+        return;
+      } catch {
+        /* destroyed below */
+      }
     }
     this.conn.destroy();
   }

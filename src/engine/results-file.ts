@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import type { MigrationMetrics, SeriesPoint } from '../core/accounting.ts';
-import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { ErrorCodes, PresyncError, describeJsonError } from '../core/errors.ts';
 
 /**
  * Results files, `presync-results/1`: what every bench and migration writes
@@ -133,7 +133,7 @@ export function readResults(path: string): ResultsFile {
   try {
     value = JSON.parse(text);
   } catch (e) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `${path}: not JSON (${(e as Error).message}); expected a ${RESULTS_FORMAT} file as written by --out`, { cause: e });
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `${path}: ${describeJsonError(e)}; expected a ${RESULTS_FORMAT} file as written by --out`, { cause: e });
   }
   return parseResults(value, path);
 }

@@ -4,6 +4,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { initDigest } from '../native/page-digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { imagePathInDir } from './image-dir.ts';
+import { checkSecretStrength } from '../wire/handshake.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
 import { SessionRegistry } from './data-streams.ts';
 
@@ -20,7 +21,12 @@ export interface TargetAgentOptions {
   readonly handshakeTimeoutMs?: number;
   readonly idleTimeoutMs?: number;
   readonly onEvent?: (e: TargetEvent) => void;
+  /** Connections that have not authenticated yet, at most; more are closed at once. Default 16. */
+  readonly maxUnauthenticated?: number;
 }
+
+/** Default cap on connections still in their handshake. */
+export const DEFAULT_MAX_UNAUTHENTICATED = 16;
 
 const events = channel('presync:target:event');
 
@@ -36,6 +42,8 @@ export class TargetAgent {
   private readonly active = new Map<string, { imageId: string; abort: () => void; done: Promise<void> }>();
   private readonly sessions = new Set<Promise<unknown>>();
   private readonly joinable = new SessionRegistry();
+  /** Connections that have not authenticated yet. */
+  private pending = 0;
 
   private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
 
@@ -43,12 +51,28 @@ export class TargetAgent {
     if ((o.imagePath === undefined) === (o.imageDir === undefined)) {
       throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'a target agent needs exactly one of imagePath and imageDir');
     }
+    checkSecretStrength(o.secret);
     const dir = o.imageDir;
     if (dir !== undefined) mkdirSync(dir, { recursive: true });
     await initDigest();
     const agent = new TargetAgent(o, undefined);
+    const maxPending = o.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED;
     agent.listener = await o.transport.listen(o.listen, (conn) => {
+      // A flood of peers that never authenticate must not crowd out a real
+      // source or pin memory: past the cap, new connections are dropped.
+      if (agent.pending >= maxPending) {
+        conn.destroy();
+        return;
+      }
+      agent.pending++;
+      let authenticated = false;
+      const settle = (): void => {
+        if (authenticated) return;
+        authenticated = true;
+        agent.pending--;
+      };
       const s = runTargetSession(conn, {
+        onAuthenticated: settle,
         imagePath: dir !== undefined ? (id: string) => imagePathInDir(dir, id) : o.imagePath!,
         secret: o.secret,
         ...(o.force !== undefined ? { force: o.force } : {}),
@@ -61,7 +85,9 @@ export class TargetAgent {
         },
         claim: (imageId, abort) => agent.claim(imageId, abort),
         sessions: agent.joinable,
-      }).catch(() => undefined);
+      })
+        .catch(() => undefined)
+        .finally(settle);
       agent.sessions.add(s);
       void s.finally(() => agent.sessions.delete(s));
     });

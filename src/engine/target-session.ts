@@ -6,7 +6,7 @@ import type { Connection } from '../transport/types.ts';
 import { DigestRunCollector, diffDigests, digestRunFrames, summaryMatches, verifyResponse } from '../wire/digest-runs.ts';
 import type { Frame } from '../wire/frames.ts';
 import { ServerHandshake } from '../wire/handshake.ts';
-import { Capability } from '../wire/constants.ts';
+import { Capability, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES } from '../wire/constants.ts';
 import { decodePageBatch } from '../wire/pages.ts';
 import { FrameChannel } from './frame-channel.ts';
 import type { SessionRegistry } from './data-streams.ts';
@@ -44,7 +44,9 @@ export interface TargetSessionOptions {
   readonly maxDeviceStateBytes?: number;
   /** Where sessions register so that data streams (multi-stream sync) can join them; without it joins are refused. */
   readonly sessions?: SessionRegistry;
-  /** Background re-verification during presync: pages re-read per slice (default 256) and ms between slices (default 20; 0 turns it off). */
+  /** Called once the peer has authenticated (the agent caps connections that have not). */
+  readonly onAuthenticated?: () => void;
+  /** Background re-verification during presync: pages re-read per slice (default 1/128 of the image, at least 256) and ms between slices (default 20; 0 turns it off). */
   readonly reverify?: { readonly slicePages?: number; readonly intervalMs?: number };
 }
 
@@ -56,7 +58,9 @@ export interface TargetSessionOptions {
  */
 function startReverify(image: TargetImage, o: TargetSessionOptions, active: () => boolean, report: (pages: number[]) => void): () => void {
   const interval = o.reverify?.intervalMs ?? 20;
-  const slice = Math.max(1, Math.floor(o.reverify?.slicePages ?? 256));
+  // A pass over the image every ~128 slices (~2.6 s), whatever its size: the
+  // pass also keeps the mapping the verify reads faulted in.
+  const slice = Math.max(1, Math.floor(o.reverify?.slicePages ?? Math.max(256, Math.ceil(image.geometry.pageCount / 128))));
   if (interval <= 0) return () => undefined;
   let cursor = 0;
   const timer = setInterval(() => {
@@ -105,6 +109,8 @@ function heldMeta(path: string): ImageMeta | null {
  */
 export async function runTargetSession(conn: Connection, o: TargetSessionOptions): Promise<TargetEvent & { event: 'session-end' }> {
   const ch = new FrameChannel(conn);
+  // Until the peer authenticated, no frame may be bigger than a handshake frame.
+  ch.setMaxFrameBytes(HANDSHAKE_MAX_FRAME_BYTES);
   const emit = o.onEvent ?? (() => undefined);
   const idle = o.idleTimeoutMs ?? 60_000;
   let image: TargetImage | undefined;
@@ -123,36 +129,54 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     return e;
   };
   try {
-    const deadline = o.handshakeTimeoutMs ?? 10_000;
+    // One deadline for the whole handshake, not one per frame: a peer
+    // trickling bytes cannot hold an unauthenticated connection longer.
+    const handshakeEnds = Date.now() + (o.handshakeTimeoutMs ?? 10_000);
+    const left = (): number => Math.max(1, handshakeEnds - Date.now());
     let first: Frame | undefined;
     let imagePath: string;
     if (typeof o.imagePath === 'string') imagePath = o.imagePath;
     else {
       // The image (and so the geometry the CHALLENGE announces) depends on the identity in the HELLO.
-      first = await ch.recv(deadline);
+      first = await ch.recv(left());
       if (first.type !== 'hello') throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${first.type} frame while the server handshake is await-hello`);
       imagePath = o.imagePath(first.imageId);
     }
     const held = heldMeta(imagePath);
     const hs = new ServerHandshake({
       secret: o.secret,
-      ...(held ? { geometry: { pageSize: held.pageSize, pageCount: held.pageCount }, heldImageId: held.imageId } : {}),
+      ...(held
+        ? {
+            geometry: { pageSize: held.pageSize, pageCount: held.pageCount },
+            heldImageId: held.imageId,
+            // --force may reuse a handed-over image: then only the lineage decides a resume.
+            ...(o.force ? {} : { heldState: held.state }),
+            ...(held.lineageId !== undefined ? { heldLineageId: held.lineageId } : {}),
+          }
+        : {}),
     });
-    const result = await ch.handshake(hs, { timeoutMs: deadline, ...(first ? { first } : {}) });
+    const result = await ch.handshake(hs, { timeoutMs: left(), ...(first ? { first } : {}) });
     sessionId = result.sessionId;
+    ch.setMaxFrameBytes(DEFAULT_MAX_FRAME_BYTES);
+    o.onAuthenticated?.();
     if (result.join) {
       // A data stream of a session that is already running: it owns nothing.
       if (!o.sessions) throw new PresyncError(ErrorCodes.PROTOCOL, 'this target does not accept joining data streams');
       phase = 'stream';
-      await o.sessions.serveJoin(ch, result.sessionId, result.imageId, idle);
+      await o.sessions.serveJoin(ch, result.sessionId, result.imageId, idle, undefined, result.lineageId);
       ch.destroy();
       return { event: 'session-end', sessionId, outcome: 'aborted', error: null, pagesWritten: 0 };
     }
     if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
-    image = TargetImage.open(imagePath, result.geometry, result.imageId, { force: o.force === true, zeroFill: !result.resume });
+    image = TargetImage.open(imagePath, result.geometry, result.imageId, {
+      force: o.force === true,
+      zeroFill: !result.resume,
+      ...(result.lineageId ? { lineageId: result.lineageId } : {}),
+    });
     const opened = image;
     endStreams = o.sessions?.register(sessionId, {
       imageId: result.imageId,
+      lineageId: result.lineageId,
       geometry: result.geometry,
       image: opened,
       onPagesWritten: () => {
@@ -281,7 +305,10 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     // A disconnect during presync keeps the partial image for a resume; any
     // failure after launch invalidates it: that guest must not start here.
     if (image && (phase !== 'presync' || err.code !== ErrorCodes.CONNECTION)) image.markInvalid();
-    if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) await ch.abortWith(err);
+    // An authenticated source may have frames in flight: close gracefully so
+    // that it reads the reason (e.g. PRESYNC_ERR_IMAGE_EXISTS, not retried)
+    // rather than a reset. An unauthenticated peer is cut at once.
+    if (err.code !== ErrorCodes.CONNECTION && err.code !== ErrorCodes.TIMEOUT) await ch.abortWith(err, { lingerMs: sessionId !== '?' ? 1000 : 0 });
     else ch.destroy();
     return end('failed', err);
   } finally {

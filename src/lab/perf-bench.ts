@@ -1,9 +1,6 @@
-import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { PageSet } from '../core/pageset.ts';
 import { createPolicy } from '../core/policies/registry.ts';
 import { Rng } from '../core/rng.ts';
@@ -17,9 +14,9 @@ import { TcpTransport } from '../transport/tcp.ts';
 import { initDigest } from '../native/page-digest.ts';
 import { lz4Codec } from '../wire/page-codecs.ts';
 import { decodePage, encodePages } from '../wire/pages.ts';
+import { AGENT_START_GUARD_MS, JsonChild } from './child-json.ts';
 import { anonRssBytes, median, timeIt, writeDataImage } from './perf-measure.ts';
 
-import { CLI } from './cli-entry.ts';
 const PAGE = 4096;
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -214,27 +211,14 @@ export async function benchCodecs(bytes = 32 * MiB): Promise<CodecResult[]> {
 export async function benchSync(bytes: number, o: { streams?: number; dir?: string } = {}): Promise<SyncResult> {
   await initDigest();
   const dir = workDir(o.dir);
-  const serve = { proc: undefined as ReturnType<typeof spawn> | undefined };
+  let serve: JsonChild | undefined;
   try {
     const src = join(dir, 'src.img');
     writeDataImage(src, bytes);
     const secret = Buffer.from('perf-bench-secret-0123456789abcdef');
     writeFileSync(join(dir, 'secret'), secret);
-    const proc = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', join(dir, 'secret'), '--json'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    serve.proc = proc;
-    const port = await new Promise<number>((resolve, reject) => {
-      createInterface({ input: proc.stdout! }).on('line', (l) => {
-        try {
-          const e = JSON.parse(l) as { event?: string; port?: number };
-          if (e.event === 'listening' && e.port) resolve(e.port);
-        } catch {
-          /* not ours */
-        }
-      });
-      proc.once('exit', (c) => reject(new Error(`presync serve exited with ${c}`)));
-    });
+    serve = JsonChild.cli(['serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', join(dir, 'secret'), '--json']);
+    const port = await serve.listeningPort(AGENT_START_GUARD_MS);
     global.gc?.();
     const base = anonRssBytes();
     let peak = base;
@@ -263,7 +247,7 @@ export async function benchSync(bytes: number, o: { streams?: number; dir?: stri
     if (r.outcome !== 'done') throw new Error(`sync bench migration ${r.outcome}: ${r.error?.code} ${r.error?.message}`);
     return { imageBytes: bytes, streams: o.streams ?? 1, syncMs, syncBytesPerSec: (bytes / syncMs) * 1000, verified: r.verified, sourceAnonPeakDeltaBytes: peak - base };
   } finally {
-    serve.proc?.kill('SIGTERM');
+    await serve?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,9 +1,6 @@
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createPolicy } from '../core/policies/registry.ts';
 import { SourceMigration } from '../engine/source-session.ts';
 import { ImageOnlyController } from '../guest/controller.ts';
@@ -13,9 +10,8 @@ import { TcpTransport } from '../transport/tcp.ts';
 import { initDigest } from '../native/page-digest.ts';
 import { writeDataImage } from './perf-measure.ts';
 import { buildTestGuest } from './test-guest.ts';
+import { AGENT_START_GUARD_MS, JsonChild } from './child-json.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-import { CLI } from './cli-entry.ts';
 const GUEST_BYTES = 1 << 30;
 
 export interface QemuSideBySide {
@@ -55,7 +51,7 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
   const dir = mkdtempSync(join(tmpdir(), 'presync-perfq-'));
   const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-perfq-'));
   const vms: Vm[] = [];
-  let serve: ReturnType<typeof spawn> | undefined;
+  let serve: JsonChild | undefined;
   const paths = (n: string) => ({ qmpSocket: join(dir, `${n}.qmp`), serialLog: join(dir, `${n}.serial`), memPath: join(shm, `${n}.ram`) });
   try {
     const spec: MachineSpec = {
@@ -76,21 +72,8 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
     step('qemu: presync full sync');
     const secret = Buffer.from('perf-qemu-secret-0123456789abcdef');
     writeFileSync(join(dir, 'secret'), secret);
-    const proc = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--image', join(shm, 'presync-dst.img'), '--secret-file', join(dir, 'secret'), '--json'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    serve = proc;
-    const port = await new Promise<number>((res, rej) => {
-      createInterface({ input: proc.stdout! }).on('line', (l) => {
-        try {
-          const e = JSON.parse(l) as { event?: string; port?: number };
-          if (e.event === 'listening' && e.port) res(e.port);
-        } catch {
-          /* not ours */
-        }
-      });
-      proc.once('exit', (c) => rej(new Error(`presync serve exited with ${c}`)));
-    });
+    serve = JsonChild.cli(['serve', '--listen', '127.0.0.1:0', '--image', join(shm, 'presync-dst.img'), '--secret-file', join(dir, 'secret'), '--json']);
+    const port = await serve.listeningPort(AGENT_START_GUARD_MS);
     let syncMs = -1;
     const start = performance.now();
     const m = new SourceMigration({
@@ -110,7 +93,7 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
       },
     });
     await m.run();
-    proc.kill('SIGTERM');
+    await serve.stop();
     if (syncMs < 0) throw new Error('presync did not finish the initial sync');
 
     step('qemu: stock pre-copy, uncapped');
@@ -154,7 +137,7 @@ export async function runQemuSideBySide(o: { streams?: number; onStep?: (s: stri
       throughputRatioVsMultifd: multifdBytesPerSec ? presyncBytesPerSec / multifdBytesPerSec : null,
     };
   } finally {
-    serve?.kill('SIGTERM');
+    await serve?.stop();
     for (const vm of vms) await vm.dispose().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
     rmSync(shm, { recursive: true, force: true });

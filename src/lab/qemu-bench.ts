@@ -15,8 +15,7 @@
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { metaPath } from '../guest/target-image.ts';
 import { checkAppContinuity, checkContinuity, lastAppProgress, lastHeartbeat, type ContinuityVerdict } from '../qemu/guest-continuity.ts';
@@ -32,7 +31,6 @@ import { createShapedLink, netnsUnavailable, type ShapedLink } from './netns.ts'
 import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
 import { sleep } from '../transport/deadline.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 import { CLI } from './cli-entry.ts';
 
 export const GUEST_WORKLOADS = ['text', 'audio', 'movie', 'idle'] as const;

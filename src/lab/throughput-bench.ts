@@ -1,6 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,8 +6,7 @@ import { createPolicy } from '../core/policies/registry.ts';
 import { SourceMigration, type MigrationResult } from '../engine/source-session.ts';
 import { ImageOnlyController } from '../guest/controller.ts';
 import { TcpTransport } from '../transport/tcp.ts';
-
-import { CLI } from './cli-entry.ts';
+import { AGENT_START_GUARD_MS, JsonChild } from './child-json.ts';
 
 export interface ThroughputResult {
   readonly imageBytes: number;
@@ -61,18 +58,9 @@ export async function runThroughputBench(o: { bytes: number; dir?: string }): Pr
     writeFileSync(secretFile, secret);
     const transport = new TcpTransport();
     // The target agent runs as its own process, as it would on another host.
-    const serve = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', secretFile, '--json'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const port = await new Promise<number>((resolve, reject) => {
-      const rl = createInterface({ input: serve.stdout! });
-      rl.on('line', (l) => {
-        const e = JSON.parse(l) as { event: string; port?: number };
-        if (e.event === 'listening' && e.port) resolve(e.port);
-      });
-      serve.once('exit', (c) => reject(new Error(`presync serve exited with ${c}`)));
-    });
-    const agent = { address: { host: '127.0.0.1', port }, close: async () => void serve.kill('SIGTERM') };
+    const serve = JsonChild.cli(['serve', '--listen', '127.0.0.1:0', '--image', join(dir, 'dst.img'), '--secret-file', secretFile, '--json']);
+    const port = await serve.listeningPort(AGENT_START_GUARD_MS);
+    const agent = { address: { host: '127.0.0.1', port }, close: () => serve.stop() };
     const pageCount = o.bytes / 4096;
     let syncMs = -1;
     const start = performance.now();

@@ -9,11 +9,12 @@
  * failed attempt the QEMU is killed and started again, so every attempt
  * starts from a QEMU that has loaded nothing.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import type { HandoverHook } from '../engine/target-session.ts';
 import { metaPath, type ImageMeta } from '../guest/target-image.ts';
+import { writeFileAtomic } from '../guest/atomic-file.ts';
 import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import type { QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
@@ -53,7 +54,7 @@ export function claimImageGeometry(imagePath: string, geometry: Geometry): void 
     }
   }
   const meta: ImageMeta = { format: 'presync-image/1', imageId: 'qemu-target-empty', pageSize: geometry.pageSize, pageCount: geometry.pageCount, state: 'invalid' };
-  writeFileSync(p, JSON.stringify(meta) + '\n');
+  writeFileAtomic(p, JSON.stringify(meta) + '\n');
 }
 
 export class QemuTarget {

@@ -1,4 +1,4 @@
-import { ErrorCodes, PresyncError } from '../core/errors.ts';
+import { ErrorCodes, PresyncError, describeJsonError } from '../core/errors.ts';
 import { PageSet, type ReadonlyPageSet } from '../core/pageset.ts';
 
 /**
@@ -75,8 +75,7 @@ function parseObject(text: string, line: number): Record<string, unknown> {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
-    throw traceError(line, `not valid JSON (${why})`);
+    throw traceError(line, describeJsonError(e));
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw traceError(line, `expected a JSON object, got ${describe(v)}`);
   return v as Record<string, unknown>;

@@ -10,11 +10,18 @@ export const HEADER_BYTES = 16;
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /** No configuration may go below this: a page batch of one 64 KiB page must fit. */
 export const MIN_MAX_FRAME_BYTES = 64 * 1024 + 1024;
+/**
+ * Frame limit before the peer has authenticated: HELLO (at most ~520 B),
+ * CHALLENGE, AUTH and ERROR (at most ~1.1 KiB) are small, so an
+ * unauthenticated peer can never make the agent buffer more than this.
+ */
+export const HANDSHAKE_MAX_FRAME_BYTES = 4096;
 
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
 export const MAX_IMAGE_ID_BYTES = 256;
 export const MAX_SESSION_ID_BYTES = 128;
+export const MAX_LINEAGE_ID_BYTES = 64;
 export const MAX_ERROR_CODE_BYTES = 64;
 export const MAX_MESSAGE_BYTES = 1024;
 /** A VERIFY result lists at most this many mismatching pages; the total is still reported. */
@@ -71,6 +78,8 @@ export const Capability = {
   VERIFY_SUMMARY: 1 << 19,
   /** The source accepts HAVE frames during presync: pages the target found damaged in its file, to resend. */
   REVERIFY: 1 << 20,
+  /** HELLO only: a lineage id (str8) follows the sessionId. */
+  LINEAGE: 1 << 21,
 } as const;
 
 /** VERIFY_SUMMARY: SHA-256 of the digest table. */

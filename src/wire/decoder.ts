@@ -1,6 +1,6 @@
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
-import { DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION, type FrameTypeCode } from './constants.ts';
+import { DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PROTOCOL_VERSION, type FrameTypeCode } from './constants.ts';
 import { crc32 } from './crc32.ts';
 import type { Frame } from './frames.ts';
 import { decodePayload, isKnownFrameType } from './payload.ts';
@@ -28,7 +28,7 @@ interface PendingHeader {
  * one chunk); do not reuse a chunk's memory after pushing it.
  */
 export class FrameDecoder {
-  private readonly maxFrameBytes: number;
+  private maxFrameBytes: number;
   private geometry: Geometry | undefined;
   private chunks: Uint8Array[] = [];
   private head = 0; // index of the first unconsumed chunk; a moving index, not shift(), keeps byte-at-a-time feeding linear
@@ -44,6 +44,17 @@ export class FrameDecoder {
     }
     this.maxFrameBytes = max;
     this.geometry = options.geometry;
+  }
+
+  /**
+   * Changes the frame limit for frames whose header is still to come, e.g.
+   * HANDSHAKE_MAX_FRAME_BYTES until the peer authenticated, then the full one.
+   */
+  setMaxFrameBytes(max: number): void {
+    if (!Number.isInteger(max) || max < HANDSHAKE_MAX_FRAME_BYTES || max > 0xffffffff) {
+      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `maxFrameBytes must be an integer in ${HANDSHAKE_MAX_FRAME_BYTES}..${0xffffffff}, got ${max}`);
+    }
+    this.maxFrameBytes = max;
   }
 
   /** Once the handshake fixed the geometry, page indices and sizes are checked at decode time. */

@@ -19,6 +19,8 @@ export interface HelloFrame {
   readonly imageId: string;
   readonly sessionId: string;
   readonly nonce: Uint8Array;
+  /** The source's migration lineage (random, hex); on the wire only with the LINEAGE capability bit. */
+  readonly lineageId?: string;
 }
 
 export interface ChallengeFrame {

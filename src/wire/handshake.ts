@@ -32,6 +32,8 @@ export interface HandshakeResult {
   readonly geometry: Geometry;
   readonly imageId: string;
   readonly sessionId: string;
+  /** The source's migration lineage ('' from a source that sends none). */
+  readonly lineageId: string;
   /** The target holds an earlier copy of this image; it will send HAVE frames next. */
   readonly resume: boolean;
   /** A data stream joining the session `sessionId` (multi-stream sync), not a session of its own. */
@@ -43,6 +45,31 @@ export interface HandshakeStep {
   readonly send: Frame[];
   /** Set once the handshake has succeeded. */
   readonly result?: HandshakeResult;
+}
+
+/** A secret with fewer distinct byte values is refused as guessable (all zeros, one repeated character, …). */
+export const MIN_SECRET_DISTINCT_BYTES = 8;
+
+/**
+ * Why a shared secret is too weak to use, or undefined: fewer than 16 bytes,
+ * or fewer than 8 distinct byte values. (32 random bytes have ~30; a base64
+ * or hex encoding of 16+ random bytes has at least 10 with overwhelming
+ * probability.) A cheap floor against mistakes, not an entropy estimate.
+ */
+export function secretWeakness(secret: Uint8Array): string | undefined {
+  if (secret.length < MIN_SECRET_BYTES) return `holds ${secret.length} bytes; at least ${MIN_SECRET_BYTES} are needed`;
+  const seen = new Set<number>();
+  for (const b of secret) {
+    seen.add(b);
+    if (seen.size >= MIN_SECRET_DISTINCT_BYTES) return undefined;
+  }
+  return `has only ${seen.size} distinct byte value${seen.size === 1 ? '' : 's'} (at least ${MIN_SECRET_DISTINCT_BYTES} are needed): it is guessable`;
+}
+
+/** Refuses a weak secret when an agent loads it (both agents call this). */
+export function checkSecretStrength(secret: Uint8Array, what = 'the shared secret'): void {
+  const why = secretWeakness(secret);
+  if (why) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `${what} ${why}; make one with: head -c 32 /dev/urandom | base64 > secret`);
 }
 
 function checkSecret(secret: Uint8Array): void {
@@ -125,10 +152,19 @@ export interface ClientHandshakeOptions {
   readonly geometry: Geometry;
   readonly imageId: string;
   readonly sessionId: string;
+  /** The migration lineage (LINEAGE_ID_RE); sent with the LINEAGE bit. */
+  readonly lineageId?: string;
   /** Default: the codecs this process can decode, plus RESUME. */
   readonly capabilities?: number;
   /** Only for tests; a fresh random nonce otherwise. */
   readonly nonce?: Uint8Array;
+}
+
+/** A lineage id: 16 random bytes in lowercase hex. */
+export const LINEAGE_ID_RE = /^[0-9a-f]{32}$/;
+
+export function checkLineageId(id: string): void {
+  if (!LINEAGE_ID_RE.test(id)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `a lineage id is 32 lowercase hex digits (16 random bytes), got ${JSON.stringify(id.slice(0, 40))}`);
 }
 
 /** The source agent's side (the one that connects). */
@@ -139,10 +175,13 @@ export class ClientHandshake {
 
   constructor(private readonly opts: ClientHandshakeOptions) {
     checkSecret(opts.secret);
+    if (opts.lineageId !== undefined) checkLineageId(opts.lineageId);
+    const caps = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
     this.helloFrame = {
       type: 'hello',
       version: PROTOCOL_VERSION,
-      capabilities: opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY),
+      capabilities: opts.lineageId !== undefined ? caps | Capability.LINEAGE : caps & ~Capability.LINEAGE,
+      ...(opts.lineageId !== undefined ? { lineageId: opts.lineageId } : {}),
       pageSize: opts.geometry.pageSize,
       pageCount: opts.geometry.pageCount,
       imageId: opts.imageId,
@@ -211,6 +250,7 @@ export class ClientHandshake {
           geometry: this.opts.geometry,
           imageId: this.opts.imageId,
           sessionId: this.opts.sessionId,
+          lineageId: this.opts.lineageId ?? '',
           resume: frame.resume,
           join,
         },
@@ -226,8 +266,12 @@ export interface ServerHandshakeOptions {
   readonly geometry?: Geometry;
   /** Default: the codecs this process can decode, plus RESUME. */
   readonly capabilities?: number;
-  /** Identity of the image the target already holds (valid, from an earlier session), if any. */
+  /** Identity of the image the target already holds (from an earlier session), if any. */
   readonly heldImageId?: string;
+  /** Its lineage: only a source of the same lineage resumes it. */
+  readonly heldLineageId?: string;
+  /** Its state: a handed-over (`valid`) image is never resumed. */
+  readonly heldState?: 'syncing' | 'valid' | 'invalid';
   /** Only for tests; a fresh random nonce otherwise. */
   readonly nonce?: Uint8Array;
 }
@@ -260,6 +304,7 @@ export class ServerHandshake {
       if (frame.version !== PROTOCOL_VERSION) {
         throw new PresyncError(ErrorCodes.VERSION, `client speaks protocol version ${frame.version}, this build ${PROTOCOL_VERSION}`);
       }
+      if (frame.lineageId !== undefined && !LINEAGE_ID_RE.test(frame.lineageId)) throw new PresyncError(ErrorCodes.PROTOCOL, 'hello: the lineage id is not 32 lowercase hex digits');
       const g = this.opts.geometry;
       const core: Omit<ChallengeFrame, 'proof'> = {
         type: 'challenge',
@@ -289,8 +334,19 @@ export class ServerHandshake {
       const join = (hello.capabilities & this.capabilities & Capability.JOIN) !== 0;
       // A joining stream resumes nothing: it belongs to a session that did.
       const capabilities = hello.capabilities & this.capabilities & GRANTABLE & (join ? ~Capability.RESUME : ~0);
+      // Only the same lineage resumes, and never a handed-over image: a
+      // second application with the same image id (same path and size) is
+      // another lineage.
+      const lineageId = hello.lineageId ?? '';
       const resume =
-        !join && (capabilities & Capability.RESUME) !== 0 && g !== undefined && this.opts.heldImageId !== undefined && this.opts.heldImageId === hello.imageId;
+        !join &&
+        (capabilities & Capability.RESUME) !== 0 &&
+        g !== undefined &&
+        this.opts.heldImageId !== undefined &&
+        this.opts.heldImageId === hello.imageId &&
+        lineageId !== '' &&
+        this.opts.heldLineageId === lineageId &&
+        this.opts.heldState !== 'valid';
       const welcome: WelcomeFrame = { type: 'welcome', capabilities, resume };
       this.state = 'done';
       return {
@@ -301,6 +357,7 @@ export class ServerHandshake {
           geometry: { pageSize: hello.pageSize, pageCount: hello.pageCount },
           imageId: hello.imageId,
           sessionId: hello.sessionId,
+          lineageId,
           resume,
           join,
         },

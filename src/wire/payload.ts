@@ -10,6 +10,8 @@ import {
   MAX_MESSAGE_BYTES,
   MAX_PAGE_SIZE,
   MAX_SESSION_ID_BYTES,
+  MAX_LINEAGE_ID_BYTES,
+  Capability,
   MAX_VERIFY_MISMATCHES,
   NONCE_BYTES,
   PAGE_RECORD_HEADER_BYTES,
@@ -135,10 +137,12 @@ export function encodePayload(frame: Frame): Buffer[] {
       checkBytes(frame.nonce, NONCE_BYTES, 'hello nonce');
       const image = encodeStr(frame.imageId, MAX_IMAGE_ID_BYTES, 'imageId');
       const session = encodeStr(frame.sessionId, MAX_SESSION_ID_BYTES, 'sessionId');
-      const w = new Writer(4 + 2 + 4 + 4 + 4 + NONCE_BYTES + 2 + image.length + 2 + session.length);
+      const lineage = (frame.capabilities & Capability.LINEAGE) !== 0 ? encodeStr(frame.lineageId ?? '', MAX_LINEAGE_ID_BYTES, 'lineageId') : undefined;
+      const w = new Writer(4 + 2 + 4 + 4 + 4 + NONCE_BYTES + 2 + image.length + 2 + session.length + (lineage ? 1 + lineage.length : 0));
       w.u32(MAGIC, 'magic').u16(frame.version, 'version').u32(frame.capabilities, 'capabilities');
       w.u32(frame.pageSize, 'pageSize').u32(frame.pageCount, 'pageCount').bytes(frame.nonce);
       w.str(image, 2).str(session, 2);
+      if (lineage) w.str(lineage, 1);
       return [w.done()];
     }
     case 'challenge': {
@@ -278,6 +282,7 @@ export function decodePayload(type: FrameTypeCode, payload: Uint8Array, geometry
       const imageId = r.str16(MAX_IMAGE_ID_BYTES, 'imageId');
       const sessionId = r.str16(MAX_SESSION_ID_BYTES, 'sessionId');
       f = { type: 'hello', version, capabilities, pageSize, pageCount, imageId, sessionId, nonce };
+      if ((capabilities & Capability.LINEAGE) !== 0) f = { ...f, lineageId: r.str8(MAX_LINEAGE_ID_BYTES, 'lineageId') };
       break;
     }
     case FrameType.CHALLENGE: {

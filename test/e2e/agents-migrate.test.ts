@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 import { CLI } from '../../src/lab/cli-entry.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 const WRITER = join(ROOT, 'test/fixtures/image-writer.mjs');
 
 function waitForLine(child: ChildProcess, pred: (l: string) => boolean, timeoutMs = 20_000): Promise<string> {
@@ -49,7 +49,7 @@ function alive(pid: number): boolean {
 }
 
 test('three processes: a writer, presync serve and presync migrate; the writer continues on the target', { timeout: 120_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-e2e-'));
+  const dir = scratchDir('presync-e2e-');
   const src = join(dir, 'source.img');
   const dst = join(dir, 'target.img');
   const secret = join(dir, 'secret');
@@ -112,7 +112,7 @@ test('three processes: a writer, presync serve and presync migrate; the writer c
 });
 
 test('launch on command: presync status shows live figures, presync launch says go', { timeout: 120_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'presync-e2e-'));
+  const dir = scratchDir('presync-e2e-');
   const src = join(dir, 'source.img');
   writeFileSync(src, Buffer.alloc(1024 * 4096, 7));
   const secret = join(dir, 'secret');

@@ -5,8 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ImageOnlyController } from '../../src/guest/controller.ts';
@@ -16,6 +15,7 @@ import type { TargetEvent } from '../../src/engine/target-session.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 
 import { CLI } from '../../src/lab/cli-entry.ts';
+import { scratchDir } from '../helpers/scratch.ts';
 const SECRET = Buffer.from('disk-full-secret-0123456789abcdef');
 const notRoot = process.getuid?.() === 0 ? undefined : 'needs root to mount a tmpfs';
 
@@ -44,7 +44,7 @@ test(
     timeout: 60_000,
   },
   async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'presync-disk-'));
+    const dir = scratchDir('presync-disk-');
     const tiny = join(dir, 'tiny');
     mkdirSync(tiny);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tiny]);

@@ -37,6 +37,8 @@ const SECRET = Buffer.from('hostile-peer-secret-0123456789ab');
 const PAGE = 4096;
 const PAGES = 256;
 const KNOWN = new Set<string>(Object.values(ErrorCodes));
+/** One lineage for every peer here: with --force the agent resumes its handed-over image, so an authenticated peer's failure leaves its bytes alone. */
+const LINEAGE = 'c0ffee'.padEnd(32, '0');
 
 /** A raw TCP peer that writes whatever it is told and decodes what the agent answers. */
 class RawPeer {
@@ -154,6 +156,7 @@ async function normalMigration(what: string): Promise<void> {
     secret: SECRET,
     imagePath: src,
     imageId,
+    lineageId: LINEAGE,
     policy: createPolicy('presync-naive', { geometry: { pageSize: PAGE, pageCount: PAGES }, seed: 1 }),
     controller: new ImageOnlyController(),
     epochMs: 20,
@@ -166,7 +169,7 @@ async function normalMigration(what: string): Promise<void> {
 
 /** HELLO → CHALLENGE by hand; returns the peer, our HELLO and the agent's CHALLENGE. */
 async function helloChallenge(o: { pageCount?: number; id?: string } = {}): Promise<{ peer: RawPeer; hello: HelloFrame; challenge: ChallengeFrame; hs: ClientHandshake }> {
-  const hs = new ClientHandshake({ secret: SECRET, geometry: { pageSize: PAGE, pageCount: o.pageCount ?? PAGES }, imageId: o.id ?? imageId, sessionId: randomBytes(8).toString('hex') });
+  const hs = new ClientHandshake({ secret: SECRET, geometry: { pageSize: PAGE, pageCount: o.pageCount ?? PAGES }, imageId: o.id ?? imageId, sessionId: randomBytes(8).toString('hex'), lineageId: LINEAGE });
   const peer = await RawPeer.connect(agent.address);
   const hello = hs.start().send[0] as HelloFrame;
   peer.write(hello);
@@ -199,6 +202,8 @@ before(async () => {
     imagePath: dst,
     secret: SECRET,
     handshakeTimeoutMs: 400,
+    // Each check ends with a normal migration into the same, handed-over image.
+    force: true,
     hook: {
       start: async () => {
         hookCalls++;
@@ -258,7 +263,7 @@ test('a geometry mismatch is refused with PRESYNC_ERR_GEOMETRY at AUTH, before t
 
 test('a wrong protocol version (frame header or HELLO) is refused with PRESYNC_ERR_VERSION', async () => {
   const before = snapshot(dst);
-  const hs = new ClientHandshake({ secret: SECRET, geometry: { pageSize: PAGE, pageCount: PAGES }, imageId, sessionId: 'v' });
+  const hs = new ClientHandshake({ secret: SECRET, geometry: { pageSize: PAGE, pageCount: PAGES }, imageId, sessionId: 'v', lineageId: LINEAGE });
   const hello = hs.start().send[0] as HelloFrame;
   const inHeader = encodeFrame(hello);
   inHeader.writeUInt8(2, 0);

@@ -36,12 +36,16 @@ const m = migrate(options);
 let progress = 0;
 m.on('progress', () => progress++);
 const events: string[] = [];
-for await (const e of m) events.push(e.event + '@' + e.ts);
+let lastRemaining: number | null = null;
+for await (const e of m) {
+  events.push(e.event + '@' + e.ts);
+  if (e.event === 'progress') lastRemaining = e.bytesRemaining; // typed: number
+}
 const r: MigrationResult = await m.result;
 await target.close();
 const same = Buffer.compare(readFileSync(src), readFileSync(dst)) === 0;
-if (r.outcome !== 'done' || !same || progress === 0 || !events.at(-1)?.startsWith('result@')) {
-  console.error(JSON.stringify({ outcome: r.outcome, error: r.error, same, progress, last: events.at(-1) }));
+if (r.outcome !== 'done' || !same || progress === 0 || lastRemaining === null || !events.at(-1)?.startsWith('result@')) {
+  console.error(JSON.stringify({ outcome: r.outcome, error: r.error, same, progress, lastRemaining, last: events.at(-1) }));
   process.exit(1);
 }
 console.log('done');

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { deflateRawSync } from 'node:zlib';
 import { ErrorCodes, PresyncError, type ErrorCode } from '../../src/core/errors.ts';
 import type { Geometry } from '../../src/core/types.ts';
-import { FrameType, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PageEncoding, PHASES, PROTOCOL_VERSION, type PageEncodingCode } from '../../src/wire/constants.ts';
+import { Capability, FrameType, HEADER_BYTES, MIN_MAX_FRAME_BYTES, PageEncoding, PHASES, PROTOCOL_VERSION, type PageEncodingCode } from '../../src/wire/constants.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameDecoder } from '../../src/wire/decoder.ts';
 import { digestPage, zeroPageDigest } from '../../src/native/page-digest.ts';
@@ -114,7 +114,8 @@ export function arbFrame(geometry?: Geometry): fc.Arbitrary<Frame> {
       imageId: nastyString(256),
       sessionId: nastyString(128),
       nonce: bytes(32),
-    }),
+      lineageId: nastyString(64),
+    }).map(({ lineageId, ...f }) => ((f.capabilities & Capability.LINEAGE) !== 0 ? { ...f, lineageId } : f)),
     fc.oneof(
       fc.record({ pageSize: fc.constant(0), pageCount: fc.constant(0) }),
       fc.record({ pageSize: pageSizeArb, pageCount: fc.integer({ min: 1, max: 0xffffffff }) }),

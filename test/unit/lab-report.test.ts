@@ -6,7 +6,11 @@ import { run } from '../../src/cli/main.ts';
 import type { CommandIO } from '../../src/cli/io.ts';
 import { PageSet } from '../../src/core/pageset.ts';
 import { collectRuns, heatmaps, launchMsOf, PAPER_SOURCE_LABEL, qemuBars, reductionRows, residualRows, trafficRows, windowRows, type LoadedResults } from '../../src/lab/report/data.ts';
-import { buildReport } from '../../src/lab/report/build.ts';
+import { buildReport, loadResultsFiles } from '../../src/lab/report/build.ts';
+import { columnOf } from '../../src/lab/report/columns.ts';
+import { logAxis } from '../../src/lab/report/specs.ts';
+import { runStatus } from '../../src/lab/report/status.ts';
+import { presyncSecondsOf, segmentsOf, timelines } from '../../src/lab/report/timeline.ts';
 import { makeResults, writeResults, type ResultRun } from '../../src/engine/results-file.ts';
 import { simulateForResults } from '../../src/lab/results-build.ts';
 import { TraceWriter } from '../../src/sim/trace.ts';
@@ -76,7 +80,7 @@ test('the report is one self-contained page with every chart drawn', async () =>
   assert.equal(qemuBars(collectRuns([q])).length, 4);
   const r = await buildReport([sim, q], { now: new Date(0) });
   const ids = r.charts.map((c) => c.id);
-  assert.deepEqual(ids, ['chart-reduction', 'chart-traffic', 'chart-window', 'chart-residual', 'chart-heat-text-editing', 'chart-heat-movie', 'chart-qemu']);
+  assert.deepEqual(ids, ['chart-reduction', 'chart-qemu', 'chart-timeline', 'chart-traffic', 'chart-window', 'chart-residual', 'chart-heat-text-editing', 'chart-heat-movie']);
   for (const c of r.charts) {
     assert.match(c.svg, /^<svg/);
     assert.ok(/<path|<rect|<line/.test(c.svg.replace(/<rect width="[\d.]+" height="[\d.]+" fill="white"\/>/, '')), `${c.id} has marks`);
@@ -116,7 +120,7 @@ test('presync report and trace replay from the CLI; bad inputs get one-line erro
 
   c = io();
   assert.equal(await run(['report', join(dir, 't.jsonl.gz'), '-o', join(dir, 'x.html')], c), 2);
-  assert.match(c.e, /PRESYNC_ERR_BAD_ARGUMENT: .*t\.jsonl\.gz: not JSON/);
+  assert.match(c.e, /PRESYNC_ERR_BAD_ARGUMENT: .*t\.jsonl\.gz: not valid JSON/);
   assert.doesNotMatch(c.e, /\n\s+at /, 'no stack trace');
   assert.ok(!existsSync(join(dir, 'x.html')));
   c = io();
@@ -130,4 +134,99 @@ test('presync report and trace replay from the CLI; bad inputs get one-line erro
   assert.equal(await run(['trace', 'replay', bad], c), 1);
   assert.match(c.e, /PRESYNC_ERR_BAD_TRACE: trace line 3/);
   assert.doesNotMatch(c.e, /\n\s+at /, 'no stack trace');
+});
+
+function realRun(summary: Record<string, unknown>, o: Partial<ResultRun> = {}): ResultRun {
+  return {
+    label: 'r',
+    workload: 'w',
+    policy: 'presync',
+    seed: null,
+    shell: 'real',
+    series: [],
+    ...o,
+    summary: { outcome: 'done', launchToRunningMs: null, downtimeMs: null, presyncBytes: 0, finalBytes: 0, verified: true, ...summary } as ResultRun['summary'],
+  };
+}
+
+test('timeline segments: the QEMU bench breakdown, phase times, or the totals alone', () => {
+  // As `bench qemu` writes it (text · presync #1 of results/qemu-bench.json).
+  const bench = segmentsOf(realRun({ launchToRunningMs: 81.9, downtimeMs: 52.3, launchWaitMs: 0.2, liveRoundsMs: 7.3, freshWatchMs: null, migrateToPreSwitchoverMs: 17.2, finalScanAndResidualMs: 26.6, verifyMs: 5.6, deviceStateMs: 11.6, targetStartConfirmMs: 10.6 }));
+  assert.deepEqual(bench.map((s) => s.phase), ['wait for the epoch', 'live rounds', 'QEMU stops the vCPUs', 'final scan & residual', 'verify', 'device state', 'target start']);
+  for (let i = 1; i < bench.length; i++) assert.equal(bench[i].fromMs, bench[i - 1].toMs, 'back to back');
+  assert.ok(Math.abs(bench.at(-1)!.toMs - 79.1) < 1e-9);
+  // As `migrate --out` writes it (phaseAtMs from a real loopback migration).
+  const phaseAtMs = { presync: 39.5, launched: 2042.1, 'final-copy': 2471.8, paused: 2474.3, verify: 2476.3, handover: 2479.8, done: 2480.9 };
+  const mig = realRun({ launchToRunningMs: 439, downtimeMs: 6.6, phaseAtMs });
+  const seg = segmentsOf(mig);
+  assert.deepEqual(seg.map((s) => s.phase), ['wait for the epoch', 'live rounds', 'final scan & residual', 'verify', 'target start']);
+  assert.ok(Math.abs(seg.at(-1)!.toMs - 439) < 1e-6, 'ends when the guest runs');
+  assert.ok(Math.abs(presyncSecondsOf(mig, {})! - 2.0026) < 1e-9);
+  // With QEMU's step times (`qemu migrate --out`), its steps are split out.
+  const q = segmentsOf(realRun({ launchToRunningMs: 439, downtimeMs: 6.6, phaseAtMs, qemu: { migrateToPreSwitchoverMs: 1.5, continueToCompletedMs: 2 } }));
+  assert.deepEqual(q.map((s) => s.phase), ['wait for the epoch', 'live rounds', 'QEMU stops the vCPUs', 'final scan & residual', 'verify', 'device state', 'target start']);
+  // Totals only: stock QEMU, simulated runs; a rolled-back run has none.
+  assert.deepEqual(segmentsOf(realRun({ launchToRunningMs: 1460, downtimeMs: 200 }, { policy: 'qemu-stock' })), [
+    { phase: 'pre-copy rounds', fromMs: 0, toMs: 1260 },
+    { phase: 'stop & copy', fromMs: 1260, toMs: 1460 },
+  ]);
+  assert.deepEqual(segmentsOf(realRun({ outcome: 'rolled-back' })), []);
+  assert.equal(presyncSecondsOf(realRun({}, { policy: 'qemu-stock' }), { presyncForMs: 15000 }), null);
+  assert.equal(presyncSecondsOf(realRun({}), { presyncForMs: 15000 }), 15);
+});
+
+test('timelines: one per run, unique rows, failures and the pause', () => {
+  const runs = collectRuns([
+    {
+      source: 'q.json',
+      results: makeResults({
+        kind: 'qemu-bench',
+        createdBy: 't',
+        runs: [
+          realRun({ launchToRunningMs: 1460, downtimeMs: 200, guestOk: false, guestCheck: 'target OK 102 does not continue' }, { policy: 'qemu-stock', label: 'x' }),
+          realRun({ launchToRunningMs: 1400, downtimeMs: 100 }, { policy: 'qemu-stock', label: 'x' }),
+          realRun({ outcome: 'rolled-back', error: { code: 'PRESYNC_ERR_TIMEOUT', message: 'late' } }, { label: 'y' }),
+        ],
+      }),
+    },
+  ]);
+  const tl = timelines(runs);
+  assert.deepEqual(tl.map((t) => t.row), ['x', 'x [2]', 'y']);
+  assert.deepEqual(tl[0].status, { ok: false, text: 'guest check failed', detail: 'target OK 102 does not continue' });
+  assert.deepEqual(tl[0].pause, { fromMs: 1260, toMs: 1460 });
+  assert.equal(tl[1].status.ok, true);
+  assert.deepEqual(tl[2].status, { ok: false, text: 'rolled back', detail: 'PRESYNC_ERR_TIMEOUT: late' });
+  assert.equal(tl[2].pause, null);
+  assert.equal(runStatus(runs[0].run).ok, false);
+});
+
+test('log axes tick at 0 and each decade up to a rounded top', () => {
+  assert.deepEqual(logAxis(23_000), { top: 30_000, ticks: [0, 1, 10, 100, 1000, 10_000, 30_000] });
+  assert.deepEqual(logAxis(999.8, 0.1), { top: 1000, ticks: [0, 0.1, 1, 10, 100, 1000] });
+  assert.deepEqual(logAxis(0), { top: 10, ticks: [0, 1, 10] });
+});
+
+test('table columns: human headers, units, failed guest checks in red', () => {
+  assert.deepEqual([columnOf('stockLaunchToRunningMsMedian').header, columnOf('presyncBytesMedian').header, columnOf('reduction').header], [
+    'stock QEMU launch → running, median (ms)',
+    'presync sent, median (MiB)',
+    'reduction vs naive (%)',
+  ]);
+  assert.deepEqual(columnOf('presyncBytesMedian').cell(152648348), { text: '145.6', num: true, bad: false });
+  assert.deepEqual(columnOf('reduction').cell(0.505), { text: '50.5', num: true, bad: false });
+  assert.deepEqual(columnOf('stockGuestOk').cell(false), { text: 'failed', num: false, bad: true });
+  // Keys nobody listed still get words and a unit from their suffix.
+  assert.equal(columnOf('engineDowntimeMs').header, 'engine downtime (ms)');
+  assert.equal(columnOf('fooBytesP95').header, 'foo, p95 (MiB)');
+});
+
+test('every results file in results/ still renders, with a timeline row per run', async () => {
+  for (const name of ['qemu-bench.json', 'qemu-bench-32mib.json', 'qemu-bench-busy.json']) {
+    const files = loadResultsFiles([join(import.meta.dirname, '..', '..', 'results', name)]);
+    const r = await buildReport(files);
+    assert.deepEqual(r.warnings, [], name);
+    const tl = r.charts.find((c) => c.id === 'chart-timeline');
+    assert.ok(tl, `${name} has a timeline`);
+    for (const run of files[0].results.runs) assert.ok(tl.svg.includes(`row: ${run.label};`), `${name}: ${run.label}`);
+  }
 });

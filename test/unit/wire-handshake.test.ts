@@ -8,7 +8,9 @@ import type { Frame } from '../../src/wire/frames.ts';
 import {
   ClientHandshake,
   ServerHandshake,
+  checkSecretStrength,
   computeClientProof,
+  secretWeakness,
   errorFrame,
   type ClientHandshakeOptions,
   type HandshakeResult,
@@ -77,12 +79,29 @@ describe('handshake', () => {
     for (const f of log) assert.equal(encodeFrame(f).indexOf(SECRET), -1, f.type);
   });
 
-  it('resumes only when the target holds the same image with the same geometry', () => {
-    const held: ServerHandshakeOptions = { secret: SECRET, geometry, heldImageId: 'vm-7/ram' };
-    assert.equal(run(new ClientHandshake(clientOpts), new ServerHandshake(held)).server.resume, true);
-    assert.equal(run(new ClientHandshake(clientOpts), new ServerHandshake({ ...held, heldImageId: 'other' })).server.resume, false);
-    const noResume = { ...clientOpts, capabilities: Capability.DEFLATE };
+  it('resumes only when the target holds the same image, of the same lineage, not handed over, with the same geometry', () => {
+    const lineageId = 'ab'.repeat(16);
+    const mine = { ...clientOpts, lineageId };
+    const held: ServerHandshakeOptions = { secret: SECRET, geometry, heldImageId: 'vm-7/ram', heldLineageId: lineageId, heldState: 'syncing' };
+    const r = run(new ClientHandshake(mine), new ServerHandshake(held));
+    assert.equal(r.server.resume, true);
+    assert.equal(r.server.lineageId, lineageId, 'the lineage travels in HELLO');
+    assert.equal(run(new ClientHandshake(mine), new ServerHandshake({ ...held, heldImageId: 'other' })).server.resume, false);
+    assert.equal(run(new ClientHandshake({ ...mine, lineageId: 'cd'.repeat(16) }), new ServerHandshake(held)).server.resume, false, 'another lineage');
+    assert.equal(run(new ClientHandshake(clientOpts), new ServerHandshake(held)).server.resume, false, 'no lineage');
+    assert.equal(run(new ClientHandshake(mine), new ServerHandshake({ ...held, heldState: 'valid' })).server.resume, false, 'handed over');
+    const noResume = { ...mine, capabilities: Capability.DEFLATE };
     assert.equal(run(new ClientHandshake(noResume), new ServerHandshake(held)).client.resume, false);
+    expectError(() => new ClientHandshake({ ...clientOpts, lineageId: 'not-hex' }), 'PRESYNC_ERR_BAD_ARGUMENT');
+  });
+
+  it('secrets with fewer than 16 bytes or fewer than 8 distinct byte values are weak', () => {
+    assert.match(secretWeakness(new Uint8Array(15).map((_, i) => i)) ?? '', /15 bytes/);
+    assert.match(secretWeakness(new Uint8Array(32)) ?? '', /1 distinct byte value/);
+    assert.match(secretWeakness(Buffer.from('abcdefgabcdefgabcdefg')) ?? '', /7 distinct/);
+    assert.equal(secretWeakness(Buffer.from('0123456789abcdef')), undefined);
+    assert.equal(secretWeakness(SECRET), undefined);
+    expectError(() => checkSecretStrength(new Uint8Array(16)), 'PRESYNC_ERR_BAD_ARGUMENT');
   });
 
   it('a client with the wrong secret rejects the server (AUTH) — and the server rejects it', () => {

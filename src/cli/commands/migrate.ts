@@ -1,11 +1,11 @@
 import { basename } from 'node:path';
-import { migrate, resultSummary, type Migration } from '../../api/migrate.ts';
+import { migrate, resultSummary, type Migration, type ResultSummary } from '../../api/migrate.ts';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import type { MigrationResult } from '../../engine/source-session.ts';
 import { recoverStaleLock } from '../../engine/source-lock.ts';
 import { formatBytes, formatMigrationProgress } from '../progress.ts';
-import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
+import { makeResults, runRecord, writeResults, type ResultRun } from '../../engine/results-file.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, TRANSPORT_FLAGS } from '../common.ts';
 import type { CommandIO } from '../io.ts';
@@ -19,7 +19,7 @@ export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
 
 const USAGE =
   'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
-  '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT] [-o|--out FILE] [--json]\n' +
+  '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
 const HELP = `${USAGE}
@@ -34,6 +34,8 @@ the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.
   --bandwidth RATE          send-rate limit (1gbit, 100mbit, 50MB/s); change it
                             later with "presync set --control SOCKET --bandwidth RATE"
   --metrics HOST:PORT       serve Prometheus metrics on http://HOST:PORT/metrics
+  --metrics-linger DURATION keep serving them this long after the end (a last
+                            scrape then sees the outcome counter)
   -o, --out FILE            write a results file for "presync report"
   --json                    one event per line on stdout: {"event":…,"ts":…}, the
                             last one {"event":"result","outcome":…}
@@ -55,7 +57,7 @@ export function resultJson(r: MigrationResult): Record<string, unknown> {
 }
 
 /** The one-line human summary of a migration's result. */
-export function resultLine(r: MigrationResult): string {
+export function resultLine(r: ResultSummary): string {
   const ms = (v: number | null): string => (v === null ? '—' : `${Math.round(v * 10) / 10} ms`);
   return r.outcome === 'done'
     ? `migrated: launch→running ${ms(r.launchToRunningMs)}, downtime ${ms(r.downtimeMs)}, presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, residual at launch ${r.residualPagesAtLaunch} pages, verified\n`
@@ -68,19 +70,29 @@ export function resultLine(r: MigrationResult): string {
  * terminal one progress line redrawn in place on stderr; otherwise a line a
  * second. Returns a function that ends a redrawn line.
  */
-export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean): () => void {
+export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean, o: { result?: boolean } = {}): () => void {
   const tty = !json && process.stderr.isTTY === true;
   let lastProgress = Number.NEGATIVE_INFINITY;
+  let lastState = '';
   let drawn = false;
   const note = (text: string): void => {
     io.err(`${drawn ? '\n' : ''}presync: ${text}\n`);
     drawn = false;
   };
   m.on('event', (e: { event: string; ts: string } & Record<string, unknown>) => {
-    if (e.event === 'result') return;
+    if (e.event === 'result') {
+      if (o.result === false) return;
+      if (drawn) io.err('\n');
+      drawn = false;
+      io.out(json ? jsonLine(e) : resultLine(e as unknown as ResultSummary));
+      return;
+    }
     if (e.event === 'progress') {
       const elapsed = Number(e.elapsedMs);
-      if (elapsed - lastProgress < (tty ? 250 : 1000)) return;
+      // Throttled, except when the initial copy ends or readiness changes.
+      const state = `${String(e.initialCopyDone)}/${String(e.ready)}`;
+      if (elapsed - lastProgress < (tty ? 250 : 1000) && state === lastState) return;
+      lastState = state;
       lastProgress = elapsed;
       if (json) io.out(jsonLine(e));
       else {
@@ -106,6 +118,21 @@ export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean)
   };
 }
 
+/** When each engine phase began, ms since the migration started: the report draws its timeline from them. */
+function recordPhaseTimes(m: Migration): Record<string, number> {
+  const at: Record<string, number> = {};
+  m.on('event', (e: { event: string; phase?: unknown; atMs?: unknown }) => {
+    if (typeof e.atMs !== 'number') return;
+    if (e.event === 'phase') at[String(e.phase)] = Math.round(e.atMs * 10) / 10;
+    else if (e.event === 'paused') at.paused = Math.round(e.atMs * 10) / 10;
+  });
+  return at;
+}
+
+function withPhaseTimes(run: ResultRun, phaseAtMs: Record<string, number>): ResultRun {
+  return { ...run, summary: { ...run.summary, phaseAtMs } };
+}
+
 export async function migrateCommand(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseFlags(
     argv,
@@ -126,6 +153,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'image-id': { type: 'string' },
       'page-size': { type: 'string' },
       metrics: { type: 'string' },
+      'metrics-linger': { type: 'string' },
       out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
       recover: { type: 'boolean' },
@@ -185,8 +213,10 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     ...(values['image-id'] ? { imageId: values['image-id'] } : {}),
     ...(values.control !== undefined ? { control: values.control } : {}),
     ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
+    ...(values['metrics-linger'] !== undefined ? { metricsLinger: durationFlag(values['metrics-linger'], 'metrics-linger')! } : {}),
     tls: tlsFromFlags(values),
   });
+  const phaseAtMs = recordPhaseTimes(m);
   const endLine = printMigrationEvents(m, io, values.json === true);
   const r = await m.result;
   endLine();
@@ -199,11 +229,10 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
         kind: 'migration',
         createdBy: `presync migrate ${argv.join(' ')}`,
         params: { image: values.image, policy, epochMs, codec, pageSize, pageCount: m.status().pageCount, ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}) },
-        runs: [runRecord('real', r, { label: `${workload} · ${policy} (real)`, workload, policy, seed: null })],
+        // Phase start times ride along in the summary (the schema keeps extra fields), as `qemu migrate --out` does.
+        runs: [withPhaseTimes(runRecord('real', r, { label: `${workload} · ${policy} (real)`, workload, policy, seed: null }), phaseAtMs)],
       }),
     );
   }
-  if (values.json) io.out(jsonLine({ ...resultJson(r), ts: new Date().toISOString() }));
-  else io.out(resultLine(r));
   return r.outcome === 'done' ? 0 : 1;
 }

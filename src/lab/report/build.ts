@@ -16,6 +16,8 @@ import {
 } from './data.ts';
 import { reportHtml, type Chart } from './html.ts';
 import { renderSvg, svgToPng } from './render.ts';
+import { timelines } from './timeline.ts';
+import { timelineSpec } from './timeline-spec.ts';
 import { heatmapSpec, qemuSpec, reductionSpec, residualSpec, trafficSpec, windowSpec } from './specs.ts';
 
 export interface Report {
@@ -62,15 +64,33 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-reduction',
       'Transfer reduction per workload',
-      "Bytes sent during presync, as a reduction against presync-naive on the same workload, seed and launch moment (DESIGN.md's definition). Grey bars are the paper's published figures (50.5 %, 63.9 %, 65.6 %); the others are measured here. Higher is better; the oracle, which knows future writes, is the floor of what any policy can send.",
+      "Bytes sent during presync, as a reduction against presync-naive on the same workload, seed and launch moment (DESIGN.md's definition). Grey bars are the paper's published figures (50.5 %, 63.9 %, 65.6 %); the others are measured here. Higher is better; the oracle, which knows future writes, shows the most any policy could save.",
       reductionSpec(reduction, domain),
+    );
+  }
+  const qemu = qemuBars(runs);
+  if (qemu.length > 0) {
+    await add(
+      'chart-qemu',
+      'Real QEMU: stock vs presync',
+      "Launch-to-running and downtime of real QEMU migrations from the QEMU bench, stock pre-copy (QEMU's own migration) beside presync: the bar is the median, each dot a run, a red ✗ a run whose guest failed its check after the migration (it did not carry on from where the source stopped). The paper's claim is within 1 s against at least 7 s.",
+      qemuSpec(qemu, domain),
+    );
+  }
+  const tl = timelines(runs);
+  if (tl.length > 0) {
+    await add(
+      'chart-timeline',
+      'Migration timelines',
+      'Every migration in the results, one row each: how long presync ran before the launch (left, seconds), then where the time from the launch until the guest runs on the target went (middle, milliseconds), phase by phase as far as the results file records them, with the measured pause outlined in red; on the right the launch → running time, the pause, and any failure (a migration whose guest then failed its check is a failure, not done).',
+      timelineSpec(tl, domain),
     );
   }
   if (withSeries.length > 0) {
     await add(
       'chart-traffic',
       'Traffic over time',
-      'Bytes each policy hands to the wire, as a rate in 0.5 s bins. The first seconds are the initial copy of every non-zero page; after that, the line is the cost of keeping up with the guest. A tall line after the launch is the live rounds and the final copy.',
+      'Bytes each policy hands to the wire, as a rate in 0.5 s bins, on a log scale so that the few Mbit/s of keeping up with a light guest do not vanish under the initial copy. The first seconds are the initial copy of every non-zero page; after that, the line is the cost of keeping up with the guest. A tall line after the launch is the live rounds and the final copy.',
       trafficSpec(trafficRows(withSeries), workloads, domain),
     );
     const win = windowRows(withSeries);
@@ -87,7 +107,7 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
     await add(
       'chart-residual',
       'Residual over time',
-      'Pages whose current content the target lacks (symlog scale: 0, then decades). The dashed rule is the launch: the value where each line crosses it is what the pause must still copy. A policy that holds back pages likely to be rewritten keeps a small, steady residual instead of chasing every write.',
+      'Pages whose current content the target lacks, on a log scale (0, then decades). The dashed rule is the launch: the value where each line crosses it is what the pause must still copy. A policy that holds back pages likely to be rewritten keeps a small, steady residual instead of chasing every write.',
       residualSpec(res.rows, res.launches, workloads, domain),
     );
   }
@@ -97,15 +117,6 @@ export async function buildReport(files: readonly LoadedResults[], o: { title?: 
       `Dirty-page heatmap: ${h.workload}`,
       `Where in guest memory (vertical, MiB offset) and when (horizontal) the guest wrote: darker cells hold more pages written per ${h.regionPages}-page region per ${h.binMs / 1000} s bin (max ${h.maxPages}). Horizontal bands are hot regions the predictor learns to hold back; scattered dots are cold pages worth sending once.`,
       heatmapSpec(h),
-    );
-  }
-  const qemu = qemuBars(runs);
-  if (qemu.length > 0) {
-    await add(
-      'chart-qemu',
-      'Real QEMU: stock vs presync',
-      "Median launch-to-running and downtime of real QEMU migrations from the QEMU bench: stock pre-copy (QEMU's own migration) beside presync. The paper's claim is within 1 s against at least 7 s.",
-      qemuSpec(qemu),
     );
   }
   const html = reportHtml({ title: o.title ?? 'presync report', files, runs, charts, generatedAt: (o.now ?? new Date()).toISOString() });

@@ -1,5 +1,7 @@
 import { PAPER_REPORTED } from '../paper.ts';
 import type { ResultRun, ResultsFile } from '../../engine/results-file.ts';
+import { PAPER_SOURCE_LABEL } from './palette.ts';
+import { runStatus } from './status.ts';
 
 /**
  * Turns results files into the flat rows the charts draw. Pure: no I/O, no
@@ -15,15 +17,16 @@ export interface RunRef {
   readonly source: string;
   readonly kind: ResultsFile['kind'];
   readonly run: ResultRun;
+  /** The file's params (e.g. the QEMU bench's presyncForMs). */
+  readonly params: Readonly<Record<string, unknown>>;
   /** The legend entry: the policy, marked "(real)" for the real shell when both shells are present. */
   readonly series: string;
 }
 
-/** The paper's measured reductions (Tang et al., CIT 2012), the bars the report sets beside presync's. */
-export const PAPER_SOURCE_LABEL = 'paper (Tang et al. 2012)';
+export { PAPER_SOURCE_LABEL };
 
 export function collectRuns(files: readonly LoadedResults[]): RunRef[] {
-  const all = files.flatMap((f) => f.results.runs.map((run) => ({ source: f.source, kind: f.results.kind, run })));
+  const all = files.flatMap((f) => f.results.runs.map((run) => ({ source: f.source, kind: f.results.kind, params: f.results.params, run })));
   const shells = new Set(all.map((r) => r.run.shell));
   return all.map((r) => ({ ...r, series: shells.size > 1 && r.run.shell === 'real' ? `${r.run.policy} (real)` : r.run.policy }));
 }
@@ -222,6 +225,8 @@ export interface QemuBar {
   readonly policy: string;
   readonly metric: 'launch → running' | 'downtime';
   readonly ms: number;
+  /** False when the run failed, including a guest that failed its check after a "done" migration. */
+  readonly ok: boolean;
 }
 
 /** Launch-to-running and downtime of each run in qemu-bench files (stock QEMU beside presync). */
@@ -230,8 +235,9 @@ export function qemuBars(runs: readonly RunRef[]): QemuBar[] {
   for (const r of runs) {
     if (r.kind !== 'qemu-bench') continue;
     const s = r.run.summary;
-    if (s.launchToRunningMs !== null) out.push({ workload: r.run.workload, policy: r.run.policy, metric: 'launch → running', ms: s.launchToRunningMs });
-    if (s.downtimeMs !== null) out.push({ workload: r.run.workload, policy: r.run.policy, metric: 'downtime', ms: s.downtimeMs });
+    const ok = runStatus(r.run).ok;
+    if (s.launchToRunningMs !== null) out.push({ workload: r.run.workload, policy: r.run.policy, metric: 'launch → running', ms: s.launchToRunningMs, ok });
+    if (s.downtimeMs !== null) out.push({ workload: r.run.workload, policy: r.run.policy, metric: 'downtime', ms: s.downtimeMs, ok });
   }
   return out;
 }

@@ -1,4 +1,5 @@
 import type { TopLevelSpec } from 'vega-lite';
+import { colorScale, FAIL_COLOR } from './palette.ts';
 import { PAPER_SOURCE_LABEL, type Heatmap, type LaunchRow, type QemuBar, type ReductionRow, type ResidualRow, type TrafficRow, type WindowRow } from './data.ts';
 
 /**
@@ -8,7 +9,7 @@ import { PAPER_SOURCE_LABEL, type Heatmap, type LaunchRow, type QemuBar, type Re
  */
 export const FONT = 'sans-serif';
 
-const CONFIG = {
+export const CONFIG = {
   font: FONT,
   background: 'white',
   view: { stroke: '#ddd' },
@@ -21,8 +22,61 @@ const CONFIG = {
 const PANEL_W = 280;
 const PANEL_H = 170;
 
-function colorOf(domain: readonly string[], title = 'policy') {
-  return { field: 'series', type: 'nominal' as const, title, scale: { domain: [...domain], scheme: 'tableau10' } };
+/** Colour by series, the legend listing only the series the chart draws. */
+function colorOf(domain: readonly string[], rows: ReadonlyArray<{ readonly series: string }>, title = 'policy') {
+  const drawn = new Set(rows.map((r) => r.series));
+  return { field: 'series', type: 'nominal' as const, title, scale: colorScale(domain.filter((d) => drawn.has(d))) };
+}
+
+/** Largest value, 0 for none (no spread: series can be long). */
+export function maxOf(values: readonly number[]): number {
+  let m = 0;
+  for (const v of values) if (v > m) m = v;
+  return m;
+}
+
+/**
+ * A log axis people can read: d3's default ticks on a symlog scale are
+ * linear (0, 5 000, 10 000, 20 000) and crowd at the top. Ticks at 0 and each
+ * decade from `from`, and a top at the maximum rounded up to one significant
+ * digit, which is where the scale ends.
+ */
+export function logAxis(max: number, from = 1): { top: number; ticks: number[] } {
+  const top = max > from ? Number(roundUp1(max).toPrecision(1)) : from * 10;
+  const ticks = [0];
+  for (let v = from; v < top * 0.99; v = Number((v * 10).toPrecision(1))) ticks.push(v);
+  ticks.push(top);
+  return { top, ticks };
+}
+
+function roundUp1(v: number): number {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return Math.ceil(v / p - 1e-9) * p;
+}
+
+/** A symlog y channel over `values` with logAxis's ticks. */
+function logY(field: string, title: string, values: readonly number[], from: number, constant: number) {
+  const { top, ticks } = logAxis(maxOf(values), from);
+  return {
+    field,
+    type: 'quantitative' as const,
+    title,
+    scale: { type: 'symlog' as const, constant, domain: [0, top] },
+    axis: { values: ticks, format: ',~r' },
+  };
+}
+
+/**
+ * Real and simulated runs of one policy share its colour; when a chart has
+ * both, the real shell's line is dashed. Returns the calculate transform and
+ * the strokeDash channel, or nothing when there is one shell.
+ */
+function shellDash(rows: ReadonlyArray<{ readonly series: string }>) {
+  if (!rows.some((r) => r.series.endsWith(' (real)'))) return { transform: [], encoding: {} };
+  return {
+    transform: [{ calculate: "indexof(datum.series, ' (real)') >= 0 ? 'real' : 'simulated'", as: 'shell' }],
+    encoding: { strokeDash: { field: 'shell', type: 'nominal' as const, title: 'shell', scale: { domain: ['simulated', 'real'], range: [[1, 0], [5, 3]] } } },
+  };
 }
 
 /** One panel per workload, three to a row. */
@@ -34,18 +88,20 @@ export function trafficSpec(rows: readonly TrafficRow[], workloads: readonly str
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     config: CONFIG,
-    title: 'Traffic on the wire over time (Mbit/s, 0.5 s bins)',
+    title: { text: 'Traffic on the wire over time (Mbit/s, 0.5 s bins)', subtitle: 'log scale: the initial copy runs at link rate, keeping up with the guest costs a few Mbit/s' },
     data: { values: [...rows] },
     facet: facet(workloads),
     columns: 3,
     spec: {
       width: PANEL_W,
       height: PANEL_H,
+      transform: shellDash(rows).transform,
       mark: { type: 'line', interpolate: 'step-after', strokeWidth: 1.4 },
       encoding: {
         x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
-        y: { field: 'mbitPerSec', type: 'quantitative', title: 'Mbit/s' },
-        color: colorOf(domain),
+        y: logY('mbitPerSec', 'Mbit/s (log)', rows.map((r) => r.mbitPerSec), 0.1, 0.1),
+        color: colorOf(domain, rows),
+        ...shellDash(rows).encoding,
       },
     },
   };
@@ -62,11 +118,13 @@ export function windowSpec(rows: readonly WindowRow[], workloads: readonly strin
     spec: {
       width: PANEL_W,
       height: PANEL_H,
+      transform: shellDash(rows).transform,
       mark: { type: 'line', strokeWidth: 1.4 },
       encoding: {
         x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
         y: { field: 'windowMiB', type: 'quantitative', title: 'window (MiB)' },
-        color: colorOf(domain),
+        color: colorOf(domain, rows),
+        ...shellDash(rows).encoding,
       },
     },
   };
@@ -78,7 +136,7 @@ export function residualSpec(rows: readonly ResidualRow[], launches: readonly La
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     config: CONFIG,
-    title: 'Residual: pages the target lacks (symlog scale); dashed rule = launch',
+    title: { text: 'Residual: pages the target lacks; dashed rule = launch', subtitle: 'log scale (0, then decades)' },
     data: { values },
     facet: facet(workloads),
     columns: 3,
@@ -87,12 +145,13 @@ export function residualSpec(rows: readonly ResidualRow[], launches: readonly La
       height: PANEL_H,
       layer: [
         {
-          transform: [{ filter: "datum.kind === 'stale'" }],
+          transform: [{ filter: "datum.kind === 'stale'" }, ...shellDash(rows).transform],
           mark: { type: 'line', strokeWidth: 1.4 },
           encoding: {
             x: { field: 'tS', type: 'quantitative', title: 'time (s)' },
-            y: { field: 'stalePages', type: 'quantitative', title: 'stale pages', scale: { type: 'symlog' } },
-            color: colorOf(domain),
+            y: logY('stalePages', 'stale pages (log)', rows.map((r) => r.stalePages), 1, 1),
+            color: colorOf(domain, rows),
+            ...shellDash(rows).encoding,
           },
         },
         {
@@ -149,32 +208,59 @@ export function reductionSpec(rows: readonly ReductionRow[], policyDomain: reado
         type: 'nominal',
         title: 'source',
         sort: sources,
-        scale: { domain: sources, range: ['#9e9e9e', '#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1'] },
+        scale: colorScale(sources),
       },
       tooltip: [{ field: 'workload' }, { field: 'source' }, { field: 'percent', format: '.1f' }],
     },
   };
 }
 
-export function qemuSpec(bars: readonly QemuBar[]): TopLevelSpec {
-  const policies = [...new Set(bars.map((b) => b.policy))];
+export function qemuSpec(bars: readonly QemuBar[], domain: readonly string[]): TopLevelSpec {
+  const policies = [...domain.filter((p) => bars.some((b) => b.policy === p)), ...new Set(bars.map((b) => b.policy).filter((p) => !domain.includes(p)))];
+  const workloads = [...new Set(bars.map((b) => b.workload))];
+  const x = { field: 'workload', type: 'nominal' as const, title: null, sort: workloads, axis: { labelAngle: 0 } };
+  const xOffset = { field: 'policy', sort: policies };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     config: CONFIG,
-    title: { text: 'Real QEMU: stock migration vs presync (median ms)', subtitle: 'launch → running and downtime per workload' },
+    title: {
+      text: 'Real QEMU: stock migration vs presync (ms)',
+      subtitle: 'bars and figures: median per workload; dots: each run; red ✗: a run whose guest failed its check after the migration',
+    },
     data: { values: [...bars] },
-    facet: { field: 'metric', type: 'nominal', title: null, sort: ['launch → running', 'downtime'] },
+    facet: { field: 'metric', type: 'nominal', title: null, sort: ['launch → running', 'downtime'], header: { labelFontWeight: 'bold', labelFontSize: 12 } },
     resolve: { scale: { y: 'independent' } },
     spec: {
-      width: { step: 18 },
-      height: 220,
-      mark: { type: 'bar' },
-      encoding: {
-        x: { field: 'workload', type: 'nominal', title: null, axis: { labelAngle: 0 } },
-        xOffset: { field: 'policy', sort: policies },
-        y: { field: 'ms', type: 'quantitative', aggregate: 'median', title: 'ms' },
-        color: { field: 'policy', type: 'nominal', sort: policies, scale: { scheme: 'tableau10' } },
-      },
+      width: { step: 34 },
+      height: 240,
+      layer: [
+        {
+          mark: { type: 'bar' },
+          encoding: {
+            x,
+            xOffset,
+            y: { field: 'ms', type: 'quantitative', aggregate: 'median', title: 'ms' },
+            color: { field: 'policy', type: 'nominal', title: 'policy', sort: policies, scale: colorScale(policies) },
+          },
+        },
+        {
+          // The median written above the bar and above its highest run, clear of the dots and crosses.
+          transform: [{ aggregate: [{ op: 'median', field: 'ms', as: 'median' }, { op: 'max', field: 'ms', as: 'top' }], groupby: ['workload', 'policy', 'metric'] }],
+          mark: { type: 'text', baseline: 'bottom', dy: -5, fontSize: 10, color: '#222', fontWeight: 'bold' },
+          encoding: { x, xOffset, y: { field: 'top', type: 'quantitative' }, text: { field: 'median', type: 'quantitative', format: '.0f' } },
+        },
+        // Layers only for what there is: a layer filtered to nothing makes vega warn about its extent.
+        ...(bars.some((b) => b.ok) ? [{
+          transform: [{ filter: 'datum.ok' }],
+          mark: { type: 'point', filled: true, size: 24, color: '#111', stroke: 'white', strokeWidth: 1 },
+          encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative' } },
+        }] : []),
+        ...(bars.some((b) => !b.ok) ? [{
+          transform: [{ filter: '!datum.ok' }],
+          mark: { type: 'text', text: '✗', fontSize: 15, fontWeight: 'bold', color: FAIL_COLOR, baseline: 'middle' },
+          encoding: { x, xOffset, y: { field: 'ms', type: 'quantitative' } },
+        }] : []),
+      ],
     },
-  };
+  } as TopLevelSpec;
 }
