@@ -5,7 +5,7 @@
  * as the fault.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPolicy } from '../core/policies/registry.ts';
 import type { GuestController } from '../guest/controller.ts';
@@ -568,6 +568,106 @@ const hookFails: FaultCase = {
   },
 };
 
+const sigintWhilePaused: FaultCase = {
+  name: 'sigint-while-paused',
+  inject: 'SIGINT to `presync migrate` while it holds the guest paused (final copy), then a second SIGINT',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    const secret = secretFile(dir);
+    const control = join(dir, 'control.sock');
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'precopy', '--epoch', '50ms', '--downtime-limit', '10s', '--launch-after', '800ms', '--control', control, '--json']);
+    try {
+      // The target's answers held back from launch on: the agent waits with the guest paused.
+      await mig.next((l) => l.event === 'phase' && l.phase === 'launched', 20_000);
+      r.proxy!.stall(undefined, 'down');
+      await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
+      mig.child.kill('SIGINT');
+      await sleep(30);
+      mig.child.kill('SIGINT');
+      const code = await mig.exited;
+      const res = lastResult(mig);
+      r.proxy!.cutAll();
+      const t = await targetSide(r);
+      const v = await judgeRolledBack(r.writer, r.restart);
+      const leftovers = [existsSync(lockPath(r.writer.image)) ? 'lock' : '', existsSync(control) ? 'control socket' : ''].filter(Boolean);
+      const ok = res?.outcome === 'rolled-back' && (res.error as { code?: string } | null)?.code === 'PRESYNC_ERR_ABORTED' && code === 3 && leftovers.length === 0 && t.ok;
+      return finish(
+        { outcome: String(res?.outcome ?? 'failed') },
+        v,
+        `exit ${code}, ${String(res?.outcome)} (${errText(res?.error as { code: string; message: string } | null)}); ${leftovers.length ? `left behind: ${leftovers.join(', ')}` : 'no lock or control socket left'}; ${t.text}`,
+        ok,
+      );
+    } finally {
+      mig.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+const hardLinkRefused: FaultCase = {
+  name: 'second-migration-hard-link',
+  inject: 'a second `presync migrate` of the same guest through a hard link to its image, while the first runs',
+  async run({ dir }) {
+    const r = await rig(dir);
+    const secret = secretFile(dir);
+    const alias = join(dir, 'other-name.img');
+    linkSync(r.writer.image, alias);
+    const control = join(dir, 'control.sock');
+    const first = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--control', control, '--json']);
+    try {
+      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), 20_000);
+      // A second target: were the link a different guest, it would be migrated there too.
+      const second = await runCli(['migrate', '--image', alias, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--launch-after', '100ms', '--json']);
+      const refused = second.code === 1 && second.stderr.includes('PRESYNC_ERR_LOCKED');
+      await runCli(['launch', '--control', control]);
+      const code = await first.exited;
+      const res = lastResult(first);
+      const outcome = String(res?.outcome ?? 'failed');
+      const v = outcome === 'done' ? await judgeDone(r.writer, r.restart, r.targetImage) : await judgeRolledBack(r.writer, r.restart);
+      return finish(
+        { outcome },
+        v,
+        `through the link: exit ${second.code} with ${refused ? 'PRESYNC_ERR_LOCKED' : JSON.stringify(second.stderr.slice(0, 300))}; first exited ${code}, ${outcome}`,
+        refused && outcome === 'done' && code === 0,
+      );
+    } finally {
+      first.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+const guestExits: FaultCase = {
+  name: 'guest-exits',
+  inject: 'the guest process exits by itself during presync',
+  async run({ dir }) {
+    const r = await rig(dir);
+    const secret = secretFile(dir);
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--epoch', '50ms', '--launch-after', '30s', '--json']);
+    try {
+      await mig.next((l) => l.event === 'connected', 20_000);
+      r.writer.child.kill('SIGTERM');
+      const code = await mig.exited;
+      const res = lastResult(mig);
+      const t = await targetSide(r);
+      const started = r.restart.starts.count > 0;
+      const gone = (res?.error as { code?: string } | null)?.code === 'PRESYNC_ERR_GUEST_GONE';
+      // The fault itself ends the guest: "running once" means presync started no copy of it anywhere.
+      return {
+        outcome: res?.outcome === 'rolled-back' ? 'rolled-back' : 'failed',
+        guestRunning: !started,
+        memoryVerified: t.ok,
+        lostPages: 0,
+        detail: `exit ${code}, ${String(res?.outcome)} (${errText(res?.error as { code: string; message: string } | null)}); nothing started on the target; ${t.text}; ${existsSync(lockPath(r.writer.image)) ? 'lock left behind' : 'no lock left'}`,
+        checks: gone && code === 1 && !existsSync(lockPath(r.writer.image)),
+      } as const;
+    } finally {
+      mig.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
 export const RAM_CASES: readonly FaultCase[] = [
   cutDuringPresync,
   cutDuringFinalCopy,
@@ -581,5 +681,8 @@ export const RAM_CASES: readonly FaultCase[] = [
   targetTamperedPresync,
   targetTamperedPaused,
   hookFails,
+  hardLinkRefused,
+  sigintWhilePaused,
+  guestExits,
 ];
 

@@ -16,6 +16,8 @@ export interface NativePageHash {
   hashCompareAsync?(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number): Promise<number>;
   /** Data (not hole) extents of [offset, offset+length) of a file, relative to offset, flat [start, end, ...]. */
   dataExtents?(fd: number, offset: number, length: number): number[];
+  /** Copies src into dst from 0; a read past the end of a shrunk mapping throws (code PRESYNC_ERR_IMAGE_SIZE) instead of killing the process. */
+  copy?(src: Uint8Array, dst: Uint8Array): void;
   /**
    * Digests of the pages of `src` (a view of a shared file mapping on a 4 KiB boundary) into digests[firstPage..],
    * reading only pages in the page cache (mincore); the others are holes and get the zero-page digest untouched.
