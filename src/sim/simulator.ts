@@ -56,6 +56,12 @@ export interface SimResult extends MigrationMetrics {
   /** Bytes the competing flow carried, and what it would have carried alone, over the presync window. */
   readonly competingBytes: number;
   readonly competingAloneBytes: number;
+  /**
+   * Bytes sent during presync for pages already sent once before (each
+   * page's first copy excluded): the rewrite traffic the paper's measure
+   * compares.
+   */
+  readonly presyncRewriteBytes: number;
 }
 
 interface Queued {
@@ -106,6 +112,8 @@ export function simulate(cfg: SimConfig): SimResult {
   let epoch = 0;
   let t = 0;
 
+  const everSent = new PageSet(pageCount);
+  let rewriteBytes = 0;
   const enqueue = (d: EpochDecision): { bytes: number; pages: number } => {
     let bytes = 0;
     let pages = 0;
@@ -119,6 +127,9 @@ export function simulate(cfg: SimConfig): SimResult {
       bytes += c;
       pages++;
       stale.delete(p);
+      if (everSent.has(p)) {
+        if (phases.phase === 'presync') rewriteBytes += c;
+      } else everSent.add(p);
       enqueuedTotal += c;
       queue.push({ page: p, version: guest.source[p], end: enqueuedTotal });
       acct.onPageSent(p);
@@ -297,6 +308,7 @@ export function simulate(cfg: SimConfig): SimResult {
     liveRounds,
     competingBytes,
     competingAloneBytes,
+    presyncRewriteBytes: rewriteBytes,
   };
 
   if (pauseAt < 0) {
