@@ -92,6 +92,16 @@ function identity(imagePath: string): { dev: number; ino: number } {
   return { dev: st.dev, ino: st.ino };
 }
 
+/** True if `path` still names the file (device, inode) a lock was taken for. */
+function namesIdentity(path: string, dev: number, ino: number): boolean {
+  try {
+    const st = statSync(path);
+    return st.dev === dev && st.ino === ino;
+  } catch {
+    return false;
+  }
+}
+
 /** The lock of the file `imagePath` names: one per device and inode, whatever the name. */
 export function lockPath(imagePath: string): string {
   const { dev, ino } = identity(imagePath);
@@ -168,6 +178,13 @@ export function recoverStaleLock(imagePath: string): RecoveryReport {
   const r = readLockFile(p, imagePath);
   if (!r) return { action: 'none', record: null };
   if (isLive(r)) return { action: 'held', record: r };
+  // A dead agent's lock for another file: the image it named was deleted and
+  // its inode reused (a live agent keeps its image open, so this cannot happen
+  // under a live lock). Nothing of that migration concerns this image.
+  if (r.dev !== undefined && r.ino !== undefined && !namesIdentity(r.image, r.dev, r.ino)) {
+    removeStale(p);
+    return { action: 'removed', record: r };
+  }
   // A committed lock whose guest process is gone (released after a handover that was confirmed
   // just before the agent died) leaves nothing that could run twice.
   const guestGone = r.guestPid !== null && !sameProcess(r.guestPid, r.guestStart);
@@ -360,19 +377,24 @@ export class SourceLock {
   release(opts: { keepIfCommitted?: boolean } = {}): void {
     if (this.released) return;
     if (opts.keepIfCommitted && this.state === 'committed') {
+      // The image's lock stays (it names the guest pid too); the pid marker only guards a live agent.
       this.released = true;
+      this.unlinkIfOurs(this.pidPath);
       closeSync(this.fd);
       return;
     }
     this.released = true;
-    for (const p of [this.path, this.pidPath]) {
-      try {
-        const r = p && existsSync(p) ? readLockFile(p, this.imagePath) : null;
-        if (p && r && r.agentPid === process.pid) unlinkSync(p);
-      } catch {
-        /* gone or replaced: not ours any more */
-      }
-    }
+    this.unlinkIfOurs(this.path);
+    this.unlinkIfOurs(this.pidPath);
     closeSync(this.fd);
+  }
+
+  private unlinkIfOurs(p: string | null): void {
+    try {
+      const r = p && existsSync(p) ? readLockFile(p, this.imagePath) : null;
+      if (p && r && r.agentPid === process.pid) unlinkSync(p);
+    } catch {
+      /* gone or replaced: not ours any more */
+    }
   }
 }

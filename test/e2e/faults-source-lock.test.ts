@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
 import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
@@ -47,10 +47,17 @@ function writeLock(image: string, r: Partial<LockRecord>): void {
   writeFileSync(lockPath(image), JSON.stringify(rec));
 }
 
+/** Locks these tests plant or leave (in the shared lock directory, keyed by inode): removed at exit, before an inode is reused. */
+const planted: string[] = [];
+process.once('exit', () => {
+  for (const p of planted) rmSync(p, { force: true });
+});
+
 function setup(): { dir: string; image: string; secret: string } {
   const dir = scratchDir('presync-lock-');
   const image = join(dir, 'guest.img');
   writeFileSync(image, Buffer.alloc(256 * 4096, 3));
+  planted.push(lockPath(image));
   const secret = join(dir, 'secret');
   writeFileSync(secret, `${SECRET}\n`);
   return { dir, image, secret };
