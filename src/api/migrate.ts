@@ -4,6 +4,7 @@
  * --json` writes exactly these, one per line) and takes the operator's
  * commands: launch, launch when ready, abort, set bandwidth or downtime limit.
  */
+import { randomBytes } from 'node:crypto';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { createPolicy } from '../core/policies/registry.ts';
 import type { MigrationPolicy } from '../core/types.ts';
@@ -61,6 +62,8 @@ export interface MigrateOptions {
   readonly transport?: Transport;
   /** A guest controller to use instead of the one `pid` implies. */
   readonly controller?: GuestController;
+  /** This migration's lineage, kept in the source lock (random 16-byte hex by default). */
+  readonly lineageId?: string;
 }
 
 /** What `status()` and the control socket's `status` return: the figures operators know from `virsh domjobinfo`. */
@@ -150,6 +153,9 @@ export class Migration extends EventStream<MigrationEvent> {
   private abortReason: string | undefined;
   private lastProgress: MigrationProgress | undefined;
   private readonly metrics: AgentMetrics | undefined;
+  private lock: SourceLock | undefined;
+  private guarded: GuestController | undefined;
+  private control: ControlServer | undefined;
 
   constructor(private readonly o: MigrateOptions) {
     super();
@@ -181,6 +187,23 @@ export class Migration extends EventStream<MigrationEvent> {
     const sm = this.sm as (SourceMigration & { abort?: (reason: string) => void }) | undefined;
     if (sm?.abort) sm.abort(reason);
     else sm?.stop();
+  }
+
+  /** True once the last step towards HANDOVER began (the lock says committed): from then on nothing may resume the guest. */
+  get handoverBegan(): boolean {
+    return this.lock?.current === 'committed';
+  }
+
+  /**
+   * Last resort when the engine does not finish a rollback (a second signal):
+   * resumes the guest and drops the lock and the control socket without it.
+   * Refused once the handover began.
+   */
+  async resumeGuestNow(): Promise<void> {
+    if (this.handoverBegan) return;
+    await this.guarded?.resume();
+    this.lock?.release();
+    await this.control?.close();
   }
 
   /** Changes the bandwidth limit and/or the downtime limit while the migration runs. */
@@ -271,7 +294,8 @@ export class Migration extends EventStream<MigrationEvent> {
         this.publish({ event: 'metrics', host: endpoint.host, port: endpoint.port });
       }
       // One migration per guest; a lock left by a dead agent is recovered (its paused guest resumed) first.
-      lock = SourceLock.acquire(o.image, o.pid !== undefined ? { guestPid: o.pid } : {});
+      lock = SourceLock.acquire(o.image, { ...(o.pid !== undefined ? { guestPid: o.pid } : {}), lineageId: o.lineageId ?? randomBytes(16).toString('hex') });
+      this.lock = lock;
       const sm = new SourceMigration({
         transport,
         to,
@@ -280,7 +304,9 @@ export class Migration extends EventStream<MigrationEvent> {
         pageSize,
         ...(o.imageId !== undefined ? { imageId: o.imageId } : {}),
         policy,
-        controller: lock.guard(inner),
+        controller: (this.guarded = lock.guard(inner)),
+        // One lineage for the lock and the target: the same id names this migration's copy at both ends.
+        lineageId: lock.lineageId,
         epochMs,
         codec: o.codec ?? 'none',
         streams: o.streams ?? 1,
@@ -292,7 +318,7 @@ export class Migration extends EventStream<MigrationEvent> {
       sm.setDowntimeLimit(this.downtimeLimitMs);
       if (this.abortReason !== undefined) this.abort(this.abortReason);
       if (this.launchRequested) sm.launch();
-      if (o.control !== undefined) control = await ControlServer.listen(o.control, controlHandlers(this));
+      if (o.control !== undefined) control = this.control = await ControlServer.listen(o.control, controlHandlers(this));
       if (launchAfter !== undefined) {
         this.launchAtMs = sm.currentStatus().elapsedMs + launchAfter;
         timer = setTimeout(() => this.launch(), launchAfter);

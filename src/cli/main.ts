@@ -66,7 +66,8 @@ export async function run(argv: string[], io: CommandIO = processIO): Promise<nu
     } else {
       io.err(`presync ${name}: ${err.code}: ${err.message}\n${e instanceof Error && e.stack ? e.stack + '\n' : ''}`);
     }
-    return err.code === ErrorCodes.BAD_ARGUMENT ? 2 : 1;
+    // Bad usage (a flag, a value, an unknown policy) is 2; anything else that stops a command is 1.
+    return err.code === ErrorCodes.BAD_ARGUMENT || err.code === ErrorCodes.BAD_POLICY ? 2 : 1;
   }
 }
 

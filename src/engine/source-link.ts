@@ -66,6 +66,12 @@ export class SourceLink {
   private failWaiters: Array<(e: PresyncError) => void> = [];
   private verifyWaiter: ((f: VerifyReply) => void) | undefined;
   private handoverWaiter: (() => void) | undefined;
+  /** Set by abortNow(): every wait has ended and the connections close once the target heard ABORT. */
+  aborting: PresyncError | undefined;
+  /** The connection being set up, so an abort can cut its handshake short. */
+  private connecting: FrameChannel | undefined;
+  /** Cuts a reconnect's backoff short. */
+  private wake: (() => void) | undefined;
 
   constructor(
     private readonly o: SourceLinkOptions,
@@ -88,6 +94,7 @@ export class SourceLink {
   async connect(attempt: number): Promise<void> {
     const { o, s } = this;
     const c = new FrameChannel(await o.transport.dial(o.to, { timeoutMs: 10_000 }));
+    this.connecting = c;
     let resumed = false;
     const sessionId = randomBytes(8).toString('hex');
     const extra: FrameChannel[] = [];
@@ -106,9 +113,16 @@ export class SourceLink {
       for (const x of extra) x.destroy();
       // The target hears why (PRESYNC_ERR_AUTH for a wrong secret), unless it told us or the link is gone.
       const err = toPresyncError(e, ErrorCodes.CONNECTION);
-      if (err instanceof PeerReportedError || err.code === ErrorCodes.CONNECTION || err.code === ErrorCodes.TIMEOUT) c.destroy();
+      if (this.aborting || err instanceof PeerReportedError || err.code === ErrorCodes.CONNECTION || err.code === ErrorCodes.TIMEOUT) c.destroy();
       else await c.abortWith(err);
-      throw e;
+      throw this.aborting ?? e;
+    } finally {
+      this.connecting = undefined;
+    }
+    if (this.aborting) {
+      for (const x of extra) x.destroy();
+      c.destroy();
+      throw this.aborting;
     }
     this.destroyLanes();
     s.est.resetFlight();
@@ -142,7 +156,15 @@ export class SourceLink {
     let delay = 100;
     let last: PresyncError | undefined;
     for (let a = 1; a <= this.o.reconnectAttempts; a++) {
-      await sleep(delay);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, this.aborting ? 0 : delay);
+        this.wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.wake = undefined;
+      if (this.aborting) throw this.aborting;
       delay = Math.min(delay * 2, 5000);
       try {
         await this.connect(a);
@@ -184,7 +206,12 @@ export class SourceLink {
     for (const l of this.lanes) l.ch.destroy();
   }
 
-  /** Tells the target why we give up (best effort, at most 500 ms), then cuts every connection. */
+  /**
+   * Tells the target why we give up (best effort, at most 500 ms), closes the
+   * control connection gracefully and waits (up to 1 s) for the target to
+   * close its end, then cuts every connection: a reset would drop the ABORT
+   * still in flight, or fail the target's next write before it reads it.
+   */
   async abort(err: PresyncError): Promise<void> {
     const ch = this.ch;
     if (!ch) return;
@@ -193,8 +220,30 @@ export class SourceLink {
     } catch {
       /* the target may be gone */
     }
+    await Promise.race([ch.close().then(() => ch.conn.closed), sleep(1000)]).catch(() => undefined);
     this.destroyLanes();
     ch.destroy();
+  }
+
+  /**
+   * An operator's abort (SourceMigration.abort): every wait fails at once
+   * with `err`, a handshake under way is cut, a reconnect's backoff ends, and
+   * the target hears ABORT; a send stuck on a stalled link ends when the
+   * connections are cut (after at most ~1.3 s).
+   */
+  abortNow(err: PresyncError): void {
+    if (this.aborting) return;
+    this.aborting = err;
+    this.failed(err);
+    this.connecting?.destroy();
+    this.wake?.();
+    const ch = this.ch;
+    if (!ch) return;
+    void (async () => {
+      await Promise.race([ch.send({ type: 'abort', reason: `${err.code}: ${err.message}`.slice(0, 1000) }).catch(() => undefined), sleep(300)]);
+      await Promise.race([ch.close().then(() => ch.conn.closed), sleep(1000)]).catch(() => undefined);
+      this.destroyLanes();
+    })();
   }
 
   /** Closes the data streams, then the control connection, gracefully. */
@@ -240,7 +289,8 @@ export class SourceLink {
       // connection answers HANDOVER: a data stream's ERROR is a broken link.
       const err = toPresyncError(e, ErrorCodes.CONNECTION);
       if (this.lanes.includes(lane)) this.failed(lane === this.lanes[0] || !(err instanceof PeerReportedError) ? err : new PresyncError(err.code, err.message));
-      c.destroy();
+      // An abort closes the connection itself, gracefully, once the target has read ABORT.
+      if (!this.aborting) c.destroy();
     }
   }
 

@@ -161,6 +161,7 @@ async function sendOrReconnect(r: SourceRun, d: EpochDecision): Promise<Sent> {
     sent = await r.sender.send(d.send, d.budgetBytes);
     await link.control.send({ type: 'ping', nonce: BigInt(Math.round(r.now() * 1000)) });
   } catch (e) {
+    if (link.aborting) throw link.aborting;
     const err = toPresyncError(e, ErrorCodes.CONNECTION);
     // Either end's CRC caught a damaged frame: nothing bad was applied, so a
     // fresh connection resumes from the target's digests.
@@ -177,6 +178,7 @@ export async function runPresync(r: SourceRun): Promise<void> {
   const loop: PresyncLoop = { lastEpochStart: -1, nextScan: undefined };
   while (r.launchedAt() < 0) {
     if (r.stopRequested()) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
+    if (!r.o.controller.isAlive()) throw new PresyncError(ErrorCodes.GUEST_GONE, `the guest (${r.o.controller.kind}) is gone: it exited during presync; nothing was handed over`);
     await presyncEpoch(r, loop);
   }
   if (loop.nextScan) {

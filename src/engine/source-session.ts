@@ -2,7 +2,7 @@ import { randomBytes, createHash } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { channel } from 'node:diagnostics_channel';
-import { toPresyncError } from '../core/errors.ts';
+import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { NetEstimator } from '../core/net-estimator.ts';
 import { PhaseMachine, type Phase } from '../core/phase.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
@@ -54,6 +54,9 @@ export class SourceMigration {
   private state: SourceState | undefined;
   private bandwidthCap: number | undefined;
   private downtimeLimitMs: number | undefined;
+  /** Why abort() was called; the migration ends with it, whatever else failed meanwhile. */
+  private abortError: PresyncError | undefined;
+  private link: SourceLink | undefined;
 
   /** The lineage this migration's HELLOs carry. */
   readonly lineageId: string;
@@ -143,7 +146,7 @@ export class SourceMigration {
       const resumedAt = await handover(r);
       return result(r, 'done', null, true, resumedAt);
     } catch (e) {
-      return await rollback(r, toPresyncError(e));
+      return await rollback(r, this.abortError ?? toPresyncError(e));
     } finally {
       r.s.reader.close();
     }
@@ -179,6 +182,8 @@ export class SourceMigration {
       },
       s,
     );
+    this.link = link;
+    if (this.abortError) link.abortNow(this.abortError);
     const sender = new PageSender(s, link, { codec: o.codec ?? 'none', pagesPerFrame: o.pagesPerFrame ?? 64 });
     return {
       o,
@@ -244,5 +249,23 @@ export class SourceMigration {
   stop(): void {
     this.stopRequested = true;
     this.launchWaiter?.();
+  }
+
+  /**
+   * Rolls the migration back from whatever phase it is in (a signal, an
+   * operator's abort): every wait ends, the guest is resumed, the target told
+   * (ABORT) and run() returns `rolled-back` with PRESYNC_ERR_ABORTED. Once
+   * HANDOVER has gone out nothing can be undone: run() returns `in-doubt` and
+   * the guest stays paused. Idempotent; a no-op after run() has returned.
+   */
+  abort(reason: string): void {
+    if (this.abortError) return;
+    this.abortError = new PresyncError(ErrorCodes.ABORTED, reason);
+    this.stop();
+    this.link?.abortNow(this.abortError);
+  }
+
+  get aborted(): boolean {
+    return this.abortError !== undefined;
   }
 }

@@ -46,7 +46,7 @@ export interface TargetSessionOptions {
   readonly sessions?: SessionRegistry;
   /** Called once the peer has authenticated (the agent caps connections that have not). */
   readonly onAuthenticated?: () => void;
-  /** Background re-verification during presync: pages re-read per slice (default 256) and ms between slices (default 20; 0 turns it off). */
+  /** Background re-verification during presync: pages re-read per slice (default 1/128 of the image, at least 256) and ms between slices (default 20; 0 turns it off). */
   readonly reverify?: { readonly slicePages?: number; readonly intervalMs?: number };
 }
 
@@ -58,7 +58,9 @@ export interface TargetSessionOptions {
  */
 function startReverify(image: TargetImage, o: TargetSessionOptions, active: () => boolean, report: (pages: number[]) => void): () => void {
   const interval = o.reverify?.intervalMs ?? 20;
-  const slice = Math.max(1, Math.floor(o.reverify?.slicePages ?? 256));
+  // A pass over the image every ~128 slices (~2.6 s), whatever its size: the
+  // pass also keeps the mapping the verify reads faulted in.
+  const slice = Math.max(1, Math.floor(o.reverify?.slicePages ?? Math.max(256, Math.ceil(image.geometry.pageCount / 128))));
   if (interval <= 0) return () => undefined;
   let cursor = 0;
   const timer = setInterval(() => {

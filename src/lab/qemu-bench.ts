@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { metaPath } from '../guest/target-image.ts';
-import { checkContinuity, lastHeartbeat, type ContinuityVerdict } from '../qemu/guest-continuity.ts';
+import { checkAppContinuity, checkContinuity, lastAppProgress, lastHeartbeat, type ContinuityVerdict } from '../qemu/guest-continuity.ts';
+import { GUEST_APPS } from './app-traces.ts';
 import { qmpTimestampMs } from '../qemu/qemu-controller.ts';
 import type { QmpEvent } from '../qemu/qmp.ts';
 import { SerialLog } from '../qemu/serial.ts';
@@ -52,7 +53,7 @@ export interface QemuBenchOptions {
   /** presync's policy (`presync qemu migrate --policy`); default 'presync' (prediction + slow start). */
   readonly policy?: string;
   /** Kernel and initrd of the test guest; default: built by scripts/build-guest.sh. */
-  readonly guest?: { kernel: string; initrd: string };
+  readonly guest?: { kernel: string; initrd: string; initrdApps?: string };
   /** Human-readable progress, one line each. */
   readonly onProgress?: (line: string) => void;
   /** Runs per kind to do before the measured ones (discarded). Default 0. */
@@ -201,8 +202,24 @@ interface RunContext {
 }
 
 /** Boot to the guest's first OK: its buffer is written and checked once. */
-async function waitHealthy(vm: Vm): Promise<void> {
-  await vm.serial.waitForLine(/^OK (\d+)/, 90_000);
+/** The test guest's real programs (test-guest/apps/README.md) are workloads too: `sort`, `sqlite`, … */
+function isApp(w: string): boolean {
+  return (GUEST_APPS as readonly string[]).includes(w);
+}
+
+async function waitHealthy(vm: Vm, workload: string): Promise<void> {
+  // A real program's first check comes after boot and its input is made (tens of seconds under TCG).
+  if (isApp(workload)) await vm.serial.waitForLine(new RegExp(`^APP ${workload} `), 240_000);
+  else await vm.serial.waitForLine(/^OK (\d+)/, 90_000);
+}
+
+/** The source's last progress mark: the workload's heartbeat, or a real program's check line. */
+function lastMark(serial: SerialLog, workload: string): Promise<number> {
+  return isApp(workload) ? lastAppProgress(serial, workload) : lastHeartbeat(serial);
+}
+
+function continuity(target: SerialLog, source: SerialLog, workload: string, last: number): Promise<ContinuityVerdict> {
+  return isApp(workload) ? checkAppContinuity(target, source, workload, last) : checkContinuity(target, source, last);
 }
 
 
@@ -235,7 +252,7 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
       commandPrefix: ctx.where.sourcePrefix,
       extraArgs: ['-qmp', `unix:${presyncQmp.replaceAll(',', ',,')},server=on,wait=off`],
     });
-    await waitHealthy(src);
+    await waitHealthy(src, workload);
     const mib = `${ctx.o.memBytes / 2 ** 20}M`;
     serve = new JsonChild(
       [...ctx.where.targetPrefix, process.execPath, CLI, 'qemu', 'serve', '--listen', `${ctx.where.targetHost}:0`, '--image', dstRam, '--secret-file', ctx.secretFile,
@@ -273,9 +290,9 @@ async function presyncRun(ctx: RunContext, workload: string, rep: number): Promi
     const handed = await serve.next((l) => l.event === 'handed-over', 30_000, 'handed-over line');
     targetPid = num(handed.pid);
     await src.exited;
-    const lastSrc = await lastHeartbeat(src.serial);
+    const lastSrc = await lastMark(src.serial, workload);
     dstSerial = new SerialLog(dstSerialPath);
-    const guest = await checkContinuity(dstSerial, src.serial, lastSrc);
+    const guest = await continuity(dstSerial, src.serial, workload, lastSrc);
     const stopAt = num(q.sourceStopAtMs);
     const resumedAt = num(handed.resumedAtMs);
     return {
@@ -374,7 +391,7 @@ async function stockRun(ctx: RunContext, workload: string, rep: number): Promise
         memPath: '', qmpSocket: join(ctx.dir, `${name}-dst.qmp`), serialLog: join(ctx.dir, `${name}-dst.serial`), commandPrefix: ctx.where.targetPrefix,
       }),
     );
-    await waitHealthy(src);
+    await waitHealthy(src, workload);
     // The stock guest runs as long before its launch as the presync guest did.
     await sleep(ctx.o.presyncForMs);
     let stopAt: number | null = null;
@@ -392,8 +409,8 @@ async function stockRun(ctx: RunContext, workload: string, rep: number): Promise
       offStop();
       offResume();
     }
-    const lastSrc = await lastHeartbeat(src.serial);
-    const guest = await checkContinuity(dst.serial, src.serial, lastSrc);
+    const lastSrc = await lastMark(src.serial, workload);
+    const guest = await continuity(dst.serial, src.serial, workload, lastSrc);
     const downtime = stopAt !== null && resumedAt !== null ? Math.round(((resumedAt as number) - (stopAt as number)) * 10) / 10 : null;
     return {
       workload, kind: 'stock', rep, outcome: 'done', error: null,
@@ -418,13 +435,15 @@ async function stockRun(ctx: RunContext, workload: string, rep: number): Promise
 
 export async function runQemuBench(o: QemuBenchOptions): Promise<QemuBenchResult> {
   for (const w of o.workloads) {
-    if (!(GUEST_WORKLOADS as readonly string[]).includes(w)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown guest workload "${w}"; known: ${GUEST_WORKLOADS.join(', ')}`);
+    if (!(GUEST_WORKLOADS as readonly string[]).includes(w) && !isApp(w)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown guest workload "${w}"; known: ${[...GUEST_WORKLOADS, ...GUEST_APPS].join(', ')}`);
   }
   if (!Number.isSafeInteger(o.reps) || o.reps < 1) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `reps must be a positive integer, got ${o.reps}`);
   if (!Number.isSafeInteger(o.memBytes) || o.memBytes < 64 * 2 ** 20 || o.memBytes % 2 ** 20 !== 0) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `memory must be a whole number of MiB, at least 64M, got ${o.memBytes} B`);
   }
-  const guest = o.guest ?? buildTestGuest();
+  const apps = o.workloads.some(isApp);
+  const guest = o.guest ?? buildTestGuest({ apps });
+  if (apps && !guest.initrdApps) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'the real programs need the guest built with them (scripts/build-guest.sh --apps)');
   const where = placement(o.link);
   const say = o.onProgress ?? (() => undefined);
   say(`link: ${where.kind}: ${where.description}`);
@@ -442,8 +461,8 @@ export async function runQemuBench(o: QemuBenchOptions): Promise<QemuBenchResult
       memBytes: o.memBytes,
       ram: ram === 'file' ? { kind: 'file', memPath: join(shm, `${name}.ram`) } : { kind: 'anonymous' },
       kernel: guest.kernel,
-      initrd: guest.initrd,
-      append: `console=ttyS0 quiet panic=-1 presync.mem=${guestMem} presync.workload=${workload}`,
+      initrd: isApp(workload) ? guest.initrdApps! : guest.initrd,
+      append: isApp(workload) ? `console=ttyS0 quiet panic=-1 presync.app=${workload}` : `console=ttyS0 quiet panic=-1 presync.mem=${guestMem} presync.workload=${workload}`,
       machine: 'pc-i440fx-7.2',
       accel: o.accel ?? 'tcg',
     }),

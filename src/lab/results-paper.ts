@@ -29,6 +29,7 @@ export function paperResults(res: PaperResult, o: PaperResultsOptions): ResultsF
     ...res.rows.map((r) => ({ section: 'table', ...r })),
     ...res.competing.map((c) => ({ section: 'competing', ...c })),
     ...(o.frontier ?? []).map((f) => ({ section: 'frontier', ...f })),
+    ...(res.bounds ?? []).map((b) => ({ section: 'bound', ...b })),
   ].map(finiteRow);
   const launchAtMs = o.launchMs[0] ?? DEFAULT_SCENARIO.launchAtMs;
   const runs: ResultRun[] = [];

@@ -66,3 +66,51 @@ export async function checkContinuity(target: SerialLog, source: SerialLog, last
   }
   return v;
 }
+
+/**
+ * The real programs' check lines (test-guest/apps/README.md):
+ * `APP <name> <progress> <check…>`; progress only grows while the program
+ * runs, and a restarted program (a rebooted guest) starts it again from the
+ * beginning.
+ */
+export function appChecks(serial: SerialLog, app: string, since = 0): Array<{ progress: number; check: string; index: number }> {
+  return serial.matching(new RegExp(`^APP ${app} (\\d+)(.*)$`), since).map((m) => ({ progress: Number(m.match[1]), check: m.match[2].trim(), index: m.index }));
+}
+
+/** The source's last progress (after reading what QEMU wrote), or -1 if none. */
+export async function lastAppProgress(serial: SerialLog, app: string): Promise<number> {
+  await serial.flush();
+  const c = appChecks(serial, app);
+  return c.length === 0 ? -1 : Math.max(...c.map((x) => x.progress));
+}
+
+/**
+ * A migrated real program went on correctly: on the target its first check
+ * line continues past the source's last progress (the same process, not a
+ * restart), a second one follows (it keeps running), and no check line on
+ * either console says FAIL (the program's own verdict on its data: xz's and
+ * sort's checksums, sqlite's integrity check).
+ */
+export async function checkAppContinuity(target: SerialLog, source: SerialLog, app: string, lastSourceProgress: number, timeoutMs = 120_000): Promise<ContinuityVerdict> {
+  const v: ContinuityVerdict = { ok: false, reason: '', targetOk: null, targetFirstHb: null, lastSourceHb: lastSourceProgress };
+  const line = new RegExp(`^APP ${app} (\\d+)`);
+  try {
+    const first = await target.waitForLine(line, timeoutMs);
+    v.targetOk = Number(first.match[1]);
+    v.targetFirstHb = v.targetOk;
+    if (!(v.targetOk > lastSourceProgress)) v.reason = `target's ${app} is at ${v.targetOk}, not past the source's ${lastSourceProgress}: it did not go on`;
+    else {
+      const second = await target.waitForLine(line, timeoutMs, first.index + 1);
+      if (!(Number(second.match[1]) > v.targetOk)) v.reason = `target's ${app} went back from ${v.targetOk} to ${second.match[1]}`;
+    }
+  } catch (e) {
+    v.reason = `target guest: ${(e as Error).message}`;
+  }
+  await source.flush();
+  await target.flush();
+  const bad = [...appChecks(source, app).filter((c) => /FAIL/.test(c.check)).map((c) => `source: APP ${app} ${c.progress} ${c.check}`), ...appChecks(target, app).filter((c) => /FAIL/.test(c.check)).map((c) => `target: APP ${app} ${c.progress} ${c.check}`)];
+  if (!v.reason && bad.length > 0) v.reason = bad[0];
+  v.ok = v.reason === '';
+  if (!v.ok) v.targetConsoleTail = target.lines(target.nextIndex - CONSOLE_TAIL_LINES).map((l) => l.text);
+  return v;
+}

@@ -56,6 +56,12 @@ export interface SimResult extends MigrationMetrics {
   /** Bytes the competing flow carried, and what it would have carried alone, over the presync window. */
   readonly competingBytes: number;
   readonly competingAloneBytes: number;
+  /**
+   * Bytes sent during presync for pages already sent once before (each
+   * page's first copy excluded): the rewrite traffic the paper's measure
+   * compares.
+   */
+  readonly presyncRewriteBytes: number;
 }
 
 interface Queued {
@@ -88,6 +94,10 @@ class SimRun {
   readonly fullCost: number;
   readonly frameCost: number;
   readonly stale: PageSet;
+  /** Pages sent at least once. */
+  readonly everSent: PageSet;
+  /** Bytes sent during presync for pages sent before. */
+  rewriteBytes = 0;
   dirty: PageSet;
   readonly queue: Queued[] = [];
   qHead = 0;
@@ -123,6 +133,7 @@ class SimRun {
     this.fullCost = this.wire.pageHeaderBytes + pageSize;
     this.frameCost = this.wire.frameHeaderBytes;
     this.stale = this.guest.differing();
+    this.everSent = new PageSet(pageCount);
     this.dirty = new PageSet(pageCount);
   }
 
@@ -141,6 +152,9 @@ class SimRun {
       bytes += c;
       pages++;
       stale.delete(p);
+      if (this.everSent.has(p)) {
+        if (this.phases.phase === 'presync') this.rewriteBytes += c;
+      } else this.everSent.add(p);
       this.enqueuedTotal += c;
       this.queue.push({ page: p, version: guest.source[p], end: this.enqueuedTotal });
       this.acct.onPageSent(p);
@@ -343,6 +357,7 @@ function resultBase(sim: SimRun): Omit<SimResult, 'outcome' | 'error' | 'launchT
     liveRounds: sim.liveRounds,
     competingBytes: sim.competingBytes,
     competingAloneBytes: sim.competingAloneBytes,
+    presyncRewriteBytes: sim.rewriteBytes,
     series: acct.series,
   };
 }

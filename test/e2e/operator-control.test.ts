@@ -126,7 +126,7 @@ test('--metrics during a real migration: processed bytes grow, remaining falls t
     const g = guest(r);
     const migrate = spawnCli(r, [
       'migrate', '--image', r.src, '--to', `127.0.0.1:${target.port}`, '--secret-file', r.secret, '--pid', String(g.pid),
-      '--control', r.sock, '--metrics', '127.0.0.1:0', '--bandwidth', '48mbit', '--downtime-limit', '50ms', '--metrics-linger', '3s', '--json',
+      '--control', r.sock, '--metrics', '127.0.0.1:0', '--bandwidth', '24mbit', '--downtime-limit', '50ms', '--metrics-linger', '3s', '--json',
     ]);
     const out = jsonLines(migrate);
     const port = Number((await out.wait((x) => x.event === 'metrics')).port);
@@ -194,15 +194,16 @@ test('set --bandwidth changes the send rate measurably; abort rolls back and the
       return ((Number(b.bytesSent) - Number(a.bytesSent)) * 1000) / (Number(b.elapsedMs) - Number(a.elapsedMs));
     };
     await sleep(500);
-    const fast = await rateOver(2000);
-    const set = await control(r, ['set', '--bandwidth', '16mbit']);
-    assert.equal(set.bandwidthLimitBytesPerSec, 2e6);
+    const fast = await rateOver(3000);
+    const set = await control(r, ['set', '--bandwidth', '2mbit']);
+    assert.equal(set.bandwidthLimitBytesPerSec, 250_000);
     await sleep(700); // what was already queued at the old rate drains
-    const slow = await rateOver(2000);
-    assert.ok(fast > 4e6, `at 80 Mbit/s it sent ${fast} B/s`);
-    // The token bucket bounds the new rate from above whatever the machine's load: 2 MB/s plus one burst and a frame in flight.
-    assert.ok(slow < 2e6 * 1.35, `at 16 Mbit/s it sent ${slow} B/s`);
-    assert.ok(slow < fast * 0.5, `rate fell from ${fast} to ${slow} B/s`);
+    const slow = await rateOver(3000);
+    // The token bucket bounds the new rate from above, however loaded the machine: 250 kB/s over
+    // the window, plus a burst and one 64-page frame counted as sent when it entered the queue.
+    assert.ok(slow <= 250_000 + 300_000 / 3, `at 2 Mbit/s it sent ${slow} B/s`);
+    // And the change is measurable: before it, the link carried well over twice that.
+    assert.ok(fast > 2 * slow, `rate fell from ${fast} to ${slow} B/s`);
 
     const st = await control(r, ['status']);
     assert.ok(Number(st.bytesRemaining) > 0, 'still copying when aborted');

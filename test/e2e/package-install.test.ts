@@ -31,7 +31,7 @@ writeFileSync(src, randomBytes(16 * 1024 * 1024));
 const secret = 'package-test-secret-0123456789';
 
 const target = await serve({ listen: '127.0.0.1:0', image: dst, secret });
-const options: MigrateOptions = { image: src, to: target.address, secret, launchAfter: '500ms', downtimeLimit: '1s' };
+const options: MigrateOptions = { image: src, to: target.address, secret, launchWhenReady: true, downtimeLimit: '1s' };
 const m = migrate(options);
 let progress = 0;
 m.on('progress', () => progress++);

@@ -4,6 +4,7 @@
  * flags and prints).
  */
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
+import { GUEST_APPS } from '../../lab/app-traces.ts';
 import { GUEST_WORKLOADS, qemuBenchJson, qemuBenchResults, runQemuBench, UNCAPPED_BANDWIDTH } from '../../lab/qemu-bench.ts';
 import { writeResults } from '../../engine/results-file.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
@@ -16,7 +17,7 @@ import { shortWorkload } from '../../api/workload-names.ts';
 import { parseMemory } from './qemu.ts';
 
 const USAGE =
-  'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
+  'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie|vim,flac,vpx,xz,sort,sqlite] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
   '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [-o|--out FILE]';
 
 /** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
@@ -69,7 +70,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
   const presyncForMs = durationFlag(values['presync-for'], 'presync-for') ?? 15_000;
   if (presyncForMs < 1000) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--presync-for must be at least 1s (the first full copy needs time), got ${presyncForMs} ms`);
   const opts = {
-    workloads: listFlag(workloadList(values.workloads, shortWorkload), 'workloads', GUEST_WORKLOADS, ['text', 'audio', 'movie']),
+    workloads: listFlag(workloadList(values.workloads, shortWorkload), 'workloads', [...GUEST_WORKLOADS, ...GUEST_APPS], ['text', 'audio', 'movie']),
     reps: intFlag(values.reps, 'reps', 3, 1, 100),
     warmup: intFlag(values.warmup, 'warmup', 0, 0, 10),
     memBytes: parseMemory(values.memory),

@@ -10,6 +10,8 @@ import { intFlag, parseFlags } from '../args.ts';
 import { addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, TRANSPORT_FLAGS } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
+import { processStartTime, processState } from '../../guest/controller.ts';
 
 /** `--scan`: how presync epochs look for dirty pages (see MigrateOptions.scan). */
 export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
@@ -18,7 +20,7 @@ export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
 }
 
 const USAGE =
-  'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
+  'presync migrate --image PATH --to HOST:PORT --secret-file F (--pid PID | --offline) [--policy NAME] [--bandwidth RATE] ' +
   '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
@@ -27,6 +29,9 @@ const HELP = `${USAGE}
 The source agent: pre-synchronizes --image to the target until launch, then pauses
 the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.
 
+  --pid PID                 the application writing the image: paused at the
+                            switchover, killed after the handover (required)
+  --offline                 instead of --pid: nothing writes the image
   --launch-after DURATION   launch this long after the start (3s, 250ms, 1m)
   --launch-when-ready       launch once the initial copy is done and the expected
                             pause fits --downtime-limit (default 300ms)
@@ -142,6 +147,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'secret-file': { type: 'string' },
       policy: { type: 'string' },
       pid: { type: 'string' },
+      offline: { type: 'boolean' },
       'launch-after': { type: 'string' },
       'launch-when-ready': { type: 'boolean' },
       control: { type: 'string' },
@@ -183,7 +189,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const codec = values.codec ?? 'none';
   if (codec !== 'none' && codec !== 'deflate' && codec !== 'lz4') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--codec must be none, deflate or lz4, got "${codec}"`);
   if (values.policy !== undefined && !policyNames().includes(values.policy)) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
+    throw new PresyncError(ErrorCodes.BAD_POLICY, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
   }
   const to = addressFlag(values.to, 'to');
   const secret = readSecret(values['secret-file']);
@@ -192,7 +198,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
   const bandwidth = bandwidthFlag(values.bandwidth);
-  const guestPid = values.pid !== undefined ? intFlag(values.pid, 'pid', 0, 2) : undefined;
+  const guestPid = guestPidFlag(values.pid, values.offline === true);
   if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
 
   const m = migrate({
@@ -218,7 +224,19 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   });
   const phaseAtMs = recordPhaseTimes(m);
   const endLine = printMigrationEvents(m, io, values.json === true);
-  const r = await m.result;
+  const signals = rollbackOnSignals(m, {
+    note: (t) => io.err(`presync: ${t}\n`),
+    resumeGuest: () => m.resumeGuestNow(),
+    handoverBegan: () => m.handoverBegan,
+    bytes: () => ({ presyncBytes: m.status().bytesSent, finalBytes: 0 }),
+  });
+  let forced = false;
+  let r: MigrationResult;
+  try {
+    r = await Promise.race([m.result, signals.forced.then((x) => ((forced = true), x))]);
+  } finally {
+    signals.dispose();
+  }
   endLine();
   if (values.out) {
     const workload = basename(values.image);
@@ -234,5 +252,33 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       }),
     );
   }
-  return r.outcome === 'done' ? 0 : 1;
+  // Made without the engine (a second signal): no result event was printed.
+  if (forced) io.out(values.json ? jsonLine({ ...resultJson(r), ts: new Date().toISOString() }) : resultLine(resultSummary(r)));
+  const code = migrationExitCode(r);
+  // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+  if (forced) setTimeout(() => process.exit(code), 200).unref();
+  return code;
+}
+
+/**
+ * `--pid` names the process that writes the image (paused at the switchover,
+ * killed after the handover); `--offline` says nothing does. One of them is
+ * required: without a pid the application would run on after its copy
+ * started on the target. The pid must exist now.
+ */
+export function guestPidFlag(pid: string | undefined, offline: boolean): number | undefined {
+  if (pid === undefined && !offline) {
+    throw new PresyncError(
+      ErrorCodes.BAD_ARGUMENT,
+      'say what writes the image: --pid PID (the application, paused at the switchover and stopped after the handover), or --offline if nothing writes it',
+    );
+  }
+  if (pid !== undefined && offline) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--pid and --offline contradict each other: --offline says nothing writes the image');
+  if (pid === undefined) return undefined;
+  const n = intFlag(pid, 'pid', 0, 2);
+  const st = processState(n);
+  if (processStartTime(n) === null || st === null || st === 'Z' || st === 'X') {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--pid ${n}: there is no process ${n}; give the pid of the application that writes the image`);
+  }
+  return n;
 }

@@ -23,6 +23,7 @@ import { printMigrationEvents, scanFlag } from './migrate.ts';
 import { TRANSPORT_FLAGS, addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { resultJson } from './migrate.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
   'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
@@ -261,9 +262,9 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
-
+  // A bad policy name is bad usage: said before touching the VM.
   if (values.policy !== undefined && !policyNames().includes(values.policy)) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
+    throw new PresyncError(ErrorCodes.BAD_POLICY, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
   }
   const bandwidth = bandwidthFlag(values.bandwidth);
   if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
@@ -299,7 +300,19 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     m.on('paused', (e: { atMs: number }) => (phaseAtMs.paused = Math.round(e.atMs * 10) / 10));
     // The result line carries QEMU's own figures: printed here, not by the shared printer.
     const endLine = printMigrationEvents(m, io, values.json === true, { result: false });
-    const r = await m.result;
+    const signals = rollbackOnSignals(m, {
+      note: (t) => io.err(`presync: ${t}\n`),
+      resumeGuest: () => m.resumeGuestNow(),
+      handoverBegan: () => m.handoverBegan,
+      bytes: () => ({ presyncBytes: m.status().bytesSent, finalBytes: 0 }),
+    });
+    let forced = false;
+    let r: MigrationResult;
+    try {
+      r = await Promise.race([m.result, signals.forced.then((x) => ((forced = true), x))]);
+    } finally {
+      signals.dispose();
+    }
     endLine();
     const policyName = m.policy?.name ?? values.policy ?? 'presync';
     const j: QemuMigrationJson = { ...qemuResultJson(r, qemuController, vm), phaseAtMs };
@@ -325,7 +338,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
           : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
       );
     }
-    return r.outcome === 'done' ? 0 : 1;
+    const code = migrationExitCode(r);
+    // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+    if (forced) setTimeout(() => process.exit(code), 200).unref();
+    return code;
   } finally {
     vm.qmp.close();
   }

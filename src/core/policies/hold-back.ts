@@ -13,11 +13,21 @@ import type { RewritePredictor } from '../predict/types.ts';
  * have left (naive leaves only what was written during the last epoch).
  * With write duty u (long-run fraction of epochs the page is written), holding
  * a page saves about u sends per epoch and adds about 1 − u pages to the
- * expected residual, so candidates are taken in order of decreasing duty
- * until the expected extra residual Σ(1 − u) reaches the residual budget:
- *   budget = residualSlack × (pages written per epoch, smoothed)
- * i.e. the residual at a launch moment stays within (1 + residualSlack) of
- * what naive would leave. Two caps make it bounded whatever the predictor
+ * expected residual (naive leaves it stale at a launch only when it was
+ * written in the last epoch), so a held page's worth is u ÷ (1 − u): sends
+ * saved per page of added pause. Candidates are taken in that order
+ * (decreasing duty) until the expected extra residual Σ(1 − u) reaches the
+ * budget, whose default is the pause it may add at the link rate:
+ *   budget = 0.9 × addedPauseMs × link rate ÷ bytes per page
+ *            (+ residualSlack × pages written per epoch + residualFloorPages)
+ * i.e. a launch at any moment pauses about addedPauseMs (5 ms) longer than
+ * naive's would. Σ(1 − u) is only the predictor's expectation: the held pages
+ * the guest then leaves alone for an epoch are the extra residual a launch
+ * would really find, so the rule keeps a moving average of realized ÷
+ * expected (rising fast, falling slowly: the bad phases of a periodic writer
+ * count, not the mean) and divides the budget by it (clamped to [0.5, 100]): a predictor
+ * that overrates duty (periodic writers seen through a 100 ms epoch) holds
+ * fewer pages instead of overrunning the pause. Two caps make it bounded whatever the predictor
  * says: the held set never exceeds what the link moves in `downtimeTargetMs`
  * (so the expected pause if launched now stays under it), and a page held for
  * `maxHoldEpochs` in a row is sent anyway (the staleness cap). Pages over a
@@ -29,9 +39,11 @@ import type { RewritePredictor } from '../predict/types.ts';
 export interface HoldBackConfig {
   /** Horizon of the rewrite prediction, epochs. Default 10 (1 s of 100 ms epochs). */
   readonly horizonEpochs: number;
-  /** Hold a page only when P(rewrite within the horizon) is at least this. Default 0.5. */
+  /** Hold a page only when P(rewrite within the horizon) is at least this. Default 0.2 (about duty 0.02: below it a held page saves too little per ms of pause it adds). */
   readonly threshold: number;
-  /** Expected extra residual allowed, as a fraction of the pages written per epoch. Default 0.1. */
+  /** Expected extra pause allowed at the link rate, ms (the budget's main term). Default 5. */
+  readonly addedPauseMs: number;
+  /** Expected extra residual allowed besides, as a fraction of the pages written per epoch. Default 0. */
   readonly residualSlack: number;
   /** Expected extra residual always allowed, pages. Default 0. */
   readonly residualFloorPages: number;
@@ -41,22 +53,41 @@ export interface HoldBackConfig {
   readonly maxHoldEpochs: number;
   /** Gain of the moving average of pages written per epoch. Default 0.1. */
   readonly dirtyGain: number;
+  /** Gains of the realized ÷ expected extra residual average, rising and falling. Defaults 0.1 and 0.02. */
+  readonly calibrationGainUp: number;
+  readonly calibrationGainDown: number;
+  /** The budget aims at this fraction of addedPauseMs. Default 0.9. */
+  readonly pauseHeadroom: number;
+  /**
+   * What a held page is worth: 'duty' (long-run write duty u: saves u sends
+   * an epoch for 1 − u pages of residual), or 'next' (the larger of u and
+   * P(written in the next epoch), so a page in the middle of a burst of writes
+   * is held for the burst however rarely it is written on average). Default 'duty'.
+   */
+  readonly worth: 'duty' | 'next';
 }
 
 export const DEFAULT_HOLD_BACK: HoldBackConfig = {
   horizonEpochs: 10,
-  threshold: 0.5,
-  residualSlack: 0.1,
+  threshold: 0.2,
+  addedPauseMs: 5,
+  residualSlack: 0,
   residualFloorPages: 0,
   downtimeTargetMs: 200,
   maxHoldEpochs: 100,
   dirtyGain: 0.1,
+  calibrationGainUp: 0.1,
+  calibrationGainDown: 0.02,
+  pauseHeadroom: 0.9,
+  worth: 'duty',
 };
 
 export interface HoldBackInput {
   readonly epoch: number;
   readonly stale: ReadonlyPageSet;
   readonly dirtyPages: number;
+  /** The pages written in the epoch just observed; without it the budget is not calibrated. */
+  readonly dirty?: ReadonlyPageSet;
   readonly bandwidthBytesPerSec: number;
   readonly wireBytesPerPage: number;
 }
@@ -73,20 +104,26 @@ export interface HoldBackResult {
 }
 
 const BUCKETS = 1024;
+const CALIBRATION_MIN = 0.5;
+const CALIBRATION_MAX = 100;
 
 export class HoldBack {
   readonly cfg: HoldBackConfig;
   private dirtyAvg = -1;
   private heldPrev: PageSet;
   private readonly heldSince: Uint32Array;
+  private expectedPrev = 0;
+  private calib = 1;
 
   constructor(readonly predictor: RewritePredictor, pageCount: number, cfg: Partial<HoldBackConfig> = {}) {
     const c = { ...DEFAULT_HOLD_BACK, ...cfg };
     if (!(Number.isInteger(c.horizonEpochs) && c.horizonEpochs >= 1)) throw bad('horizonEpochs must be a positive integer');
     if (!(c.threshold >= 0 && c.threshold <= 1)) throw bad('threshold must be in [0, 1]');
-    if (!(c.residualSlack >= 0 && c.residualFloorPages >= 0 && c.downtimeTargetMs >= 0)) throw bad('residualSlack, residualFloorPages and downtimeTargetMs must be non-negative');
+    if (!(c.addedPauseMs >= 0 && c.residualSlack >= 0 && c.residualFloorPages >= 0 && c.downtimeTargetMs >= 0)) throw bad('addedPauseMs, residualSlack, residualFloorPages and downtimeTargetMs must be non-negative');
     if (!(c.maxHoldEpochs >= 1)) throw bad('maxHoldEpochs must be at least 1');
     if (!(c.dirtyGain > 0 && c.dirtyGain <= 1)) throw bad('dirtyGain must be in (0, 1]');
+    if (!(c.calibrationGainUp >= 0 && c.calibrationGainUp <= 1 && c.calibrationGainDown >= 0 && c.calibrationGainDown <= 1)) throw bad('calibration gains must be in [0, 1]');
+    if (!(c.pauseHeadroom > 0 && c.pauseHeadroom <= 1)) throw bad('pauseHeadroom must be in (0, 1]');
     this.cfg = c;
     this.heldPrev = new PageSet(pageCount);
     this.heldSince = new Uint32Array(pageCount);
@@ -96,15 +133,38 @@ export class HoldBack {
     return Math.max(0, this.dirtyAvg);
   }
 
+  /** Moving average of the extra residual holding really left ÷ what the predictor expected. */
+  get calibration(): number {
+    return this.calib;
+  }
+
+  private calibrate(dirty: ReadonlyPageSet): void {
+    if (!(this.expectedPrev > 0)) return;
+    let kept = 0;
+    this.heldPrev.forEach((p) => {
+      if (!dirty.has(p)) kept++;
+    });
+    const r = Math.min(CALIBRATION_MAX, Math.max(CALIBRATION_MIN, kept / this.expectedPrev));
+    // Quick to rise, slow to fall: it follows the worse epochs of a periodic
+    // writer (a launch may come at any phase of its period), not their mean.
+    this.calib += (r > this.calib ? this.cfg.calibrationGainUp : this.cfg.calibrationGainDown) * (r - this.calib);
+  }
+
   decide(inp: HoldBackInput): HoldBackResult {
     const c = this.cfg;
     this.dirtyAvg = this.dirtyAvg < 0 ? inp.dirtyPages : this.dirtyAvg + c.dirtyGain * (inp.dirtyPages - this.dirtyAvg);
+    if (inp.dirty) this.calibrate(inp.dirty);
     const pages = inp.stale.toArray();
     const n = pages.length;
     const q = new Float64Array(n);
     const duty = new Float64Array(n);
     this.predictor.probRewriteMany(pages, c.horizonEpochs, q);
     this.predictor.dutyMany(pages, duty);
+    if (c.worth === 'next') {
+      const next = new Float64Array(n);
+      this.predictor.probRewriteMany(pages, 1, next);
+      for (let i = 0; i < n; i++) if (next[i] > duty[i]) duty[i] = next[i];
+    }
 
     // Candidates, by decreasing duty (bucket sort: linear and deterministic).
     const candBucket = new Int32Array(n).fill(-1);
@@ -117,8 +177,10 @@ export class HoldBack {
       nCand++;
     }
     const candOrder = bucketOrder(candBucket, nCand);
-    const budget = c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch;
-    const capPages = Math.floor(((c.downtimeTargetMs / 1000) * inp.bandwidthBytesPerSec) / Math.max(1, inp.wireBytesPerPage));
+    const pagesPerMs = inp.bandwidthBytesPerSec / 1000 / Math.max(1, inp.wireBytesPerPage);
+    // Headroom under the cap: the calibration lags a writer whose phase shifts.
+    const budget = (c.pauseHeadroom * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
+    const capPages = Math.floor(c.downtimeTargetMs * pagesPerMs);
     const held = new PageSet(inp.stale.size);
     const isHeld = new Uint8Array(n);
     let extra = 0;
@@ -135,6 +197,7 @@ export class HoldBack {
       if (!this.heldPrev.has(p)) this.heldSince[p] = inp.epoch;
     }
     this.heldPrev = held;
+    this.expectedPrev = extra;
 
     // The rest, least likely to be rewritten first.
     const sendBucket = new Int32Array(n).fill(-1);

@@ -3,12 +3,12 @@ import { LiveRounds } from '../live-rounds.ts';
 import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
-import { HoldBack, type HoldBackConfig } from './hold-back.ts';
+import { DEFAULT_HOLD_BACK, HoldBack, type HoldBackConfig } from './hold-back.ts';
 import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
 /** The knobs of the presync family beyond the shared PolicyOptions; every field has a default. */
 export interface PresyncTuning {
-  /** Which rewrite predictor feeds the hold-back rule. Default 'markov'. */
+  /** Which rewrite predictor feeds the hold-back rule. Default 'reuse' (docs/algorithms.md: why). */
   readonly predictor?: string;
   readonly predictorOptions?: PredictorOptions;
   readonly holdBack?: Partial<HoldBackConfig>;
@@ -47,7 +47,7 @@ export class PresyncPolicy implements MigrationPolicy {
     this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
     const pages = ctx.geometry.pageCount;
     this.hold = mode.predict
-      ? new HoldBack(createPredictor(tuning.predictor ?? 'markov', pages, tuning.predictorOptions), pages, tuning.holdBack)
+      ? new HoldBack(createPredictor(tuning.predictor ?? 'reuse', pages, tuning.predictorOptions), pages, tuning.holdBack)
       : null;
     this.rate = mode.slowStart ? new SlowStartController(tuning.rate) : null;
     const fresh = tuning.freshFirst ?? mode.freshFirst ?? false;
@@ -98,6 +98,7 @@ export class PresyncPolicy implements MigrationPolicy {
         epoch: obs.epoch,
         stale: obs.stale,
         dirtyPages: obs.dirty.count(),
+        dirty: obs.dirty,
         bandwidthBytesPerSec: obs.net.bandwidthBytesPerSec,
         wireBytesPerPage: obs.wireBytesPerPage,
       });
@@ -119,12 +120,26 @@ export class PresyncPolicy implements MigrationPolicy {
         guestSlowdown: obs.guestSlowdown,
         sendable: send.length > 0,
       });
-      budget = Math.min(linkBudget, d.windowBytes);
+      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, send.length, this.hold, diag.expectedExtraResidual ?? 0)));
       diag.windowBytes = d.windowBytes;
       diag.ssthreshBytes = Number.isFinite(this.rate.ssthreshBytes) ? this.rate.ssthreshBytes : -1;
     }
     return { send, budgetBytes: budget, switchover: false, diag };
   }
+}
+
+/**
+ * The least the window may let through this epoch: what it leaves unsent is
+ * residual at a launch just as a held page is, so together with what holding
+ * is expected to add it stays within the added-pause cap (`addedPauseMs` at
+ * the link rate). A guest that writes faster than the window grows (a
+ * compressor) is then sent at its pace rather than left to pile up.
+ */
+function pauseCapFloor(obs: EpochObservation, sendable: number, hold: HoldBack | null, heldExtra: number): number {
+  const capMs = hold?.cfg.addedPauseMs ?? DEFAULT_HOLD_BACK.addedPauseMs;
+  const capPages = (capMs * obs.net.bandwidthBytesPerSec) / 1000 / Math.max(1, obs.wireBytesPerPage);
+  const leave = Math.max(0, capPages - heldExtra);
+  return Math.max(0, sendable - leave) * obs.wireBytesPerPage;
 }
 
 /**

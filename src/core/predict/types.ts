@@ -31,5 +31,5 @@ export interface RewritePredictor {
   readonly stateBytes: number;
 }
 
-export type PredictorName = 'markov' | 'ewma';
-export const PREDICTOR_NAMES: readonly PredictorName[] = ['markov', 'ewma'];
+export type PredictorName = 'markov' | 'ewma' | 'reuse';
+export const PREDICTOR_NAMES: readonly PredictorName[] = ['markov', 'ewma', 'reuse'];
