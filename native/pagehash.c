@@ -17,7 +17,49 @@
 #include <errno.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <signal.h>
+#include <setjmp.h>
 #include <zlib.h>
+
+/*
+ * A mapped image that shrinks under us (another process truncates it) turns
+ * the next read of a page past its new end into SIGBUS, which kills the
+ * process: JavaScript cannot catch it. Every read of caller memory here (it
+ * may be such a mapping) runs guarded: our SIGBUS handler jumps back to the
+ * guard of the faulting thread, and the call fails with PRESYNC_ERR_IMAGE_SIZE
+ * instead. A SIGBUS outside a guard gets the previous handler (or the
+ * default: the process dies, as before).
+ */
+static __thread sigjmp_buf *volatile bus_jmp __attribute__((tls_model("initial-exec")));
+/* volatile and a compiler barrier: without them the store that arms the guard
+ * is dead to the optimizer (overwritten after a loop that never reads it) and
+ * the reads of the mapping could move outside the guarded stretch. */
+#define GUARD_ON(jb) do { bus_jmp = &(jb); __asm__ volatile("" ::: "memory"); } while (0)
+#define GUARD_OFF() do { __asm__ volatile("" ::: "memory"); bus_jmp = NULL; } while (0)
+static struct sigaction prev_bus;
+
+static void on_bus(int sig, siginfo_t *si, void *uc) {
+  sigjmp_buf *j = bus_jmp;
+  if (j) { bus_jmp = NULL; siglongjmp(*j, 1); }
+  if ((prev_bus.sa_flags & SA_SIGINFO) && prev_bus.sa_sigaction) { prev_bus.sa_sigaction(sig, si, uc); return; }
+  if (!(prev_bus.sa_flags & SA_SIGINFO) && prev_bus.sa_handler != SIG_DFL && prev_bus.sa_handler != SIG_IGN) { prev_bus.sa_handler(sig); return; }
+  /* Not ours: back to the default action; the faulting access repeats and ends the process. */
+  signal(SIGBUS, SIG_DFL);
+}
+
+static void install_bus_guard(void) {
+  static int done = 0;
+  if (done) return;
+  done = 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_bus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &prev_bus);
+}
+
+static const char *SHRANK = "the image shrank under presync (a read past its end)";
 
 static const uint64_t P1 = 0x9E3779B185EBCA87ULL;
 static const uint64_t P2 = 0xC2B2AE3D27D4EB4FULL;
@@ -125,22 +167,30 @@ static napi_value hash_pages(napi_env env, napi_callback_info info) {
   if (outOffset > outLen || pages > outLen - outOffset) { napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashPages: output too small"); return NULL; }
   uint64_t *o = (uint64_t *)out + outOffset;
   zero_cache z = zero_for(pageSize);
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
+  GUARD_ON(jb);
   for (size_t i = 0; i < pages; i++) o[i] = page_digest((const uint8_t *)src + i * pageSize, pageSize, &z);
+  GUARD_OFF();
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)pages, &r));
   return r;
 }
 
 typedef struct {
-  const uint8_t *src; size_t pageSize; uint64_t *d; uint32_t *out; uint32_t first; size_t from, to; int all; zero_cache z; uint32_t found;
+  const uint8_t *src; size_t pageSize; uint64_t *d; uint32_t *out; uint32_t first; size_t from, to; int all; zero_cache z; uint32_t found; int faulted;
 } cmp_job;
 
 static void *cmp_run(void *arg) {
   cmp_job *j = (cmp_job *)arg;
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 0)) { bus_jmp = NULL; j->faulted = 1; j->found = 0; return NULL; }
+  GUARD_ON(jb);
   uint32_t k = 0;
   for (size_t i = j->from; i < j->to; i++) {
     uint64_t h = page_digest(j->src + i * j->pageSize, j->pageSize, &j->z);
     if (j->all || h != j->d[i]) { j->d[i] = h; j->out[k++] = j->first + (uint32_t)i; }
   }
+  GUARD_OFF();
   j->found = k;
   return NULL;
 }
@@ -182,7 +232,7 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
   int started[MAX_THREADS] = { 0 };
   for (uint32_t t = 0; t < threads; t++) {
     size_t from = pages * t / threads, to = pages * (t + 1) / threads;
-    jobs[t] = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff + from, first, from, to, all, z, 0 };
+    jobs[t] = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff + from, first, from, to, all, z, 0, 0 };
     /* The calling thread takes slice 0; a failed spawn runs its slice here too. */
     if (t > 0 && pthread_create(&tids[t], NULL, cmp_run, &jobs[t]) == 0) started[t] = 1;
   }
@@ -191,6 +241,9 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
     if (started[t]) pthread_join(tids[t], NULL);
     else cmp_run(&jobs[t]);
   }
+  for (uint32_t t = 0; t < threads; t++) {
+    if (jobs[t].faulted) { napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
+  }
   uint32_t *out = (uint32_t *)dirty;
   uint32_t k = dOff + jobs[0].found;
   for (uint32_t t = 1; t < threads; t++) {
@@ -198,6 +251,92 @@ static napi_value hash_compare(napi_env env, napi_callback_info info) {
     k += jobs[t].found;
   }
   napi_value r; CHECK(napi_create_uint32(env, k, &r));
+  return r;
+}
+
+/*
+ * hashResident(src: Uint8Array, pageSize, digests: BigUint64Array, firstPage, threads?): number
+ * Digests of the pages of src (a view of a shared file mapping, starting on a
+ * 4 KiB boundary) into digests[firstPage..], reading only pages that are in
+ * the page cache (mincore): a page of a tmpfs file that is not is a hole and
+ * gets the zero-page digest without being touched. Reading a hole through
+ * the mapping would allocate it, and on a full tmpfs raise SIGBUS. One call
+ * for the whole image, however fragmented its holes are (SEEK_DATA/SEEK_HOLE
+ * costs ~10 us per extent). Returns the number of resident pages, or throws
+ * when the page size is not a multiple of 4 KiB.
+ */
+typedef struct { const uint8_t *src; const unsigned char *vec; size_t pageSize, per; uint64_t *d; size_t from, to; zero_cache z; uint32_t resident; int faulted; } res_job;
+
+static void *res_run(void *arg) {
+  res_job *j = (res_job *)arg;
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 0)) { bus_jmp = NULL; j->faulted = 1; j->resident = 0; return NULL; }
+  GUARD_ON(jb);
+  uint32_t k = 0;
+  for (size_t i = j->from; i < j->to; i++) {
+    int in = 0;
+    for (size_t s = 0; s < j->per; s++) if (j->vec[i * j->per + s] & 1) { in = 1; break; }
+    if (!in) { j->d[i] = j->z.digest; continue; }
+    j->d[i] = page_digest(j->src + i * j->pageSize, j->pageSize, &j->z);
+    k++;
+  }
+  GUARD_OFF();
+  j->resident = k;
+  return NULL;
+}
+
+static napi_value hash_resident(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  void *src, *dig; size_t srcLen, digLen; uint32_t pageSize, first, threads = 1;
+  if (argc < 4 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || !typed(env, a[2], napi_biguint64_array, &dig, &digLen) ||
+      napi_get_value_uint32(env, a[1], &pageSize) != napi_ok || napi_get_value_uint32(env, a[3], &first) != napi_ok ||
+      (argc >= 5 && napi_get_value_uint32(env, a[4], &threads) != napi_ok)) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident(src, pageSize, digests, firstPage, threads?)");
+    return NULL;
+  }
+  if (pageSize == 0 || pageSize % 4096 != 0 || ((uintptr_t)src & 4095) != 0) {
+    napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident: pages must be multiples of 4 KiB, starting on a 4 KiB boundary");
+    return NULL;
+  }
+  size_t pages = srcLen / pageSize;
+  if (first > digLen || pages > digLen - first) {
+    napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "hashResident: pages beyond the digest table");
+    return NULL;
+  }
+  size_t per = pageSize / 4096;
+  unsigned char *vec = malloc(pages * per + 1);
+  if (!vec) { napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "hashResident: out of memory"); return NULL; }
+  if (pages > 0 && mincore(src, pages * pageSize, vec) != 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "hashResident: mincore failed: %s", strerror(errno));
+    free(vec);
+    napi_throw_error(env, "PRESYNC_ERR_IMAGE", msg);
+    return NULL;
+  }
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (pages < (size_t)threads * 1024) threads = 1;
+  zero_cache z = zero_for(pageSize);
+  res_job jobs[MAX_THREADS];
+  pthread_t tids[MAX_THREADS];
+  int started[MAX_THREADS] = { 0 };
+  for (uint32_t t = 0; t < threads; t++) {
+    jobs[t] = (res_job){ (const uint8_t *)src, vec, pageSize, per, (uint64_t *)dig + first, pages * t / threads, pages * (t + 1) / threads, z, 0, 0 };
+    if (t > 0 && pthread_create(&tids[t], NULL, res_run, &jobs[t]) == 0) started[t] = 1;
+  }
+  res_run(&jobs[0]);
+  uint32_t total = jobs[0].resident;
+  for (uint32_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(tids[t], NULL);
+    else res_run(&jobs[t]);
+    total += jobs[t].resident;
+  }
+  free(vec);
+  for (uint32_t t = 0; t < threads; t++) {
+    if (jobs[t].faulted) { napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
+  }
+  napi_value r; CHECK(napi_create_uint32(env, total, &r));
   return r;
 }
 
@@ -219,11 +358,12 @@ static void acmp_exec(napi_env env, void *data) {
 static void acmp_done(napi_env env, napi_status status, void *data) {
   async_cmp *a = (async_cmp *)data;
   napi_value r;
-  if (status == napi_ok && napi_create_uint32(env, a->dOff + a->job.found, &r) == napi_ok) napi_resolve_deferred(env, a->deferred, r);
+  if (status == napi_ok && !a->job.faulted && napi_create_uint32(env, a->dOff + a->job.found, &r) == napi_ok) napi_resolve_deferred(env, a->deferred, r);
   else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "hashCompareAsync failed", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
+    napi_value msg, code, err;
+    napi_create_string_utf8(env, a->job.faulted ? SHRANK : "hashCompareAsync failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_string_utf8(env, a->job.faulted ? "PRESYNC_ERR_IMAGE_SIZE" : "PRESYNC_ERR_INTERNAL", NAPI_AUTO_LENGTH, &code);
+    napi_create_error(env, code, msg, &err);
     napi_reject_deferred(env, a->deferred, err);
   }
   for (int i = 0; i < 3; i++) napi_delete_reference(env, a->refs[i]);
@@ -250,7 +390,7 @@ static napi_value hash_compare_async(napi_env env, napi_callback_info info) {
   }
   async_cmp *w = calloc(1, sizeof *w);
   if (!w) { napi_throw_error(env, "PRESYNC_ERR_INTERNAL", "hashCompareAsync: out of memory"); return NULL; }
-  w->job = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff, first, 0, pages, all, zero_for(pageSize), 0 };
+  w->job = (cmp_job){ (const uint8_t *)src, pageSize, (uint64_t *)dig + first, (uint32_t *)dirty + dOff, first, 0, pages, all, zero_for(pageSize), 0, 0 };
   w->dOff = dOff;
   napi_value promise, name;
   /* The arrays stay alive (and mapped) until the worker is done with them. */
@@ -384,6 +524,9 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
   uint8_t *d = (uint8_t *)dst + dOff;
   uint64_t *o = (uint64_t *)dig;
   const uint32_t *ix = (const uint32_t *)idx;
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
+  GUARD_ON(jb);
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t *p = (const uint8_t *)src + (size_t)sp[i] * pageSize;
     uint8_t enc; uint32_t len; uint64_t h;
@@ -394,18 +537,40 @@ static napi_value pack_pages(napi_env env, napi_callback_info info) {
     if (crcIo) crc = crc32(crc, d, 17 + len);
     d += 17 + len;
   }
+  GUARD_OFF();
   if (crcIo) crcIo[0] = (uint32_t)crc;
   napi_value r; CHECK(napi_create_uint32(env, (uint32_t)(d - (uint8_t *)dst), &r));
   return r;
 }
 
+/* copy(src: Uint8Array, dst: Uint8Array): copies src into dst (from 0), guarded like every read of a mapping. */
+static napi_value copy_guarded(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  void *src, *dst; size_t srcLen, dstLen;
+  if (argc < 2 || !typed(env, a[0], napi_uint8_array, &src, &srcLen) || !typed(env, a[1], napi_uint8_array, &dst, &dstLen)) {
+    napi_throw_type_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "copy(src: Uint8Array, dst: Uint8Array)");
+    return NULL;
+  }
+  if (srcLen > dstLen) { napi_throw_range_error(env, "PRESYNC_ERR_BAD_ARGUMENT", "copy: destination too small"); return NULL; }
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 0)) { bus_jmp = NULL; napi_throw_error(env, "PRESYNC_ERR_IMAGE_SIZE", SHRANK); return NULL; }
+  GUARD_ON(jb);
+  memcpy(dst, src, srcLen);
+  GUARD_OFF();
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  install_bus_guard();
   napi_property_descriptor props[] = {
     { "hashPages", NULL, hash_pages, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompare", NULL, hash_compare, NULL, NULL, NULL, napi_default, NULL },
+    { "hashResident", NULL, hash_resident, NULL, NULL, NULL, napi_default, NULL },
     { "mapFile", NULL, map_file, NULL, NULL, NULL, napi_default, NULL },
     { "hashCompareAsync", NULL, hash_compare_async, NULL, NULL, NULL, napi_default, NULL },
     { "dataExtents", NULL, data_extents, NULL, NULL, NULL, napi_default, NULL },
+    { "copy", NULL, copy_guarded, NULL, NULL, NULL, napi_default, NULL },
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     /* Writes wire fields with memcpy: only offered where that is little-endian. */
     { "packPages", NULL, pack_pages, NULL, NULL, NULL, napi_default, NULL },

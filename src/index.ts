@@ -10,7 +10,7 @@
  * ```
  */
 export { migrate, Migration, resultSummary } from './api/migrate.ts';
-export type { MigrateOptions, MigrationEvent, MigrationSettings, OperatorStatus, ResultSummary, MigrationResult, SourceStatus } from './api/migrate.ts';
+export type { MigrateOptions, MigrationEvent, ProgressEvent, MigrationSettings, OperatorStatus, ResultSummary, MigrationResult, SourceStatus } from './api/migrate.ts';
 export { serve, TargetServer } from './api/serve.ts';
 export type { ServeOptions, ServeEvent, HandoverHook, TargetEvent } from './api/serve.ts';
 export { simulate } from './api/simulate.ts';

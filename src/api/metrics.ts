@@ -24,6 +24,7 @@ export class AgentMetrics {
   private readonly pause: Histogram;
   private readonly verifyFailures: Counter;
   private readonly reconnects: Counter;
+  private readonly phases = new Set<string>(PHASES);
 
   constructor() {
     const registers = [this.registry];
@@ -49,7 +50,9 @@ export class AgentMetrics {
   }
 
   onPhase(phase: string): void {
-    for (const p of PHASES) this.phase.set({ phase: p }, p === phase ? 1 : 0);
+    // A target names its own phases: each one seen gets its series.
+    this.phases.add(phase);
+    for (const p of this.phases) this.phase.set({ phase: p }, p === phase ? 1 : 0);
   }
 
   onReconnect(): void {

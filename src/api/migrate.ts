@@ -4,6 +4,7 @@
  * --json` writes exactly these, one per line) and takes the operator's
  * commands: launch, launch when ready, abort, set bandwidth or downtime limit.
  */
+import { randomBytes } from 'node:crypto';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { createPolicy } from '../core/policies/registry.ts';
 import type { MigrationPolicy } from '../core/types.ts';
@@ -12,7 +13,9 @@ import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
 import { RamImageReader } from '../guest/ram-image.ts';
-import { MigrationProgressTracker, progressEvent, type MigrationProgress } from '../engine/progress-tracker.ts';
+import { MigrationProgressTracker, progressEvent, type MigrationProgress, type ProgressEvent } from '../engine/progress-tracker.ts';
+
+export type { ProgressEvent } from '../engine/progress-tracker.ts';
 import { parseAddress } from '../transport/address.ts';
 import { RateLimit, RateLimitedTransport } from '../transport/rate-limit.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
@@ -53,10 +56,14 @@ export interface MigrateOptions {
   readonly control?: string;
   /** Serve Prometheus metrics on `host:port` (port 0: any free port; see the `metrics` event). */
   readonly metrics?: string;
+  /** Keep serving metrics this long after the end, so a last scrape sees the outcome (default 0). */
+  readonly metricsLinger?: Duration;
   /** A transport to use instead of TCP/TLS (tests, in-memory links). */
   readonly transport?: Transport;
   /** A guest controller to use instead of the one `pid` implies. */
   readonly controller?: GuestController;
+  /** This migration's lineage, kept in the source lock (random 16-byte hex by default). */
+  readonly lineageId?: string;
 }
 
 /** What `status()` and the control socket's `status` return: the figures operators know from `virsh domjobinfo`. */
@@ -84,7 +91,7 @@ export interface OperatorStatus {
 
 export type MigrationEvent =
   | Exclude<SourceEvent, { event: 'progress' }>
-  | (ReturnType<typeof progressEvent>)
+  | ProgressEvent
   | { event: 'metrics'; host: string; port: number }
   | { event: 'control'; cmd: string; [k: string]: unknown }
   | ({ event: 'result' } & ResultSummary);
@@ -146,6 +153,9 @@ export class Migration extends EventStream<MigrationEvent> {
   private abortReason: string | undefined;
   private lastProgress: MigrationProgress | undefined;
   private readonly metrics: AgentMetrics | undefined;
+  private lock: SourceLock | undefined;
+  private guarded: GuestController | undefined;
+  private control: ControlServer | undefined;
 
   constructor(private readonly o: MigrateOptions) {
     super();
@@ -174,9 +184,24 @@ export class Migration extends EventStream<MigrationEvent> {
   /** Roll back: the guest keeps running on the source, the target discards what it received. */
   abort(reason = 'aborted by the operator'): void {
     this.abortReason ??= reason;
-    const sm = this.sm as (SourceMigration & { abort?: (reason: string) => void }) | undefined;
-    if (sm?.abort) sm.abort(reason);
-    else sm?.stop();
+    this.sm?.abort(reason);
+  }
+
+  /** True once the last step towards HANDOVER began (the lock says committed): from then on nothing may resume the guest. */
+  get handoverBegan(): boolean {
+    return this.lock?.current === 'committed';
+  }
+
+  /**
+   * Last resort when the engine does not finish a rollback (a second signal):
+   * resumes the guest and drops the lock and the control socket without it.
+   * Refused once the handover began.
+   */
+  async resumeGuestNow(): Promise<void> {
+    if (this.handoverBegan) return;
+    await this.guarded?.resume();
+    this.lock?.release();
+    await this.control?.close();
   }
 
   /** Changes the bandwidth limit and/or the downtime limit while the migration runs. */
@@ -232,7 +257,11 @@ export class Migration extends EventStream<MigrationEvent> {
       if (this.whenReady && p.ready && e.status.phase === 'presync') this.launch();
       return;
     }
-    if (e.event === 'phase') this.metrics?.onPhase(e.phase);
+    if (e.event === 'phase' && this.metrics) {
+      this.metrics.onPhase(e.phase);
+      // The figures after launch move without progress events: take them at each phase.
+      if (this.sm && e.phase !== 'presync') this.metrics.onProgress(this.tracker.update(this.sm.currentStatus(), this.launchAtMs));
+    }
     if (e.event === 'connected' && e.attempt > 0) this.metrics?.onReconnect();
     this.publish(e);
   }
@@ -263,7 +292,8 @@ export class Migration extends EventStream<MigrationEvent> {
         this.publish({ event: 'metrics', host: endpoint.host, port: endpoint.port });
       }
       // One migration per guest; a lock left by a dead agent is recovered (its paused guest resumed) first.
-      lock = SourceLock.acquire(o.image, o.pid !== undefined ? { guestPid: o.pid } : {});
+      lock = SourceLock.acquire(o.image, { ...(o.pid !== undefined ? { guestPid: o.pid } : {}), lineageId: o.lineageId ?? randomBytes(16).toString('hex') });
+      this.lock = lock;
       const sm = new SourceMigration({
         transport,
         to,
@@ -272,7 +302,9 @@ export class Migration extends EventStream<MigrationEvent> {
         pageSize,
         ...(o.imageId !== undefined ? { imageId: o.imageId } : {}),
         policy,
-        controller: lock.guard(inner),
+        controller: (this.guarded = lock.guard(inner)),
+        // One lineage for the lock and the target: the same id names this migration's copy at both ends.
+        lineageId: lock.lineageId,
         epochMs,
         codec: o.codec ?? 'none',
         streams: o.streams ?? 1,
@@ -284,7 +316,7 @@ export class Migration extends EventStream<MigrationEvent> {
       sm.setDowntimeLimit(this.downtimeLimitMs);
       if (this.abortReason !== undefined) this.abort(this.abortReason);
       if (this.launchRequested) sm.launch();
-      if (o.control !== undefined) control = await ControlServer.listen(o.control, controlHandlers(this));
+      if (o.control !== undefined) control = this.control = await ControlServer.listen(o.control, controlHandlers(this));
       if (launchAfter !== undefined) {
         this.launchAtMs = sm.currentStatus().elapsedMs + launchAfter;
         timer = setTimeout(() => this.launch(), launchAfter);
@@ -300,6 +332,7 @@ export class Migration extends EventStream<MigrationEvent> {
         this.metrics?.onEnd(r.outcome, r.downtimeMs);
         this.publish({ event: 'result', ...resultSummary(r) });
       }
+      if (endpoint && r && o.metricsLinger !== undefined) await new Promise((res) => setTimeout(res, toMs(o.metricsLinger!, 'metricsLinger')));
       await endpoint?.close();
       this.endEvents();
     }

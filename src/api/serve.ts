@@ -10,7 +10,7 @@ import { parseAddress } from '../transport/address.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 import { EventStream } from './event-stream.ts';
 import { AgentMetrics, serveMetrics, type MetricsEndpoint } from './metrics.ts';
-import { makeTransport, toSecret, type TlsOptions } from './options.ts';
+import { makeTransport, toMs, toSecret, type Duration, type TlsOptions } from './options.ts';
 
 export type { HandoverHook, TargetEvent } from '../engine/target-session.ts';
 
@@ -24,6 +24,8 @@ export interface ServeOptions {
   readonly secret: Uint8Array | string;
   /** Run at handover, once the image is verified: a shell command (with $PRESYNC_IMAGE) or a hook. */
   readonly onHandover?: string | HandoverHook;
+  /** A command hook's handover is confirmed once it exited 0 or still runs this long after it started (default 1 s). */
+  readonly handoverGrace?: Duration;
   /** Overwrite an existing image that belongs to another identity. */
   readonly force?: boolean;
   readonly tls?: TlsOptions;
@@ -73,7 +75,8 @@ export class TargetServer extends EventStream<ServeEvent> {
       if (server) server.publish(e);
       else early.push(e);
     };
-    const hook = typeof o.onHandover === 'string' ? commandHook(o.onHandover) : o.onHandover;
+    const graceMs = o.handoverGrace !== undefined ? toMs(o.handoverGrace, 'handoverGrace') : undefined;
+    const hook = typeof o.onHandover === 'string' ? commandHook(o.onHandover, graceMs !== undefined ? { graceMs } : {}) : o.onHandover;
     const agent = await TargetAgent.start({
       transport: o.transport ?? makeTransport(o.tls),
       listen: typeof o.listen === 'string' ? parseAddress(o.listen) : o.listen,

@@ -28,6 +28,18 @@ function usage(): string {
   return `usage: presync <command> [flags]\n       presync --version\n\ncommands:\n${lines.join('\n')}\n\nRun "presync <command> --help" for a command's flags.\n\n${EXIT_CODES}`;
 }
 
+/** Runs a command's --help and adds the examples and exit statuses it does not print itself. */
+async function withHelpFooter(name: string, rest: string[], io: CommandIO, cmd: { load: () => Promise<Command> }): Promise<number> {
+  let text = '';
+  const code = await (await cmd.load())(rest, { out: (t) => ((text += t), io.out(t)), err: io.err });
+  if (code === 0 && !text.includes('Exit status')) {
+    const sub = rest[0] !== undefined && !rest[0].startsWith('-') ? `${name} ${rest[0]}` : name;
+    const { examplesFor } = await import('./help-examples.ts');
+    io.out(`${examplesFor(sub) || examplesFor(name)}\n${EXIT_CODES}`);
+  }
+  return code;
+}
+
 export async function run(argv: string[], io: CommandIO = processIO): Promise<number> {
   const [name, ...rest] = argv;
   if (name === '--version' || name === '-V' || name === 'version') {
@@ -44,6 +56,7 @@ export async function run(argv: string[], io: CommandIO = processIO): Promise<nu
     return 2;
   }
   try {
+    if (rest.includes('--help') || rest.includes('-h')) return await withHelpFooter(name, rest, io, cmd);
     return await (await cmd.load())(rest, io);
   } catch (e) {
     const err = toPresyncError(e);
@@ -53,7 +66,8 @@ export async function run(argv: string[], io: CommandIO = processIO): Promise<nu
     } else {
       io.err(`presync ${name}: ${err.code}: ${err.message}\n${e instanceof Error && e.stack ? e.stack + '\n' : ''}`);
     }
-    return err.code === ErrorCodes.BAD_ARGUMENT ? 2 : 1;
+    // Bad usage (a flag, a value, an unknown policy) is 2; anything else that stops a command is 1.
+    return err.code === ErrorCodes.BAD_ARGUMENT || err.code === ErrorCodes.BAD_POLICY ? 2 : 1;
   }
 }
 

@@ -25,6 +25,10 @@ export const ErrorCodes = {
   QMP: 'PRESYNC_ERR_QMP',
   QEMU: 'PRESYNC_ERR_QEMU',
   GUEST: 'PRESYNC_ERR_GUEST',
+  /** The guest process exited (or its pid now names another process) during the migration. */
+  GUEST_GONE: 'PRESYNC_ERR_GUEST_GONE',
+  /** The source image changed size during the migration. */
+  IMAGE_SIZE: 'PRESYNC_ERR_IMAGE_SIZE',
   ABORTED: 'PRESYNC_ERR_ABORTED',
   HANDOVER_IN_DOUBT: 'PRESYNC_ERR_HANDOVER_IN_DOUBT',
   HANDOVER_HOOK: 'PRESYNC_ERR_HANDOVER_HOOK',
@@ -32,6 +36,8 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes));
 
 export class PresyncError extends Error {
   readonly code: ErrorCode;
@@ -70,6 +76,9 @@ export function isPresyncError(e: unknown): e is PresyncError {
 /** Wraps anything thrown into a PresyncError, keeping a known code. */
 export function toPresyncError(e: unknown, fallback: ErrorCode = ErrorCodes.INTERNAL): PresyncError {
   if (e instanceof PresyncError) return e;
+  // The native page hasher throws plain errors carrying one of our codes (e.g. PRESYNC_ERR_IMAGE_SIZE).
+  const code = e instanceof Error ? (e as Error & { code?: unknown }).code : undefined;
+  if (typeof code === 'string' && KNOWN_CODES.has(code)) return new PresyncError(code as ErrorCode, e instanceof Error ? e.message : String(e), { cause: e });
   const msg = e instanceof Error ? e.message : String(e);
   return new PresyncError(fallback, msg, { cause: e });
 }

@@ -1,5 +1,5 @@
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
-import { existsSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync, type Stats } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 
 /**
@@ -29,30 +29,50 @@ export interface ControlHandlers {
 const MAX_LINE = 4096;
 
 export class ControlServer {
-  private constructor(private readonly server: Server, readonly path: string) {}
+  private constructor(private readonly server: Server, readonly path: string, private readonly ino: number) {}
 
   static async listen(path: string, handlers: ControlHandlers): Promise<ControlServer> {
-    if (existsSync(path)) {
+    const st = lstatOrNull(path);
+    if (st) {
+      // Only ever a socket is replaced: never a file (or what a symlink points to) that happens to sit at the path.
+      if (st.isSymbolicLink()) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--control ${path} is a symbolic link; give the path of a socket (it is created there)`);
+      if (!st.isSocket()) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--control ${path} exists and is not a socket; refusing to replace it: give a path where nothing else lives`);
       // A stale socket from a dead agent is removed; a live one refuses the bind below.
       const live = await probe(path);
       if (live) throw new PresyncError(ErrorCodes.BUSY, `control socket ${path} is in use by another running migration`);
-      unlinkSync(path);
+      unlinkSocket(path, st.ino);
     }
     const server = createServer((sock) => serve(sock, handlers));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(new PresyncError(ErrorCodes.BAD_ARGUMENT, `cannot listen on control socket ${path}: ${e.message}`)));
       server.listen(path, () => resolve());
     });
-    return new ControlServer(server, path);
+    return new ControlServer(server, path, lstatOrNull(path)?.ino ?? -1);
   }
 
   async close(): Promise<void> {
     await new Promise<void>((r) => this.server.close(() => r()));
-    try {
-      unlinkSync(this.path);
-    } catch {
-      /* already gone */
-    }
+    // Ours only: if something else took the path meanwhile, it stays.
+    unlinkSocket(this.path, this.ino);
+  }
+}
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Unlinks `path` only if it is still the socket `ino`. */
+function unlinkSocket(path: string, ino: number): void {
+  const st = lstatOrNull(path);
+  if (!st || !st.isSocket() || st.ino !== ino) return;
+  try {
+    unlinkSync(path);
+  } catch {
+    /* already gone */
   }
 }
 

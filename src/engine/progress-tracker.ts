@@ -142,7 +142,21 @@ export class MigrationProgressTracker {
 }
 
 /** The `--json` progress event: the engine's status plus the derived figures (exact numbers). */
-export function progressEvent(s: SourceStatus, p: MigrationProgress): Record<string, unknown> & { event: 'progress' } {
+export interface ProgressEvent extends SourceStatus {
+  readonly event: 'progress';
+  readonly inSyncPeakPercent: number;
+  readonly bytesSent: number;
+  readonly bytesRemaining: number;
+  /** Smoothed send rate, bytes/s (`rawRateBytesPerSec`: the last epoch's). */
+  readonly rateBytesPerSec: number;
+  readonly rawRateBytesPerSec: number;
+  readonly dirtyRateBytesPerSec: number;
+  readonly ready: boolean;
+  readonly etaToReadyMs: number | null;
+  readonly launchInMs: number | null;
+}
+
+export function progressEvent(s: SourceStatus, p: MigrationProgress): ProgressEvent {
   return {
     event: 'progress',
     ...s,

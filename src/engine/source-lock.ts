@@ -1,13 +1,19 @@
-import { closeSync, existsSync, linkSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, constants as fsc } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
-import type { GuestController } from '../guest/controller.ts';
+import { processStartTime, type GuestController } from '../guest/controller.ts';
 
 /**
  * One migration per guest at a time, and a way back for a guest whose source
  * agent died while it was paused.
  *
- * The lock is a file beside the source image, `<image>.presync-lock`, created
- * with O_EXCL. It names the agent (pid + kernel start time, so a recycled pid
+ * The lock is a file named after the image's identity, device and inode
+ * (`<lock dir>/<dev>-<ino>.lock`, created with O_EXCL), so every name for one
+ * file — a symlink, a hard link, a bind mount, a relative path — is one
+ * guest; a second marker per guest process (`pid-<pid>-<start>.lock`) makes
+ * one process one guest even through two images. It names the agent (pid + kernel start time, so a recycled pid
  * is not mistaken for it) and the guest process, and says what the agent has
  * done to the guest. Its state is written *before* each step (write-ahead), so
  * after a crash it never claims less than happened:
@@ -32,6 +38,11 @@ export interface LockRecord {
   readonly state: LockState;
   readonly image: string;
   readonly updatedAt: string;
+  /** The image's identity the lock is named after (absent in hand-written files). */
+  readonly dev?: number;
+  readonly ino?: number;
+  /** This migration's lineage: a random id the source owns for the life of its copy (hex, 16 bytes). */
+  readonly lineageId?: string;
 }
 
 export interface RecoveryReport {
@@ -40,27 +51,69 @@ export interface RecoveryReport {
   readonly record: LockRecord | null;
 }
 
-/** Beside the image's real path, so two names for one file (symlinks, relative paths) share one lock. */
-export function lockPath(imagePath: string): string {
-  let real = imagePath;
-  try {
-    real = realpathSync(imagePath);
-  } catch {
-    /* no image (yet): its own name */
-  }
-  return `${real}.presync-lock`;
+/**
+ * Where locks live: $PRESYNC_LOCK_DIR, else /run/presync/locks for root,
+ * else $XDG_RUNTIME_DIR/presync, else <tmpdir>/presync-<uid>. Every agent of
+ * one host must agree on it (same user, or the same PRESYNC_LOCK_DIR).
+ */
+export function lockDir(): string {
+  const env = process.env.PRESYNC_LOCK_DIR;
+  if (env) return env;
+  const uid = process.getuid?.() ?? -1;
+  if (uid === 0) return '/run/presync/locks';
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'presync');
+  return join(tmpdir(), `presync-${uid}`);
 }
 
-/** Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, or null if it is gone. */
-export function processStartTime(pid: number): string | null {
+/** Creates the lock directory (0700) and checks nobody else owns it: a lock anyone could plant is no lock. */
+function ensureLockDir(): string {
+  const dir = lockDir();
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19] ?? null;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new PresyncError(ErrorCodes.LOCKED, `cannot create the lock directory ${dir}: ${(e as Error).message}; set PRESYNC_LOCK_DIR to a directory of yours`);
+  }
+  const st = lstatSync(dir);
+  const uid = process.getuid?.();
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid && st.uid !== 0)) {
+    throw new PresyncError(ErrorCodes.LOCKED, `the lock directory ${dir} is not a directory of this user; set PRESYNC_LOCK_DIR to a directory of yours`);
+  }
+  return dir;
+}
+
+/** The image's identity: device and inode of the file it names (symlinks followed). */
+function identity(imagePath: string): { dev: number; ino: number } {
+  let st;
+  try {
+    st = statSync(imagePath);
+  } catch (e) {
+    throw new PresyncError(ErrorCodes.IMAGE, `cannot open image ${imagePath}: ${(e as Error).message}`);
+  }
+  return { dev: st.dev, ino: st.ino };
+}
+
+/** True if `path` still names the file (device, inode) a lock was taken for. */
+function namesIdentity(path: string, dev: number, ino: number): boolean {
+  try {
+    const st = statSync(path);
+    return st.dev === dev && st.ino === ino;
   } catch {
-    return null;
+    return false;
   }
 }
+
+/** The lock of the file `imagePath` names: one per device and inode, whatever the name. */
+export function lockPath(imagePath: string): string {
+  const { dev, ino } = identity(imagePath);
+  return join(lockDir(), `${dev}-${ino}.lock`);
+}
+
+/** The marker that makes one guest process one migration, whichever image names it. */
+function pidLockPath(pid: number, start: string | null): string {
+  return join(lockDir(), `pid-${pid}-${start ?? 'x'}.lock`);
+}
+
+export { processStartTime };
 
 function sameProcess(pid: number | null, start: string | null): boolean {
   if (pid === null || !Number.isInteger(pid) || pid <= 0) return false;
@@ -85,7 +138,10 @@ function parseRecord(text: string, path: string): LockRecord {
 
 /** The lock's record, or null if there is none. */
 export function readLock(imagePath: string): LockRecord | null {
-  const p = lockPath(imagePath);
+  return readLockFile(lockPath(imagePath), imagePath);
+}
+
+function readLockFile(p: string, imagePath: string): LockRecord | null {
   let text: string;
   try {
     text = readFileSync(p, 'utf8');
@@ -119,9 +175,16 @@ function isLive(r: LockRecord): boolean {
  */
 export function recoverStaleLock(imagePath: string): RecoveryReport {
   const p = lockPath(imagePath);
-  const r = readLock(imagePath);
+  const r = readLockFile(p, imagePath);
   if (!r) return { action: 'none', record: null };
   if (isLive(r)) return { action: 'held', record: r };
+  // A dead agent's lock for another file: the image it named was deleted and
+  // its inode reused (a live agent keeps its image open, so this cannot happen
+  // under a live lock). Nothing of that migration concerns this image.
+  if (r.dev !== undefined && r.ino !== undefined && !namesIdentity(r.image, r.dev, r.ino)) {
+    removeStale(p);
+    return { action: 'removed', record: r };
+  }
   // A committed lock whose guest process is gone (released after a handover that was confirmed
   // just before the agent died) leaves nothing that could run twice.
   const guestGone = r.guestPid !== null && !sameProcess(r.guestPid, r.guestStart);
@@ -141,12 +204,18 @@ export function recoverStaleLock(imagePath: string): RecoveryReport {
       throw new PresyncError(ErrorCodes.GUEST, `cannot resume guest process ${r.guestPid} left paused by a dead agent: ${(e as Error).message}`);
     }
   }
-  // Move the stale file aside atomically; if a live agent replaced it meanwhile, put that one back.
+  if (r.guestPid !== null) removeStale(pidLockPath(r.guestPid, r.guestStart));
+  removeStale(p);
+  return { action, record: r };
+}
+
+/** Removes a stale lock file: moved aside atomically; if a live agent replaced it meanwhile, that one is put back. */
+function removeStale(p: string): void {
   const aside = `${p}.stale-${process.pid}`;
   try {
     renameSync(p, aside);
   } catch {
-    return { action, record: r };
+    return;
   }
   let moved: LockRecord | null = null;
   try {
@@ -166,47 +235,87 @@ export function recoverStaleLock(imagePath: string): RecoveryReport {
   } catch {
     /* already gone */
   }
-  return { action, record: r };
 }
 
 /** An exclusive claim on one source image, held by this process. */
 export class SourceLock {
   private released = false;
   private state: LockState = 'running';
+  /** Marker file of the guest process, if any. */
+  private pidPath: string | null = null;
 
-  private constructor(readonly imagePath: string, readonly path: string, private readonly guestPid: number | null, private readonly guestStart: string | null) {}
+  private constructor(
+    readonly imagePath: string,
+    readonly path: string,
+    private readonly id: { dev: number; ino: number },
+    private readonly guestPid: number | null,
+    private readonly guestStart: string | null,
+    /** The image, open while the lock is held: its inode cannot be freed and reused under the lock's name. */
+    private readonly fd: number,
+    readonly lineageId: string,
+  ) {}
 
   /**
    * Takes the lock. A stale one (its agent is dead) is recovered first (see
    * recoverStaleLock); a live one throws PRESYNC_ERR_LOCKED.
    */
-  static acquire(imagePath: string, opts: { guestPid?: number } = {}): SourceLock {
-    const path = lockPath(imagePath);
+  static acquire(imagePath: string, opts: { guestPid?: number; lineageId?: string } = {}): SourceLock {
+    ensureLockDir();
+    let fd: number;
+    try {
+      fd = openSync(imagePath, fsc.O_RDONLY);
+    } catch (e) {
+      throw new PresyncError(ErrorCodes.IMAGE, `cannot open image ${imagePath}: ${(e as Error).message}`);
+    }
+    const st = statSync(imagePath);
+    const id = { dev: st.dev, ino: st.ino };
+    const path = join(lockDir(), `${id.dev}-${id.ino}.lock`);
     const guestPid = opts.guestPid ?? null;
-    const lock = new SourceLock(imagePath, path, guestPid, guestPid !== null ? processStartTime(guestPid) : null);
+    const lock = new SourceLock(imagePath, path, id, guestPid, guestPid !== null ? processStartTime(guestPid) : null, fd, opts.lineageId ?? randomBytes(16).toString('hex'));
+    try {
+      lock.take(path, () => {
+        const rec = recoverStaleLock(imagePath);
+        if (rec.action !== 'held') return;
+        const who = rec.record && rec.record.agentPid > 0 ? ` (agent pid ${rec.record.agentPid}${rec.record.image !== imagePath ? `, as ${rec.record.image}` : ''})` : '';
+        throw new PresyncError(ErrorCodes.LOCKED, `${imagePath} is already being migrated${who}; wait for that migration to end`);
+      });
+      if (guestPid !== null) {
+        const pp = pidLockPath(guestPid, lock.guestStart);
+        lock.take(pp, () => {
+          const rec = readLockFile(pp, imagePath);
+          if (rec && isLive(rec)) throw new PresyncError(ErrorCodes.LOCKED, `guest process ${guestPid} is already being migrated (agent pid ${rec.agentPid}, image ${rec.image}); wait for that migration to end`);
+          removeStale(pp);
+        });
+        lock.pidPath = pp;
+      }
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+    return lock;
+  }
+
+  /** Creates `path` with O_EXCL; on EEXIST `busy` throws (held) or clears a stale one, and it is tried again. */
+  private take(path: string, busy: () => void): void {
     for (let attempt = 0; attempt < 3; attempt++) {
       let fd: number;
       try {
-        fd = openSync(path, 'wx', 0o600);
+        fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
           throw new PresyncError(ErrorCodes.LOCKED, `cannot create lock ${path}: ${(e as Error).message}`);
         }
-        const rec = recoverStaleLock(imagePath);
-        if (rec.action === 'held') {
-          const who = rec.record && rec.record.agentPid > 0 ? ` (agent pid ${rec.record.agentPid})` : '';
-          throw new PresyncError(ErrorCodes.LOCKED, `${imagePath} is already being migrated${who}; wait for that migration to end`);
-        }
+        busy();
         continue;
       }
       try {
-        writeSync(fd, JSON.stringify(lock.record('running')) + '\n');
+        writeSync(fd, JSON.stringify(this.record('running')) + '\n');
       } finally {
         closeSync(fd);
       }
-      return lock;
+      return;
     }
-    throw new PresyncError(ErrorCodes.LOCKED, `${imagePath}: another agent keeps taking the lock ${path}`);
+    throw new PresyncError(ErrorCodes.LOCKED, `${this.imagePath}: another agent keeps taking the lock ${path}`);
   }
 
   private record(state: LockState): LockRecord {
@@ -219,6 +328,9 @@ export class SourceLock {
       state,
       image: this.imagePath,
       updatedAt: new Date().toISOString(),
+      dev: this.id.dev,
+      ino: this.id.ino,
+      lineageId: this.lineageId,
     };
   }
 
@@ -265,13 +377,22 @@ export class SourceLock {
   release(opts: { keepIfCommitted?: boolean } = {}): void {
     if (this.released) return;
     if (opts.keepIfCommitted && this.state === 'committed') {
+      // The image's lock stays (it names the guest pid too); the pid marker only guards a live agent.
       this.released = true;
+      this.unlinkIfOurs(this.pidPath);
+      closeSync(this.fd);
       return;
     }
     this.released = true;
+    this.unlinkIfOurs(this.path);
+    this.unlinkIfOurs(this.pidPath);
+    closeSync(this.fd);
+  }
+
+  private unlinkIfOurs(p: string | null): void {
     try {
-      const r = existsSync(this.path) ? readLock(this.imagePath) : null;
-      if (r && r.agentPid === process.pid) unlinkSync(this.path);
+      const r = p && existsSync(p) ? readLockFile(p, this.imagePath) : null;
+      if (p && r && r.agentPid === process.pid) unlinkSync(p);
     } catch {
       /* gone or replaced: not ours any more */
     }

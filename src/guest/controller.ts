@@ -13,6 +13,17 @@ export function processState(pid: number): string | null {
   }
 }
 
+/** Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, or null if it is gone. */
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * How the engine stops and restarts the guest around the switchover. The
  * general migration model needs only these: pause on the source, resume on
@@ -58,11 +69,20 @@ export class ImageOnlyController implements GuestController {
  */
 export class ProcessController implements GuestController {
   readonly kind = 'process';
+  /** The process's start time when the migration began: a pid reused by another process is not the guest. */
+  readonly startTime: string | null;
   constructor(readonly pid: number) {
     if (!Number.isInteger(pid) || pid <= 1) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--pid must be a process id > 1, got ${pid}`);
+    this.startTime = processStartTime(pid);
+  }
+
+  private gone(): PresyncError {
+    return new PresyncError(ErrorCodes.GUEST_GONE, `the guest process ${this.pid} exited during the migration; nothing was handed over`);
   }
 
   private signal(sig: NodeJS.Signals): void {
+    // Never signal a pid that now belongs to another process.
+    if (!this.isAlive()) throw this.gone();
     try {
       process.kill(this.pid, sig);
     } catch (e) {
@@ -75,7 +95,9 @@ export class ProcessController implements GuestController {
     // kill() returns before the kernel has stopped every thread; the final scan
     // must not start while the process can still write, so wait for state T.
     for (let i = 0; i < 200; i++) {
-      if (processState(this.pid) === 'T' || processState(this.pid) === null) return;
+      const st = processState(this.pid);
+      if (st === 'T') return;
+      if (st === null || st === 'Z' || st === 'X') throw this.gone();
       await sleep(1);
     }
     throw new PresyncError(ErrorCodes.GUEST, `process ${this.pid} did not stop within 200 ms of SIGSTOP`);
@@ -91,12 +113,10 @@ export class ProcessController implements GuestController {
     if (this.isAlive()) this.signal('SIGKILL');
   }
 
+  /** The same process still exists (same start time) and has not exited (a zombie has). */
   isAlive(): boolean {
-    try {
-      process.kill(this.pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
+    if (this.startTime === null || processStartTime(this.pid) !== this.startTime) return false;
+    const st = processState(this.pid);
+    return st !== null && st !== 'Z' && st !== 'X';
   }
 }

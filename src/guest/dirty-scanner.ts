@@ -146,7 +146,12 @@ export class DirtyScanner {
         const runs: Array<[number, number]> = [];
         this.eachRun(from, n, dirty, (s, e) => runs.push([s, e]));
         for (const [s, e] of runs) {
-          const k = await async!(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, list, 0);
+          let k: number;
+          try {
+            k = await async!(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, list, 0);
+          } catch (err) {
+            throw this.image.sizeErrorFrom(err);
+          }
           for (let i = 0; i < k; i++) dirty.add(list[i]);
         }
       } else {
@@ -285,6 +290,8 @@ export class DirtyScanner {
   private lastRuns: { runs: number[]; allocated: number } | undefined;
 
   private beginScan(full = true): void {
+    // Every scan first checks the image still has its size (growth would be lost, shrinking would fault).
+    this.image.checkSize();
     const allocated = this.image.allocatedBytes();
     if (!full && this.lastRuns && this.lastRuns.allocated === allocated) {
       // No page allocated or freed since: the holes are where they were. (A
@@ -323,7 +330,12 @@ export class DirtyScanner {
       if (v) {
         // Holes are zero pages: reading them through the mapping would allocate them.
         this.eachRun(from, n, dirty, (s, e) => {
-          const k = nativePageHash!.hashCompare(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, this.list, 0, this.threads);
+          let k: number;
+          try {
+            k = nativePageHash!.hashCompare(v.subarray((s - from) * pageSize, (e - from) * pageSize), pageSize, this.digests, s, !this.scanned, this.list, 0, this.threads);
+          } catch (err) {
+            throw this.image.sizeErrorFrom(err);
+          }
           for (let i = 0; i < k; i++) dirty.add(this.list[i]);
         });
         from += n;

@@ -15,6 +15,13 @@ const SEGMENT_BYTES = 1 << 30;
  * in /dev/shm, an application's state file). The source never writes it:
  * whatever happens to a migration, the guest's memory stays untouched.
  */
+function sizeError(path: string, was: number, now: number): PresyncError {
+  return new PresyncError(
+    ErrorCodes.IMAGE_SIZE,
+    `${path} ${now > was ? 'grew' : 'shrank'} from ${was} to ${now} bytes during the migration; the guest's memory must keep its size: migrate again once it is stable`,
+  );
+}
+
 export class RamImageReader {
   readonly geometry: Geometry;
   private fd: number;
@@ -109,6 +116,18 @@ export class RamImageReader {
     return out;
   }
 
+  /**
+   * Throws PRESYNC_ERR_IMAGE_SIZE when the file no longer has the size the
+   * migration started with: a grown image would silently lose its new pages
+   * on the target, a shrunk one cannot be read past its end.
+   */
+  checkSize(): void {
+    if (this.fd < 0) return;
+    const { pageSize, pageCount } = this.geometry;
+    const size = fstatSync(this.fd).size;
+    if (size !== pageSize * pageCount) throw sizeError(this.path, pageSize * pageCount, size);
+  }
+
   /** Bytes the file system holds for the image (less than its size when it is sparse). */
   allocatedBytes(): number {
     return this.fd < 0 ? 0 : fstatSync(this.fd).blocks * 512;
@@ -123,18 +142,35 @@ export class RamImageReader {
     const len = count * pageSize;
     if (into.length < len) throw new RangeError(`buffer of ${into.length} bytes too small for ${count} pages`);
     const v = this.view(first, count);
-    if (v) {
-      // A copy from the mapping is several times faster than pread on tmpfs.
-      into.set(v, 0);
+    const copy = nativePageHash?.copy;
+    if (v && copy) {
+      // A copy from the mapping is several times faster than pread on tmpfs;
+      // the native copy survives the image shrinking under it (a JS copy would die of SIGBUS).
+      try {
+        copy(v, into);
+      } catch (e) {
+        throw this.sizeErrorFrom(e);
+      }
       return into.subarray(0, len);
     }
     let done = 0;
     while (done < len) {
       const n = readSync(this.fd, into, done, len - done, first * pageSize + done);
-      if (n === 0) throw new PresyncError(ErrorCodes.IMAGE, `${this.path} shrank while being read`);
+      if (n === 0) throw sizeError(this.path, pageSize * pageCount, fstatSync(this.fd).size);
       done += n;
     }
     return into.subarray(0, len);
+  }
+
+  /** The native code's "read past the end" as a PRESYNC_ERR_IMAGE_SIZE naming the sizes; anything else unchanged. */
+  sizeErrorFrom(e: unknown): unknown {
+    if ((e as { code?: unknown } | null)?.code !== ErrorCodes.IMAGE_SIZE) return e;
+    try {
+      this.checkSize();
+    } catch (sized) {
+      return sized;
+    }
+    return new PresyncError(ErrorCodes.IMAGE_SIZE, `${this.path} shrank while being read (and has grown back since)`);
   }
 
   readPage(page: number, into: Uint8Array): Uint8Array {

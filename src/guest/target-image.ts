@@ -20,18 +20,6 @@ export interface ImageMeta {
 /** Pages per pread when re-reading the file: 1 MiB at 4 KiB pages. */
 const RECHECK_CHUNK_PAGES = 256;
 
-/** End of the data run containing page `at` (capped at `cap`), or `at` when it lies in a hole. */
-function runEnd(runs: readonly number[], at: number, cap: number): number {
-  for (let i = 0; i < runs.length; i += 2) if (runs[i] <= at && at < runs[i + 1]) return Math.min(cap, runs[i + 1]);
-  return at;
-}
-
-/** Start of the first data run after page `at`, or Infinity. */
-function nextRunStart(runs: readonly number[], at: number): number {
-  for (let i = 0; i < runs.length; i += 2) if (runs[i] > at) return runs[i];
-  return Infinity;
-}
-
 export function metaPath(imagePath: string): string {
   return `${imagePath}.presync`;
 }
@@ -183,18 +171,13 @@ export class TargetImage {
   private recheckBuf: Buffer | undefined;
   private views: Map<number, Uint8Array> | undefined;
 
-  /** Data runs looked up at the start of each background pass (a lookup walks the page cache). */
-  private passRuns: number[] | undefined;
-
   /**
    * Re-reads pages [first, first+count) and compares them with the digests of
    * what was written there. Returns the pages whose bytes differ (something
    * else wrote the file); their digests now say what the file holds, so a
-   * verify compares the source with the file, not with a memory. Pages that
-   * were data at the start of this pass (first = 0 starts one) are hashed in
+   * verify compares the source with the file, not with a memory. Hashed in
    * place through the mapping recheckAll() uses, which keeps that mapping
-   * faulted in for the pause; the rest is read with pread, which allocates
-   * nothing on a hole.
+   * faulted in for the pause (holes are skipped: mincore), or with pread.
    */
   recheck(first: number, count: number): number[] {
     const { pageSize, pageCount } = this.geometry;
@@ -202,43 +185,36 @@ export class TargetImage {
     if (end <= first) return [];
     const fresh = (this.recheckFresh ??= new BigUint64Array(RECHECK_CHUNK_PAGES));
     const out: number[] = [];
-    const compare = (from: number, n: number): void => {
+    for (let at = first; at < end; ) {
+      let n = Math.min(RECHECK_CHUNK_PAGES, end - at);
+      if (this.residentHashing()) {
+        const v = this.mappedView(at, at + n);
+        n = v.length / pageSize;
+        nativePageHash!.hashResident!(v, pageSize, fresh, 0, 1);
+      } else {
+        const buf = (this.recheckBuf ??= Buffer.allocUnsafe(RECHECK_CHUNK_PAGES * pageSize));
+        this.readExactly(buf, n * pageSize, at * pageSize);
+        digestPages(buf, pageSize, 0, n, fresh, 0);
+      }
       for (let i = 0; i < n; i++) {
-        if (fresh[i] !== this.digests[from + i]) {
-          this.digests[from + i] = fresh[i];
-          out.push(from + i);
+        if (fresh[i] !== this.digests[at + i]) {
+          this.digests[at + i] = fresh[i];
+          out.push(at + i);
         }
       }
-    };
-    const mapped = nativePageHash?.mapFile !== undefined && process.env.PRESYNC_NO_MMAP !== '1';
-    if (mapped && (first === 0 || !this.passRuns)) this.passRuns = this.dataRuns(fstatSync(this.fd).blocks * 512 >= pageSize * pageCount);
-    const runs = mapped ? this.passRuns! : [];
-    const list = (this.recheckList ??= new Uint32Array(RECHECK_CHUNK_PAGES));
-    for (let at = first; at < end; ) {
-      const n = Math.min(RECHECK_CHUNK_PAGES, end - at);
-      const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
-      const dataEnd = mapped ? runEnd(runs, at, Math.min(at + n, (Math.floor(at / segPages) + 1) * segPages)) : at;
-      if (dataEnd > at) {
-        fresh.set(this.digests.subarray(at, dataEnd));
-        nativePageHash!.hashCompare(this.mappedView(at, dataEnd), pageSize, fresh, 0, false, list, 0);
-        compare(at, dataEnd - at);
-        at = dataEnd;
-        continue;
-      }
-      const holeEnd = mapped ? Math.min(at + n, nextRunStart(runs, at)) : at + n;
-      const buf = (this.recheckBuf ??= Buffer.allocUnsafe(RECHECK_CHUNK_PAGES * pageSize));
-      this.readExactly(buf, (holeEnd - at) * pageSize, at * pageSize);
-      digestPages(buf, pageSize, 0, holeEnd - at, fresh, 0);
-      compare(at, holeEnd - at);
-      at = holeEnd;
+      at += n;
     }
     return out;
   }
 
   private recheckFresh: BigUint64Array | undefined;
-  private recheckList: Uint32Array | undefined;
 
-  /** Pages [from, to) through the kept mapping (never across a 1 GiB segment: callers split there). */
+  /** The native build can hash a mapped file skipping its holes (mincore), and the page size allows it. */
+  private residentHashing(): boolean {
+    return nativePageHash?.hashResident !== undefined && nativePageHash.mapFile !== undefined && this.geometry.pageSize % 4096 === 0 && process.env.PRESYNC_NO_MMAP !== '1';
+  }
+
+  /** Pages [from, to) through the kept mapping, cut at the end of their 1 GiB segment. */
   private mappedView(from: number, to: number): Uint8Array {
     const { pageSize, pageCount } = this.geometry;
     const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
@@ -282,38 +258,15 @@ export class TargetImage {
     if (st.size < pageSize * pageCount) throw new PresyncError(ErrorCodes.IMAGE, `${this.path} is ${st.size} B, shorter than the image: something else truncated it`);
     const expected = this.digests.slice();
     const fresh = this.digests.slice();
-    const asyncHash = nativePageHash?.hashCompareAsync;
-    if (asyncHash && nativePageHash?.mapFile && process.env.PRESYNC_NO_MMAP !== '1') {
-      const runs = this.dataRuns(st.blocks * 512 >= pageSize * pageCount);
-      // Pages in holes are zero pages.
-      const zd = zeroPageDigest(pageSize);
-      let p = 0;
-      for (let i = 0; i <= runs.length; i += 2) {
-        const end = i < runs.length ? runs[i] : pageCount;
-        for (; p < end; p++) if (fresh[p] !== zd) fresh[p] = zd;
-        if (i < runs.length) p = runs[i + 1];
+    if (this.residentHashing()) {
+      // One call per 1 GiB segment, two threads, holes skipped however fragmented
+      // (SEEK_DATA/SEEK_HOLE costs ~10 us per extent, far too much at the pause).
+      // It blocks the event loop for the few ms it takes: the source is waiting.
+      for (let p = 0; p < pageCount; ) {
+        const v = this.mappedView(p, pageCount);
+        nativePageHash!.hashResident!(v, pageSize, fresh, p, 2);
+        p += v.length / pageSize;
       }
-      const segPages = Math.max(1, Math.floor((1 << 30) / pageSize));
-      // Pieces of at most 8192 pages that never straddle a mapping segment.
-      const pieces: Array<[number, number]> = [];
-      for (let i = 0; i < runs.length; i += 2) {
-        for (let s = runs[i]; s < runs[i + 1]; ) {
-          const e = Math.min(runs[i + 1], s + 8192, (Math.floor(s / segPages) + 1) * segPages);
-          pieces.push([s, e]);
-          s = e;
-        }
-      }
-      let next = 0;
-      const lane = async (): Promise<void> => {
-        const list = new Uint32Array(8192);
-        while (next < pieces.length) {
-          const [s, e] = pieces[next++];
-          const v = this.mappedView(s, e);
-          if (e - s >= 256) await asyncHash(v, pageSize, fresh, s, false, list, 0);
-          else nativePageHash!.hashCompare(v, pageSize, fresh, s, false, list, 0);
-        }
-      };
-      await Promise.all([lane(), lane()]);
     } else {
       const buf = Buffer.allocUnsafe(RECHECK_CHUNK_PAGES * 4 * pageSize);
       const chunk = RECHECK_CHUNK_PAGES * 4;
@@ -332,30 +285,6 @@ export class TargetImage {
       if (fresh[q] === expected[q] || this.digests[q] !== expected[q]) continue;
       this.digests[q] = fresh[q];
       out.push(q);
-    }
-    return out;
-  }
-
-  /** Data (not hole) runs of the file as [start, end) page pairs; everything when fully allocated or unknown. */
-  private dataRuns(allocated: boolean): number[] {
-    const { pageSize, pageCount } = this.geometry;
-    const ext = nativePageHash?.dataExtents;
-    if (allocated || !ext) return [0, pageCount];
-    let raw: number[];
-    try {
-      raw = ext(this.fd, 0, pageSize * pageCount);
-    } catch {
-      return [0, pageCount];
-    }
-    const out: number[] = [];
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      // A page partly in a hole counts as data (read through the mapping); SEEK_DATA
-      // is 4 KiB-granular on tmpfs, so with 4 KiB pages a data page is never partly a hole.
-      const s = Math.floor(raw[i] / pageSize);
-      const e = Math.min(pageCount, Math.ceil(raw[i + 1] / pageSize));
-      if (e <= s) continue;
-      if (out.length > 0 && out[out.length - 1] >= s) out[out.length - 1] = Math.max(out[out.length - 1], e);
-      else out.push(s, e);
     }
     return out;
   }

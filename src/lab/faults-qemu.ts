@@ -204,7 +204,7 @@ const sourceQemuDies: FaultCase = {
         guestRunning: !targetRuns && !rig.hookRan,
         memoryVerified: imgState !== 'valid',
         lostPages: 0,
-        detail: `ended ${r.outcome} with ${r.error?.code ?? 'no error'} at launch${/closed/.test(r.error?.message ?? '') ? ' (QMP connection to the source QEMU closed)' : ''}; nothing started on the target (image ${imgState})`,
+        detail: `ended ${r.outcome} with ${r.error?.code ?? 'no error'}${r.error?.code === 'PRESYNC_ERR_GUEST_GONE' ? ' (seen during presync)' : ' at launch'}${/closed/.test(r.error?.message ?? '') ? ' (QMP connection to the source QEMU closed)' : ''}; nothing started on the target (image ${imgState})`,
         checks: r.outcome === 'rolled-back' && r.error !== null,
       };
     } finally {

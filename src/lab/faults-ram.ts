@@ -5,7 +5,7 @@
  * as the fault.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPolicy } from '../core/policies/registry.ts';
 import type { GuestController } from '../guest/controller.ts';
@@ -13,7 +13,8 @@ import { ProcessController, processState } from '../guest/controller.ts';
 import { readLock, lockPath } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent } from '../engine/source-session.ts';
 import { TargetAgent } from '../engine/target-agent.ts';
-import type { TargetEvent } from '../engine/target-session.ts';
+import type { HandoverHook, TargetEvent } from '../engine/target-session.ts';
+import { commandHook } from '../engine/handover-command.ts';
 import { FaultProxy } from '../transport/fault-proxy.ts';
 import { ShapedTransport } from '../transport/shaper.ts';
 import { TcpTransport } from '../transport/tcp.ts';
@@ -47,6 +48,8 @@ interface Rig {
   readonly targetEnds: Array<Extract<TargetEvent, { event: 'session-end' }>>;
   /** The target image as it was when a session failed on a bad frame (before anything else could touch it). */
   readonly atFailure: Buffer[];
+  /** Pages the target found damaged in its own file (re-verification), by when. */
+  readonly repairs: { presync: number; verify: number };
   readonly to: TransportAddress;
   close(): Promise<void>;
 }
@@ -55,6 +58,8 @@ interface RigOptions {
   readonly proxy?: boolean;
   readonly targetImage?: string;
   readonly pages?: number;
+  /** The target's handover hook; default: restart the writer on the target. */
+  readonly hook?: HandoverHook;
 }
 
 async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
@@ -63,6 +68,7 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
   const targetImage = o.targetImage ?? join(dir, 'target.img');
   const targetEnds: Rig['targetEnds'] = [];
   const atFailure: Buffer[] = [];
+  const repairs = { presync: 0, verify: 0 };
   let agent: TargetAgent | undefined;
   let proxy: FaultProxy | undefined;
   try {
@@ -71,8 +77,9 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
       listen: { host: '127.0.0.1', port: 0 },
       imagePath: targetImage,
       secret: SECRET,
-      hook: restart.hook,
+      hook: o.hook ?? restart.hook,
       onEvent: (e) => {
+        if (e.event === 'repair') repairs[e.during] += e.pages;
         if (e.event === 'session-end') {
           targetEnds.push(e);
           if (e.error && e.error.code !== 'PRESYNC_ERR_CONNECTION' && existsSync(targetImage)) atFailure.push(readFileSync(targetImage));
@@ -95,6 +102,7 @@ async function rig(dir: string, o: RigOptions = {}): Promise<Rig> {
     proxy,
     targetEnds,
     atFailure,
+    repairs,
     to: proxy?.address ?? a.address,
     close: async () => {
       writer.kill();
@@ -488,6 +496,178 @@ const secondMigration = onRig('second-migration-refused', 'a second `presync mig
   }
 });
 
+/** Flips one byte in every page of `path` from another process, as a stray writer on the target host would. */
+function tamperEveryPage(path: string, pages: number): void {
+  const js =
+    `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(path)},'r+');const b=Buffer.alloc(1);` +
+    `for(let i=0;i<${pages};i++){fs.readSync(fd,b,0,1,i*${PAGE}+2047);b[0]^=0xff;fs.writeSync(fd,b,0,1,i*${PAGE}+2047)}fs.closeSync(fd)`;
+  execFileSync(process.execPath, ['-e', js]);
+}
+
+const targetTamperedPresync: FaultCase = {
+  name: 'target-tampered-presync',
+  inject: 'another process flips a byte in every page of the target image during presync',
+  async run({ dir }) {
+    const r = await rig(dir);
+    try {
+      let tampered = false;
+      const res = await migrate(r, {
+        onEvent: (e, m) => {
+          if (tampered || e.event !== 'progress' || e.status.epoch < 6) return;
+          tampered = true;
+          tamperEveryPage(r.targetImage, PAGES);
+          // Launch once the background re-verification has had the damage resent.
+          // (Pages the writer rewrote meanwhile are mended by its own resends.)
+          void waitFor('the target to report the damage', () => r.repairs.presync > 0, 10_000)
+            .catch(() => undefined)
+            .then(() => sleep(3000))
+            .then(() => m.launch());
+        },
+      });
+      const v = await judge(r, res, 'done');
+      const ev = `target found ${r.repairs.presync} damaged pages during presync and ${r.repairs.verify} at the verify; ${res.outcome} (${errText(res.error)})`;
+      return finish(res, v, ev, tampered && r.repairs.presync > 0 && res.outcome === 'done');
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const targetTamperedPaused: FaultCase = {
+  name: 'target-tampered-paused',
+  inject: 'another process flips a byte in every page of the target image while the guest is paused',
+  async run({ dir }) {
+    const r = await rig(dir);
+    try {
+      const res = await migrate(r, { launchAfterMs: 800, controller: (c) => around(c, 'pause', async () => tamperEveryPage(r.targetImage, PAGES)) });
+      const v = await judge(r, res, 'done');
+      const ev = `the verify re-read found ${r.repairs.verify} damaged pages; ${res.outcome} (${errText(res.error)})`;
+      // Repaired (done, byte-identical: judged above) or rolled back; never done with a difference.
+      return finish(res, v, ev, r.repairs.verify > 0 && (res.outcome === 'done' || res.outcome === 'rolled-back'));
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const hookFails: FaultCase = {
+  name: 'handover-hook-fails',
+  inject: "`--on-handover` exits 3 before it started the application ('echo … >&2; exit 3')",
+  async run({ dir }) {
+    const r = await rig(dir, { hook: commandHook('echo "app: missing config" >&2; exit 3', { logDir: dir }) });
+    try {
+      const res = await migrate(r, { launchAfterMs: 800 });
+      const v = await judge(r, res, 'rolled-back');
+      const t = await targetSide(r);
+      const stderrTail = res.error?.message.includes('app: missing config') === true;
+      const ev = `rolled back (${errText(res.error)}${stderrTail ? ', with the hook\'s stderr' : ''}); ${t.text}`;
+      return finish(res, v, ev, t.ok && res.outcome === 'rolled-back' && res.error?.code === 'PRESYNC_ERR_HANDOVER_HOOK' && stderrTail);
+    } finally {
+      await r.close();
+    }
+  },
+};
+
+const sigintWhilePaused: FaultCase = {
+  name: 'sigint-while-paused',
+  inject: 'SIGINT to `presync migrate` while it holds the guest paused (final copy), then a second SIGINT',
+  async run({ dir }) {
+    const r = await rig(dir, { proxy: true });
+    const secret = secretFile(dir);
+    const control = join(dir, 'control.sock');
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'precopy', '--epoch', '50ms', '--downtime-limit', '10s', '--launch-after', '800ms', '--control', control, '--json']);
+    try {
+      // The target's answers held back from launch on: the agent waits with the guest paused.
+      await mig.next((l) => l.event === 'phase' && l.phase === 'launched', 20_000);
+      r.proxy!.stall(undefined, 'down');
+      await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
+      mig.child.kill('SIGINT');
+      await sleep(30);
+      mig.child.kill('SIGINT');
+      const code = await mig.exited;
+      const res = lastResult(mig);
+      r.proxy!.cutAll();
+      const t = await targetSide(r);
+      const v = await judgeRolledBack(r.writer, r.restart);
+      const leftovers = [existsSync(lockPath(r.writer.image)) ? 'lock' : '', existsSync(control) ? 'control socket' : ''].filter(Boolean);
+      const ok = res?.outcome === 'rolled-back' && (res.error as { code?: string } | null)?.code === 'PRESYNC_ERR_ABORTED' && code === 3 && leftovers.length === 0 && t.ok;
+      return finish(
+        { outcome: String(res?.outcome ?? 'failed') },
+        v,
+        `exit ${code}, ${String(res?.outcome)} (${errText(res?.error as { code: string; message: string } | null)}); ${leftovers.length ? `left behind: ${leftovers.join(', ')}` : 'no lock or control socket left'}; ${t.text}`,
+        ok,
+      );
+    } finally {
+      mig.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+const hardLinkRefused: FaultCase = {
+  name: 'second-migration-hard-link',
+  inject: 'a second `presync migrate` of the same guest through a hard link to its image, while the first runs',
+  async run({ dir }) {
+    const r = await rig(dir);
+    const secret = secretFile(dir);
+    const alias = join(dir, 'other-name.img');
+    linkSync(r.writer.image, alias);
+    const control = join(dir, 'control.sock');
+    const first = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--control', control, '--json']);
+    try {
+      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), 20_000);
+      // A second target: were the link a different guest, it would be migrated there too.
+      const second = await runCli(['migrate', '--image', alias, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--launch-after', '100ms', '--json']);
+      const refused = second.code === 1 && second.stderr.includes('PRESYNC_ERR_LOCKED');
+      await runCli(['launch', '--control', control]);
+      const code = await first.exited;
+      const res = lastResult(first);
+      const outcome = String(res?.outcome ?? 'failed');
+      const v = outcome === 'done' ? await judgeDone(r.writer, r.restart, r.targetImage) : await judgeRolledBack(r.writer, r.restart);
+      return finish(
+        { outcome },
+        v,
+        `through the link: exit ${second.code} with ${refused ? 'PRESYNC_ERR_LOCKED' : JSON.stringify(second.stderr.slice(0, 300))}; first exited ${code}, ${outcome}`,
+        refused && outcome === 'done' && code === 0,
+      );
+    } finally {
+      first.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
+const guestExits: FaultCase = {
+  name: 'guest-exits',
+  inject: 'the guest process exits by itself during presync',
+  async run({ dir }) {
+    const r = await rig(dir);
+    const secret = secretFile(dir);
+    const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--epoch', '50ms', '--launch-after', '30s', '--json']);
+    try {
+      await mig.next((l) => l.event === 'connected', 20_000);
+      r.writer.child.kill('SIGTERM');
+      const code = await mig.exited;
+      const res = lastResult(mig);
+      const t = await targetSide(r);
+      const started = r.restart.starts.count > 0;
+      const gone = (res?.error as { code?: string } | null)?.code === 'PRESYNC_ERR_GUEST_GONE';
+      // The fault itself ends the guest: "running once" means presync started no copy of it anywhere.
+      return {
+        outcome: res?.outcome === 'rolled-back' ? 'rolled-back' : 'failed',
+        guestRunning: !started,
+        memoryVerified: t.ok,
+        lostPages: 0,
+        detail: `exit ${code}, ${String(res?.outcome)} (${errText(res?.error as { code: string; message: string } | null)}); nothing started on the target; ${t.text}; ${existsSync(lockPath(r.writer.image)) ? 'lock left behind' : 'no lock left'}`,
+        checks: gone && code === 1 && !existsSync(lockPath(r.writer.image)),
+      } as const;
+    } finally {
+      mig.child.kill('SIGKILL');
+      await r.close();
+    }
+  },
+};
+
 export const RAM_CASES: readonly FaultCase[] = [
   cutDuringPresync,
   cutDuringFinalCopy,
@@ -498,5 +678,11 @@ export const RAM_CASES: readonly FaultCase[] = [
   sourceKilled,
   diskFull,
   secondMigration,
+  targetTamperedPresync,
+  targetTamperedPaused,
+  hookFails,
+  hardLinkRefused,
+  sigintWhilePaused,
+  guestExits,
 ];
 

@@ -141,7 +141,8 @@ export function targetRestart(dir: string, name = 'target'): TargetRestart {
   const atHandover = join(dir, `${name}.at-handover.img`);
   const report = join(dir, `${name}.report`);
   const command = `cp "$PRESYNC_IMAGE" "${atHandover}" && exec "${process.execPath}" "${WRITER}" --image "$PRESYNC_IMAGE" --continue --report "${report}"`;
-  const inner = commandHook(command);
+  // Its stderr file goes in the case directory, removed with it.
+  const inner = commandHook(command, { logDir: dir });
   const starts = { count: 0 };
   const hook: HandoverHook = {
     start: (ctx) => {

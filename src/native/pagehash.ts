@@ -16,6 +16,14 @@ export interface NativePageHash {
   hashCompareAsync?(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, all: boolean, dirty: Uint32Array, dirtyOffset: number): Promise<number>;
   /** Data (not hole) extents of [offset, offset+length) of a file, relative to offset, flat [start, end, ...]. */
   dataExtents?(fd: number, offset: number, length: number): number[];
+  /** Copies src into dst from 0; a read past the end of a shrunk mapping throws (code PRESYNC_ERR_IMAGE_SIZE) instead of killing the process. */
+  copy?(src: Uint8Array, dst: Uint8Array): void;
+  /**
+   * Digests of the pages of `src` (a view of a shared file mapping on a 4 KiB boundary) into digests[firstPage..],
+   * reading only pages in the page cache (mincore); the others are holes and get the zero-page digest untouched.
+   * Returns the resident page count. Absent in builds before it existed.
+   */
+  hashResident?(src: Uint8Array, pageSize: number, digests: BigUint64Array, firstPage: number, threads?: number): number;
   /** Read-only shared mapping of [offset, offset+length) of an open file; absent in builds before it existed. */
   mapFile?(fd: number, offset: number, length: number): ArrayBuffer;
   /** PAGES records for `count` pages laid out in `dst` from `dstOffset`; returns the end offset. Little-endian builds only. */

@@ -125,7 +125,7 @@ test('launch on command: presync status shows live figures, presync launch says 
     });
     children.push(serve);
     const listening = JSON.parse(await waitForLine(serve, (l) => l.includes('"listening"'))) as { port: number };
-    const migrate = spawn(process.execPath, [CLI, 'migrate', '--image', src, '--to', `127.0.0.1:${listening.port}`, '--secret-file', secret, '--control', sock, '--json'], {
+    const migrate = spawn(process.execPath, [CLI, 'migrate', '--image', src, '--to', `127.0.0.1:${listening.port}`, '--secret-file', secret, '--offline', '--control', sock, '--json'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(migrate);

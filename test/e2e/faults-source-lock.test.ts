@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
 import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
@@ -47,10 +47,17 @@ function writeLock(image: string, r: Partial<LockRecord>): void {
   writeFileSync(lockPath(image), JSON.stringify(rec));
 }
 
+/** Locks these tests plant or leave (in the shared lock directory, keyed by inode): removed at exit, before an inode is reused. */
+const planted: string[] = [];
+process.once('exit', () => {
+  for (const p of planted) rmSync(p, { force: true });
+});
+
 function setup(): { dir: string; image: string; secret: string } {
   const dir = scratchDir('presync-lock-');
   const image = join(dir, 'guest.img');
   writeFileSync(image, Buffer.alloc(256 * 4096, 3));
+  planted.push(lockPath(image));
   const secret = join(dir, 'secret');
   writeFileSync(secret, `${SECRET}\n`);
   return { dir, image, secret };
@@ -100,14 +107,14 @@ test('a lock held by a live agent: --recover and a new migrate both refuse with 
     const rec = await runCli(['migrate', '--image', image, '--recover']);
     assert.equal(rec.code, 1);
     assert.match(rec.stderr, /PRESYNC_ERR_LOCKED/);
-    const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+    const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--offline', '--launch-after', '1s']);
     assert.equal(mig.code, 1);
     assert.match(mig.stderr, /PRESYNC_ERR_LOCKED: .* is already being migrated/);
     assert.equal(readLock(image)?.agentPid, agentStandIn.pid, 'the live lock is left as it was');
     // Another name for the same file is the same guest.
     const alias = join(dirname(image), 'alias.img');
     symlinkSync(image, alias);
-    const viaAlias = await runCli(['migrate', '--image', alias, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+    const viaAlias = await runCli(['migrate', '--image', alias, '--to', '127.0.0.1:1', '--secret-file', secret, '--offline', '--launch-after', '1s']);
     assert.equal(viaAlias.code, 1);
     assert.match(viaAlias.stderr, /PRESYNC_ERR_LOCKED/);
   } finally {
@@ -135,10 +142,29 @@ test('stale locks with nothing to resume are removed: an agent that died before 
   assert.equal(existsSync(lockPath(image)), false);
 });
 
+test('a dead agent\'s lock for a deleted file whose inode another file now has is removed without acting on it', { timeout: TEST_GUARD_MS }, async () => {
+  const { dir, image } = setup();
+  const guest = sleeper();
+  try {
+    process.kill(guest.pid!, 'SIGSTOP');
+    await until('stopped', () => processState(guest.pid!) === 'T');
+    // As if written for an image that lived elsewhere and was deleted: same name (dev-ino), other path.
+    const { dev, ino } = statSync(image);
+    writeLock(image, { agentPid: await deadPid(), guestPid: guest.pid!, guestStart: processStartTime(guest.pid!), state: 'committed', image: join(dir, 'deleted-long-ago.img'), dev, ino });
+    const r = await runCli(['migrate', '--image', image, '--recover', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.lines[0]?.action, 'removed');
+    assert.equal(processState(guest.pid!), 'T', 'a guest of another file is neither resumed nor blamed');
+    assert.equal(existsSync(lockPath(image)), false);
+  } finally {
+    guest.kill('SIGKILL');
+  }
+});
+
 test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: TEST_GUARD_MS }, async () => {
   const { image, secret } = setup();
   writeFileSync(lockPath(image), 'something else\n');
-  const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--launch-after', '1s']);
+  const mig = await runCli(['migrate', '--image', image, '--to', '127.0.0.1:1', '--secret-file', secret, '--offline', '--launch-after', '1s']);
   assert.equal(mig.code, 1);
   assert.match(mig.stderr, /PRESYNC_ERR_LOCKED: .*not a presync lock file/);
   assert.equal(readFileSync(lockPath(image), 'utf8'), 'something else\n');
@@ -168,7 +194,7 @@ test('in doubt: HANDOVER sent, confirmation lost; the guest stays paused, the lo
     const result = mig.lines.at(-1)!;
     assert.equal(result.outcome, 'in-doubt', JSON.stringify(result));
     assert.equal((result.error as { code: string }).code, 'PRESYNC_ERR_HANDOVER_IN_DOUBT');
-    assert.equal(code, 1);
+    assert.equal(code, 4, 'in doubt has its own exit status');
     assert.equal(processState(guest.pid!), 'T', 'the source guest stays paused: it may run on the target');
     assert.equal(readLock(image)?.state, 'committed', 'the lock stays, saying the handover began');
     const rec = await runCli(['migrate', '--image', image, '--recover']);

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ImageOnlyController } from '../../src/guest/controller.ts';
@@ -20,7 +20,7 @@ import { TcpTransport } from '../../src/transport/tcp.ts';
 import { crc32 } from '../../src/wire/crc32.ts';
 import { FrameType, PROTOCOL_VERSION } from '../../src/wire/constants.ts';
 
-const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 const PAGE = 4096;
 const PAGES = 256;
 const FRAME = 16 * 1024 * 1024;

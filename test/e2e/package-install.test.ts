@@ -31,17 +31,21 @@ writeFileSync(src, randomBytes(16 * 1024 * 1024));
 const secret = 'package-test-secret-0123456789';
 
 const target = await serve({ listen: '127.0.0.1:0', image: dst, secret });
-const options: MigrateOptions = { image: src, to: target.address, secret, launchAfter: '500ms', downtimeLimit: '1s' };
+const options: MigrateOptions = { image: src, to: target.address, secret, launchWhenReady: true, downtimeLimit: '1s' };
 const m = migrate(options);
 let progress = 0;
 m.on('progress', () => progress++);
 const events: string[] = [];
-for await (const e of m) events.push(e.event + '@' + e.ts);
+let lastRemaining: number | null = null;
+for await (const e of m) {
+  events.push(e.event + '@' + e.ts);
+  if (e.event === 'progress') lastRemaining = e.bytesRemaining; // typed: number
+}
 const r: MigrationResult = await m.result;
 await target.close();
 const same = Buffer.compare(readFileSync(src), readFileSync(dst)) === 0;
-if (r.outcome !== 'done' || !same || progress === 0 || !events.at(-1)?.startsWith('result@')) {
-  console.error(JSON.stringify({ outcome: r.outcome, error: r.error, same, progress, last: events.at(-1) }));
+if (r.outcome !== 'done' || !same || progress === 0 || lastRemaining === null || !events.at(-1)?.startsWith('result@')) {
+  console.error(JSON.stringify({ outcome: r.outcome, error: r.error, same, progress, lastRemaining, last: events.at(-1) }));
   process.exit(1);
 }
 console.log('done');

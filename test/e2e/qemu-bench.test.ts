@@ -74,6 +74,9 @@ describe('bench qemu: one real presync and one real stock migration', { skip: qe
     const page = readFileSync(html, 'utf8');
     assert.match(page, /qemu-stock/);
     assert.match(page, /<svg/);
+    // And the timeline of each migration: presync's switchover phases as measured, stock QEMU's rounds and pause.
+    const timeline = /<figure id="chart-timeline"[\s\S]*?<\/figure>/.exec(page)?.[0] ?? '';
+    for (const phase of ['final scan &amp; residual', 'verify', 'device state', 'target start', 'pre-copy rounds', 'stop &amp; copy']) assert.ok(timeline.includes(`phase: ${phase}`), `timeline phase ${phase}`);
   });
 });
 

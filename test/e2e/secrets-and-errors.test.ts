@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { ImageOnlyController } from '../../src/guest/controller.ts';
 import { SourceMigration } from '../../src/engine/source-session.ts';
@@ -18,7 +18,7 @@ import { TargetAgent } from '../../src/engine/target-agent.ts';
 import type { TargetEvent } from '../../src/engine/target-session.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 
-const CLI = join(resolve(import.meta.dirname, '../..'), 'bin/presync.js');
+import { CLI } from '../../src/lab/cli-entry.ts';
 
 function cli(args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((res) => {

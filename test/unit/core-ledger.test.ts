@@ -13,6 +13,8 @@ import { simulate } from '../../src/sim/simulator.ts';
 import { MemoryNetwork, MemoryTransport } from '../../src/transport/memory.ts';
 import { syntheticWorkload } from '../helpers/synthetic.ts';
 
+const SECRET = Buffer.from('two-shells-secret-0123456789abcdef');
+
 test('the ledger averages recent sends, each weighing twice the one before', () => {
   const l = new ShellLedger(4096);
   assert.equal(l.wireBytesPerPage, fullPageWireBytes(4096), 'a full page before anything is sent');
@@ -109,14 +111,14 @@ test('both shells report the same ledger fields for the same sends', async () =>
     image.fill(1, 0, NON_ZERO * 4096);
     writeFileSync(src, image);
     const transport = new MemoryTransport({ network: new MemoryNetwork() });
-    const agent = await TargetAgent.start({ transport, listen: { host: 'mem', port: 1 }, imagePath: join(dir, 'dst.img'), secret: Buffer.alloc(32, 3) });
+    const agent = await TargetAgent.start({ transport, listen: { host: 'mem', port: 1 }, imagePath: join(dir, 'dst.img'), secret: SECRET });
     try {
       let m: SourceMigration | undefined;
       const realPolicy = scripted(() => m?.launch());
       m = new SourceMigration({
         transport,
         to: agent.address,
-        secret: Buffer.alloc(32, 3),
+        secret: SECRET,
         imagePath: src,
         policy: realPolicy,
         epochMs,

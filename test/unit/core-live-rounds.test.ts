@@ -41,3 +41,12 @@ test('live rounds: minRounds runs a round before pausing, unless the pause expec
   const huge = new LiveRounds({ ...cfg, pauseNowBelowMs: 1e9, downtimeLimitMs: 10 }).decide(launched(2000));
   assert.equal(huge.switchover, false);
 });
+
+test("live rounds: an operator's downtime limit in the observation overrides the configured one", () => {
+  const cfg = { ...QEMU_LIKE_LIVE_ROUNDS, minRounds: 0, downtimeLimitMs: 300, maxBandwidthBytesPerSec: Infinity };
+  // 2000 pages ≈ 67 ms at 1 Gbit/s: fits 300 ms, not 20 ms.
+  assert.equal(new LiveRounds(cfg).decide(launched(2000)).switchover, true);
+  assert.equal(new LiveRounds(cfg).decide({ ...launched(2000), downtimeLimitMs: 20 }).switchover, false, 'set --downtime-limit 20ms: another round');
+  const tight = new LiveRounds({ ...cfg, downtimeLimitMs: 20 });
+  assert.equal(tight.decide({ ...launched(2000), downtimeLimitMs: 500 }).switchover, true, 'raised at run time: pause now');
+});

@@ -120,7 +120,7 @@ test('presync report and trace replay from the CLI; bad inputs get one-line erro
 
   c = io();
   assert.equal(await run(['report', join(dir, 't.jsonl.gz'), '-o', join(dir, 'x.html')], c), 2);
-  assert.match(c.e, /PRESYNC_ERR_BAD_ARGUMENT: .*t\.jsonl\.gz: not JSON/);
+  assert.match(c.e, /PRESYNC_ERR_BAD_ARGUMENT: .*t\.jsonl\.gz: not valid JSON/);
   assert.doesNotMatch(c.e, /\n\s+at /, 'no stack trace');
   assert.ok(!existsSync(join(dir, 'x.html')));
   c = io();

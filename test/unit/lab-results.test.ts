@@ -49,7 +49,7 @@ test('a bad results file is rejected naming the file and the bad field', () => {
   writeFileSync(join(dir, 'b3.json'), JSON.stringify({ ...good, format: 'presync-result/1' }));
   expectBad(join(dir, 'b3.json'), /field format/);
   writeFileSync(join(dir, 'b4.json'), '{"format": ');
-  expectBad(join(dir, 'b4.json'), /not JSON/);
+  expectBad(join(dir, 'b4.json'), /not valid JSON/);
   expectBad(join(dir, 'missing.json'), /cannot read/);
   // A writer's bug is caught on write, and nothing is left behind.
   assert.throws(() => writeResults(join(dir, 'w.json'), bad1), /runs\[0\]\.summary\.presyncBytes/);

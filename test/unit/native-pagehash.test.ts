@@ -37,3 +37,32 @@ test('bad arguments are refused, not trusted', { skip: !nativePageHash }, () => 
   assert.throws(() => (nativePageHash as unknown as { hashPages: (...a: unknown[]) => number }).hashPages('x', 4096, out, 0));
   assert.throws(() => nativePageHash!.hashCompare(new Uint8Array(8192), 4096, new BigUint64Array(1), 0, true, new Uint32Array(2), 0), /beyond/);
 });
+
+test('hashResident hashes the data pages of a mapped sparse file and gives holes the zero digest without allocating them', { skip: !nativePageHash?.hashResident }, async () => {
+  await initDigest();
+  const { openSync, writeSync, ftruncateSync, fstatSync, closeSync, rmSync, mkdtempSync } = await import('node:fs');
+  const dir = mkdtempSync('/dev/shm/presync-resident-');
+  const ps = 4096;
+  const pages = 4096;
+  const fd = openSync(`${dir}/img`, 'w+');
+  try {
+    ftruncateSync(fd, ps * pages);
+    const data = new Map<number, Buffer>();
+    for (const p of [0, 1, 7, 1000, 1001, 4095]) {
+      const b = randomBytes(ps);
+      data.set(p, b);
+      writeSync(fd, b, 0, ps, p * ps);
+    }
+    const blocks = fstatSync(fd).blocks;
+    const view = new Uint8Array(nativePageHash!.mapFile!(fd, 0, ps * pages));
+    const out = new BigUint64Array(pages + 3);
+    assert.equal(nativePageHash!.hashResident!(view, ps, out, 3, 2), data.size);
+    const zero = digestPage(new Uint8Array(ps));
+    for (let p = 0; p < pages; p++) assert.equal(out[p + 3], data.has(p) ? digestPage(data.get(p)!) : zero, `page ${p}`);
+    assert.equal(fstatSync(fd).blocks, blocks, 'no hole was allocated');
+    assert.throws(() => nativePageHash!.hashResident!(view.subarray(1), ps, out, 0), /4 KiB/);
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

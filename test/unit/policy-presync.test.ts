@@ -134,6 +134,7 @@ test('presync-slowstart: an RTT prior (no sample yet) is not taken as the baseli
   for (const withCount of [true, false]) {
     const policy = createPolicy('presync-slowstart', { geometry, seed: 1 });
     let last = 0;
+    let window = 0;
     for (let epoch = 0; epoch < 30; epoch++) {
       const prior = epoch === 0;
       const d = policy.decide({
@@ -156,9 +157,11 @@ test('presync-slowstart: an RTT prior (no sample yet) is not taken as the baseli
         consumed: 0,
         wireBytesPerPage: 4120,
       });
-      last = Number.isFinite(d.budgetBytes) ? d.budgetBytes : 0;
+      // The window itself: the budget may exceed it so that what is left unsent stays within the added-pause cap.
+      window = d.diag?.windowBytes ?? 0;
+      last = Math.min(window, Number.isFinite(d.budgetBytes) ? d.budgetBytes : 0);
     }
-    windows.push(last);
+    windows.push(window);
   }
   const [withSamples, priorAsMeasurement] = windows;
   // Knowing the 1 ms was a prior, the window grows freely; taking it as measured, every epoch looks congested.
@@ -176,4 +179,33 @@ test('at launch, presync skips a live round whose pages the predictor expects to
   assert.ok(naive.liveRounds >= 1, 'naive runs its round');
   assert.ok(presync.launchToRunningMs !== null && naive.launchToRunningMs !== null);
   assert.ok(presync.launchToRunningMs < naive.launchToRunningMs, `launch→running ${presync.launchToRunningMs} vs naive ${naive.launchToRunningMs}`);
+});
+
+test('presync-slowstart: the window never leaves more unsent than the added-pause cap (5 ms of link)', () => {
+  const geometry = { pageSize: 4096, pageCount: 4096 };
+  const decideWith = (stalePages: number) =>
+    createPolicy('presync-slowstart', { geometry, seed: 1 }).decide({
+      epoch: 0, timeMs: 0, epochMs: 100, phase: 'presync', geometry,
+      dirty: new PageSet(geometry.pageCount),
+      stale: PageSet.of(geometry.pageCount, Array.from({ length: stalePages }, (_, i) => i)),
+      net: { bandwidthBytesPerSec: GBIT, rttMs: 1, rttSamples: 0, bytesInFlight: 0, offeredBytes: 0, deliveredBytes: 0 },
+      guestSlowdown: 0, consumed: 0, wireBytesPerPage: 4120,
+    });
+  const capPages = (5 * GBIT) / 1000 / 4120; // ≈ 152
+  // 1000 stale pages: the first window (64 pages) would leave 936; the budget lets all but the cap's worth through.
+  const big = decideWith(1000);
+  assert.ok(big.diag!.windowBytes < 100 * 4120);
+  assert.equal(big.budgetBytes, (1000 - Math.floor(capPages)) * 4120);
+  // Pages written in the last epoch cost nothing left unsent (naive leaves them stale too): the window decides.
+  const hot = createPolicy('presync-slowstart', { geometry, seed: 1 }).decide({
+    epoch: 0, timeMs: 0, epochMs: 100, phase: 'presync', geometry,
+    dirty: PageSet.of(geometry.pageCount, Array.from({ length: 1000 }, (_, i) => i)),
+    stale: PageSet.of(geometry.pageCount, Array.from({ length: 1000 }, (_, i) => i)),
+    net: { bandwidthBytesPerSec: GBIT, rttMs: 1, rttSamples: 0, bytesInFlight: 0, offeredBytes: 0, deliveredBytes: 0 },
+    guestSlowdown: 0, consumed: 0, wireBytesPerPage: 4120,
+  });
+  assert.equal(hot.budgetBytes, hot.diag!.windowBytes);
+  // 100 stale pages fit the cap: the window alone decides.
+  const small = decideWith(100);
+  assert.equal(small.budgetBytes, small.diag!.windowBytes);
 });

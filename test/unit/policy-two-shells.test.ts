@@ -11,6 +11,8 @@ import { simulate } from '../../src/sim/simulator.ts';
 import { MemoryNetwork, MemoryTransport } from '../../src/transport/memory.ts';
 import { syntheticWorkload } from '../helpers/synthetic.ts';
 
+const SECRET = Buffer.from('two-shells-secret-0123456789abcdef');
+
 /** Records what the policy saw and decided, without changing it. */
 function recording(p: MigrationPolicy): MigrationPolicy & { seen: EpochObservation['phase'][]; decided: EpochDecision[] } {
   const seen: EpochObservation['phase'][] = [];
@@ -44,7 +46,7 @@ for (const name of ['presync', 'presync-naive', 'precopy']) {
     const src = join(dir, 'src.img');
     writeFileSync(src, Buffer.alloc(pages * 4096, 1));
     const transport = new MemoryTransport({ network: new MemoryNetwork() });
-    const agent = await TargetAgent.start({ transport, listen: { host: 'mem', port: 1 }, imagePath: join(dir, 'dst.img'), secret: Buffer.alloc(32, 3) });
+    const agent = await TargetAgent.start({ transport, listen: { host: 'mem', port: 1 }, imagePath: join(dir, 'dst.img'), secret: SECRET });
     const realPolicy = recording(createPolicy(name, { geometry, seed: 7 }));
     const fd = openSync(src, 'r+');
     let paused = false;
@@ -56,7 +58,7 @@ for (const name of ['presync', 'presync-naive', 'precopy']) {
     const m = new SourceMigration({
       transport,
       to: agent.address,
-      secret: Buffer.alloc(32, 3),
+      secret: SECRET,
       imagePath: src,
       policy: realPolicy,
       epochMs: 50,

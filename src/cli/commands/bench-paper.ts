@@ -9,10 +9,13 @@ import { fmtBytes, formatTable } from '../../lab/table.ts';
 import type { Workload } from '../../sim/workload.ts';
 import { loadTraceWorkload } from '../../sim/trace-workload.ts';
 import { WORKLOAD_NAMES } from '../../sim/workloads/index.ts';
-import { intFlag, listFlag, parseFlags } from '../args.ts';
+import { durationListFlag, workloadList, intFlag, listFlag, parseFlags } from '../args.ts';
 import type { CommandIO } from '../io.ts';
+import { canonicalWorkload } from '../../api/workload-names.ts';
+import { parseDuration } from '../../transport/rate.ts';
+import { EXIT_CODES } from '../exit-codes.ts';
 
-const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-ms 20000,30000] [--no-competing] [--frontier] [--trace FILE,…] [--out FILE]';
+const USAGE = 'presync bench paper [--json] [--quick] [--seeds N] [--workloads a,b] [--policies a,b] [--launch-after 20s,30s] [--no-competing] [--frontier] [--trace FILE,…] [-o|--out FILE]';
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : String(x));
 
@@ -24,7 +27,7 @@ export async function benchCommand(argv: string[], io: CommandIO): Promise<numbe
   if (name === 'qemu') return (await import('./bench-qemu.ts')).benchQemu(rest, io);
   if (name === 'perf') return (await import('./bench-perf.ts')).benchPerf(rest, io);
   if (name === undefined || name === '--help' || name === '-h') {
-    io.out(`usage: presync bench paper [flags]\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n  throughput    full sync of a 1 GiB image over loopback next to cp of the same file\n  qemu          real QEMU VMs over a 1 Gbit/s link: presync vs stock QEMU pre-copy (launch→running, downtime, bytes)\n  perf          scan cost, policy cost, codecs, full-sync throughput, memory overhead, QEMU side by side\n`);
+    io.out(`usage: presync bench <bench> [flags]   (presync bench <bench> --help for its flags)\n\nbenches:\n  paper         the paper's table: transfer reduction vs presync-naive, oracle ratio, residual\n  throughput    full sync of a 1 GiB image over loopback next to cp of the same file\n  qemu          real QEMU VMs over a 1 Gbit/s link: presync vs stock QEMU pre-copy (launch→running, downtime, bytes)\n  perf          scan cost, policy cost, codecs, full-sync throughput, memory overhead, QEMU side by side\n\nExamples:\n  presync bench paper --quick\n  presync bench throughput --mib 256\n  presync bench qemu --reps 3 -o qemu.json\n\n${EXIT_CODES}`);
     return name === undefined ? 2 : 0;
   }
   throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `unknown bench "${name}"; known benches: paper, throughput, qemu, perf`);
@@ -39,23 +42,21 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
       seeds: { type: 'string' },
       workloads: { type: 'string' },
       policies: { type: 'string' },
-      'launch-ms': { type: 'string' },
+      'launch-after': { type: 'string' },
       'no-competing': { type: 'boolean' },
       frontier: { type: 'boolean' },
       trace: { type: 'string' },
-      out: { type: 'string' },
+      out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nSimulates a 256 MiB guest on 1 Gbit/s, 1 ms RTT, for each workload × policy × seed × launch moment.\n--quick: one seed, launch at 30 s, the paper's three workloads.\n--trace FILE,…: recorded traces (presync-trace/1, e.g. traces/*.jsonl.gz) as more workloads, next to text-editing, audio and movie unless --workloads says otherwise.\n--frontier: also sweep presync's added-pause budget (traffic vs pause trade-off).\n`);
+    io.out(`${USAGE}\n\nSimulates a 256 MiB guest on 1 Gbit/s, 1 ms RTT, for each workload × policy × seed × launch moment.\n--quick: one seed, launch at 30 s, the paper's three workloads.\n--trace FILE,…: recorded traces (presync-trace/1, e.g. traces/*.jsonl.gz) as more workloads, next to text-editing, audio and movie unless --workloads says otherwise.\n--frontier: also sweep presync's added-pause budget (traffic vs pause trade-off).\n\nExamples:\n  presync bench paper --quick\n  presync bench paper --workloads text,movie --launch-after 20s,30s -o paper.json\n  presync bench paper --trace traces/vim.jsonl.gz,traces/xz.jsonl.gz --json\n\n${EXIT_CODES}`);
     return 0;
   }
   const quick = values.quick === true;
-  const launchMs = values['launch-ms'] === undefined
-    ? quick ? [30_000] : [...PAPER_LAUNCH_MS]
-    : values['launch-ms'].split(',').map((s, i) => intFlag(s.trim(), `launch-ms[${i}]`, 30_000, 1, 3_600_000));
+  const launchMs = durationListFlag(values['launch-after'], 'launch-after', quick ? [30_000] : [...PAPER_LAUNCH_MS], parseDuration);
   // --trace: each recorded trace is one more workload (named trace:<file name>), next to the synthetic ones.
   const traces = new Map<string, Workload>();
   for (const path of (values.trace ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
@@ -65,7 +66,7 @@ export async function benchPaper(argv: string[], io: CommandIO): Promise<number>
   }
   const synthetic = values.trace !== undefined && values.workloads === undefined
     ? ['text-editing', 'audio', 'movie']
-    : listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
+    : listFlag(workloadList(values.workloads, canonicalWorkload), 'workloads', WORKLOAD_NAMES, quick ? ['text-editing', 'audio', 'movie'] : PAPER_WORKLOADS);
   const workloads = [...synthetic, ...traces.keys()];
   const workloadOf = traces.size > 0 ? (name: string): Workload | undefined => traces.get(name) : undefined;
   const bar = new BarProgress(io.err, process.stderr.isTTY === true, 'bench paper');

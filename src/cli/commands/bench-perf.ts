@@ -5,7 +5,7 @@ import { parseFlags } from '../args.ts';
 import { jsonLine } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync bench perf [--json] [--sizes 256M,1G,4G] [--sync-size 1G] [--streams 1,4] [--runs N] [--quick] [--qemu] [--dir DIR]';
+const USAGE = 'presync bench perf [--json] [--sizes 256M,1G,4G] [--sync-size 1G] [--streams 1,4] [--runs N] [--quick] [--qemu | --no-qemu] [--dir DIR]';
 
 const MiB = 1 << 20;
 

@@ -10,14 +10,15 @@ import { writeResults } from '../../engine/results-file.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import { parseRate } from '../../transport/rate.ts';
-import { intFlag, listFlag, parseFlags } from '../args.ts';
+import { intFlag, listFlag, workloadList, parseFlags } from '../args.ts';
 import { durationFlag } from '../common.ts';
 import type { CommandIO } from '../io.ts';
+import { shortWorkload } from '../../api/workload-names.ts';
 import { parseMemory } from './qemu.ts';
 
 const USAGE =
   'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie|vim,flac,vpx,xz,sort,sqlite] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
-  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [--out FILE]';
+  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [-o|--out FILE]';
 
 /** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
 export function stockBandwidthFlag(value: string | undefined): number {
@@ -47,7 +48,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
       accel: { type: 'string' },
       policy: { type: 'string' },
       warmup: { type: 'string' },
-      out: { type: 'string' },
+      out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
@@ -69,7 +70,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
   const presyncForMs = durationFlag(values['presync-for'], 'presync-for') ?? 15_000;
   if (presyncForMs < 1000) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--presync-for must be at least 1s (the first full copy needs time), got ${presyncForMs} ms`);
   const opts = {
-    workloads: listFlag(values.workloads, 'workloads', [...GUEST_WORKLOADS, ...GUEST_APPS], ['text', 'audio', 'movie']),
+    workloads: listFlag(workloadList(values.workloads, shortWorkload), 'workloads', [...GUEST_WORKLOADS, ...GUEST_APPS], ['text', 'audio', 'movie']),
     reps: intFlag(values.reps, 'reps', 3, 1, 100),
     warmup: intFlag(values.warmup, 'warmup', 0, 0, 10),
     memBytes: parseMemory(values.memory),

@@ -4,10 +4,10 @@ import { intFlag, parseFlags } from '../args.ts';
 import { jsonLine } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync bench throughput [--mib N] [--dir DIR] [--json] [--out FILE]';
+const USAGE = 'presync bench throughput [--mib N] [--dir DIR] [--json] [-o|--out FILE]';
 
 export async function benchThroughput(argv: string[], io: CommandIO): Promise<number> {
-  const { values } = parseFlags(argv, { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, USAGE);
+  const { values } = parseFlags(argv, { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, out: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } }, USAGE);
   if (values.help) {
     io.out(`${USAGE}\n\nSyncs an image (default 1024 MiB) over loopback, unshaped, and times cp of the same file in the same run.\n`);
     return 0;

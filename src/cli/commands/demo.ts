@@ -5,10 +5,14 @@ import { simulateForResults } from '../../lab/results-build.ts';
 import { DEFAULT_SCENARIO } from '../../lab/scenario.ts';
 import { fmtBytes, formatTable } from '../../lab/table.ts';
 import { WORKLOAD_NAMES } from '../../sim/workloads/index.ts';
-import { intFlag, listFlag, parseFlags } from '../args.ts';
+import { canonicalWorkload } from '../../api/workload-names.ts';
+import { intFlag, listFlag, parseFlags, workloadList } from '../args.ts';
+import { durationFlag } from '../common.ts';
+import { EXIT_CODES } from '../exit-codes.ts';
+import { formatDuration } from '../progress.ts';
 import type { CommandIO } from '../io.ts';
 
-const USAGE = 'presync demo [--json] [--seed N] [--workloads a,b] [--policies a,b] [--launch-after-ms MS] [--out FILE]';
+const USAGE = 'presync demo [--json] [--seed N] [--workloads a,b] [--policies a,b] [--launch-after DURATION] [-o|--out FILE]';
 
 export async function demoCommand(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseFlags(
@@ -18,21 +22,25 @@ export async function demoCommand(argv: string[], io: CommandIO): Promise<number
       seed: { type: 'string' },
       workloads: { type: 'string' },
       policies: { type: 'string' },
-      'launch-after-ms': { type: 'string' },
-      out: { type: 'string' },
+      'launch-after': { type: 'string' },
+      out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
   );
   if (values.help) {
-    io.out(`${USAGE}\n\nSimulates a 256 MiB guest on a 1 Gbit/s, 1 ms RTT link: 30 s of presync, then launch.\n`);
+    io.out(
+      `${USAGE}\n\nSimulates a 256 MiB guest on a 1 Gbit/s, 1 ms RTT link: 30 s of presync (--launch-after), then launch,\n` +
+        `for each workload (text, audio, movie; also idle, uniform, hotspot) and policy. Seeded: the same output every run.\n\n` +
+        `Examples:\n  presync demo\n  presync demo --workloads movie --policies precopy,presync --launch-after 10s\n  presync demo --json -o demo.json\n\n${EXIT_CODES}`,
+    );
     return 0;
   }
   const opts = {
     seed: intFlag(values.seed, 'seed', 1, 0, 0xffffffff),
-    workloads: listFlag(values.workloads, 'workloads', WORKLOAD_NAMES, DEMO_WORKLOADS),
+    workloads: listFlag(workloadList(values.workloads, canonicalWorkload), 'workloads', WORKLOAD_NAMES, DEMO_WORKLOADS),
     policies: listFlag(values.policies, 'policies', policyNames(), policyNames()),
-    launchAtMs: intFlag(values['launch-after-ms'], 'launch-after-ms', 30_000, 0, 3_600_000),
+    launchAtMs: durationFlag(values['launch-after'], 'launch-after') ?? 30_000,
   };
   const rows = runDemo(opts);
   if (values.out) {
@@ -44,7 +52,7 @@ export async function demoCommand(argv: string[], io: CommandIO): Promise<number
     io.out(JSON.stringify({ results: rows }) + '\n');
     return 0;
   }
-  io.out('presync demo: 256 MiB simulated guest, 1 Gbit/s link, 1 ms RTT, launch after 30 s of presync\n\n');
+  io.out(`presync demo: 256 MiB simulated guest, 1 Gbit/s link, 1 ms RTT, launch after ${formatDuration(opts.launchAtMs)} of presync\n\n`);
   for (const w of new Set(rows.map((r) => r.workload))) {
     io.out(`workload: ${w}\n`);
     io.out(

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { migrate, resultSummary, type Migration } from '../../api/migrate.ts';
+import { migrate, resultSummary, type Migration, type ResultSummary } from '../../api/migrate.ts';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { policyNames } from '../../core/policies/registry.ts';
 import type { MigrationResult } from '../../engine/source-session.ts';
@@ -10,6 +10,8 @@ import { intFlag, parseFlags } from '../args.ts';
 import { addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, TRANSPORT_FLAGS } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
+import { processStartTime, processState } from '../../guest/controller.ts';
 
 /** `--scan`: how presync epochs look for dirty pages (see MigrateOptions.scan). */
 export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
@@ -18,8 +20,8 @@ export function scanFlag(v: string): 'auto' | 'full' | 'incremental' {
 }
 
 const USAGE =
-  'presync migrate --image PATH --to HOST:PORT --secret-file F [--policy NAME] [--pid PID] [--bandwidth RATE] ' +
-  '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT] [-o|--out FILE] [--json]\n' +
+  'presync migrate --image PATH --to HOST:PORT --secret-file F (--pid PID | --offline) [--policy NAME] [--bandwidth RATE] ' +
+  '[--launch-after DURATION | --launch-when-ready | --control SOCKET] [--epoch DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--downtime-limit DURATION] [--image-id ID] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]\n' +
   '       presync migrate --image PATH --recover   (resume a guest that a dead source agent left paused)';
 
 const HELP = `${USAGE}
@@ -27,6 +29,9 @@ const HELP = `${USAGE}
 The source agent: pre-synchronizes --image to the target until launch, then pauses
 the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.
 
+  --pid PID                 the application writing the image: paused at the
+                            switchover, killed after the handover (required)
+  --offline                 instead of --pid: nothing writes the image
   --launch-after DURATION   launch this long after the start (3s, 250ms, 1m)
   --launch-when-ready       launch once the initial copy is done and the expected
                             pause fits --downtime-limit (default 300ms)
@@ -34,6 +39,8 @@ the guest (--pid: SIGSTOP), copies the rest, verifies and hands over.
   --bandwidth RATE          send-rate limit (1gbit, 100mbit, 50MB/s); change it
                             later with "presync set --control SOCKET --bandwidth RATE"
   --metrics HOST:PORT       serve Prometheus metrics on http://HOST:PORT/metrics
+  --metrics-linger DURATION keep serving them this long after the end (a last
+                            scrape then sees the outcome counter)
   -o, --out FILE            write a results file for "presync report"
   --json                    one event per line on stdout: {"event":…,"ts":…}, the
                             last one {"event":"result","outcome":…}
@@ -55,7 +62,7 @@ export function resultJson(r: MigrationResult): Record<string, unknown> {
 }
 
 /** The one-line human summary of a migration's result. */
-export function resultLine(r: MigrationResult): string {
+export function resultLine(r: ResultSummary): string {
   const ms = (v: number | null): string => (v === null ? '—' : `${Math.round(v * 10) / 10} ms`);
   return r.outcome === 'done'
     ? `migrated: launch→running ${ms(r.launchToRunningMs)}, downtime ${ms(r.downtimeMs)}, presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, residual at launch ${r.residualPagesAtLaunch} pages, verified\n`
@@ -68,19 +75,29 @@ export function resultLine(r: MigrationResult): string {
  * terminal one progress line redrawn in place on stderr; otherwise a line a
  * second. Returns a function that ends a redrawn line.
  */
-export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean): () => void {
+export function printMigrationEvents(m: Migration, io: CommandIO, json: boolean, o: { result?: boolean } = {}): () => void {
   const tty = !json && process.stderr.isTTY === true;
   let lastProgress = Number.NEGATIVE_INFINITY;
+  let lastState = '';
   let drawn = false;
   const note = (text: string): void => {
     io.err(`${drawn ? '\n' : ''}presync: ${text}\n`);
     drawn = false;
   };
   m.on('event', (e: { event: string; ts: string } & Record<string, unknown>) => {
-    if (e.event === 'result') return;
+    if (e.event === 'result') {
+      if (o.result === false) return;
+      if (drawn) io.err('\n');
+      drawn = false;
+      io.out(json ? jsonLine(e) : resultLine(e as unknown as ResultSummary));
+      return;
+    }
     if (e.event === 'progress') {
       const elapsed = Number(e.elapsedMs);
-      if (elapsed - lastProgress < (tty ? 250 : 1000)) return;
+      // Throttled, except when the initial copy ends or readiness changes.
+      const state = `${String(e.initialCopyDone)}/${String(e.ready)}`;
+      if (elapsed - lastProgress < (tty ? 250 : 1000) && state === lastState) return;
+      lastState = state;
       lastProgress = elapsed;
       if (json) io.out(jsonLine(e));
       else {
@@ -130,6 +147,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'secret-file': { type: 'string' },
       policy: { type: 'string' },
       pid: { type: 'string' },
+      offline: { type: 'boolean' },
       'launch-after': { type: 'string' },
       'launch-when-ready': { type: 'boolean' },
       control: { type: 'string' },
@@ -141,6 +159,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       'image-id': { type: 'string' },
       'page-size': { type: 'string' },
       metrics: { type: 'string' },
+      'metrics-linger': { type: 'string' },
       out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
       recover: { type: 'boolean' },
@@ -170,7 +189,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const codec = values.codec ?? 'none';
   if (codec !== 'none' && codec !== 'deflate' && codec !== 'lz4') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--codec must be none, deflate or lz4, got "${codec}"`);
   if (values.policy !== undefined && !policyNames().includes(values.policy)) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
+    throw new PresyncError(ErrorCodes.BAD_POLICY, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
   }
   const to = addressFlag(values.to, 'to');
   const secret = readSecret(values['secret-file']);
@@ -179,7 +198,7 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
   const bandwidth = bandwidthFlag(values.bandwidth);
-  const guestPid = values.pid !== undefined ? intFlag(values.pid, 'pid', 0, 2) : undefined;
+  const guestPid = guestPidFlag(values.pid, values.offline === true);
   if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
 
   const m = migrate({
@@ -200,11 +219,24 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
     ...(values['image-id'] ? { imageId: values['image-id'] } : {}),
     ...(values.control !== undefined ? { control: values.control } : {}),
     ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
+    ...(values['metrics-linger'] !== undefined ? { metricsLinger: durationFlag(values['metrics-linger'], 'metrics-linger')! } : {}),
     tls: tlsFromFlags(values),
   });
   const phaseAtMs = recordPhaseTimes(m);
   const endLine = printMigrationEvents(m, io, values.json === true);
-  const r = await m.result;
+  const signals = rollbackOnSignals(m, {
+    note: (t) => io.err(`presync: ${t}\n`),
+    resumeGuest: () => m.resumeGuestNow(),
+    handoverBegan: () => m.handoverBegan,
+    bytes: () => ({ presyncBytes: m.status().bytesSent, finalBytes: 0 }),
+  });
+  let forced = false;
+  let r: MigrationResult;
+  try {
+    r = await Promise.race([m.result, signals.forced.then((x) => ((forced = true), x))]);
+  } finally {
+    signals.dispose();
+  }
   endLine();
   if (values.out) {
     const workload = basename(values.image);
@@ -220,7 +252,33 @@ export async function migrateCommand(argv: string[], io: CommandIO): Promise<num
       }),
     );
   }
-  if (values.json) io.out(jsonLine({ ...resultJson(r), ts: new Date().toISOString() }));
-  else io.out(resultLine(r));
-  return r.outcome === 'done' ? 0 : 1;
+  // Made without the engine (a second signal): no result event was printed.
+  if (forced) io.out(values.json ? jsonLine({ ...resultJson(r), ts: new Date().toISOString() }) : resultLine(resultSummary(r)));
+  const code = migrationExitCode(r);
+  // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+  if (forced) setTimeout(() => process.exit(code), 200).unref();
+  return code;
+}
+
+/**
+ * `--pid` names the process that writes the image (paused at the switchover,
+ * killed after the handover); `--offline` says nothing does. One of them is
+ * required: without a pid the application would run on after its copy
+ * started on the target. The pid must exist now.
+ */
+export function guestPidFlag(pid: string | undefined, offline: boolean): number | undefined {
+  if (pid === undefined && !offline) {
+    throw new PresyncError(
+      ErrorCodes.BAD_ARGUMENT,
+      'say what writes the image: --pid PID (the application, paused at the switchover and stopped after the handover), or --offline if nothing writes it',
+    );
+  }
+  if (pid !== undefined && offline) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--pid and --offline contradict each other: --offline says nothing writes the image');
+  if (pid === undefined) return undefined;
+  const n = intFlag(pid, 'pid', 0, 2);
+  const st = processState(n);
+  if (processStartTime(n) === null || st === null || st === 'Z' || st === 'X') {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--pid ${n}: there is no process ${n}; give the pid of the application that writes the image`);
+  }
+  return n;
 }

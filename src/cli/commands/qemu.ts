@@ -7,29 +7,30 @@
  */
 import { basename, resolve } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
-import { createPolicy, policyNames } from '../../core/policies/registry.ts';
-import { ControlServer } from '../../engine/control.ts';
-import { SourceLock } from '../../engine/source-lock.ts';
-import { formatMigrationProgress, MigrationProgressTracker, progressEvent } from '../progress.ts';
+import { migrate } from '../../api/migrate.ts';
+import { AgentMetrics, serveMetrics } from '../../api/metrics.ts';
+import { policyNames } from '../../core/policies/registry.ts';
+import { formatBytes } from '../progress.ts';
 import { makeResults, runRecord, writeResults } from '../../engine/results-file.ts';
-import { SourceMigration, type MigrationResult } from '../../engine/source-session.ts';
+import type { MigrationResult } from '../../engine/source-session.ts';
 import { TargetAgent } from '../../engine/target-agent.ts';
 import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
 import { attachVm, RAM_BACKEND_ID, type Accel } from '../../qemu/vm.ts';
 import { formatAddress } from '../../transport/address.ts';
 import { intFlag, parseFlags } from '../args.ts';
-import { scanFlag } from './migrate.ts';
-import { TRANSPORT_FLAGS, addressFlag, durationFlag, jsonLine, readSecret, transportFromFlags } from '../common.ts';
+import { printMigrationEvents, scanFlag } from './migrate.ts';
+import { TRANSPORT_FLAGS, addressFlag, bandwidthFlag, durationFlag, jsonLine, readSecret, tlsFromFlags, transportFromFlags } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { resultJson } from './migrate.ts';
+import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
   'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
-  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--metrics HOST:PORT] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
 const MIGRATE_USAGE =
   'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
-  '[--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--out FILE] [--json]';
+  '[--launch-when-ready] [--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]';
 
 export async function qemuCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
   const [sub, ...rest] = argv;
@@ -77,6 +78,7 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
       accel: { type: 'string' },
       serial: { type: 'string' },
       qmp: { type: 'string' },
+      metrics: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...TRANSPORT_FLAGS,
@@ -103,7 +105,10 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
   const image = resolve(values.image);
   const qmpSocket = `${image}.qmp`;
   const json = values.json === true;
-  const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine(obj)) : io.err(`presync qemu serve: ${text}\n`));
+  const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine({ ...obj, ts: new Date().toISOString() })) : io.err(`presync qemu serve: ${text}\n`));
+  const metrics = values.metrics !== undefined ? new AgentMetrics() : undefined;
+  const endpoint = metrics && values.metrics !== undefined ? await serveMetrics(values.metrics, metrics) : undefined;
+  if (endpoint) say({ event: 'metrics', host: endpoint.host, port: endpoint.port }, `metrics on http://${endpoint.host}:${endpoint.port}/metrics`);
 
   claimImageGeometry(image, { pageSize: 4096, pageCount: memBytes / 4096 });
   const target = await QemuTarget.start({
@@ -141,7 +146,12 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
     force: true,
     hook: target.hook(),
     onEvent: (e) => {
-      if (json) io.out(jsonLine(e));
+      if (metrics) {
+        if (e.event === 'phase') metrics.onPhase(e.phase);
+        else if (e.event === 'verify') metrics.onVerify(e.match);
+        else if (e.event === 'session-end') metrics.onEnd(e.outcome, null);
+      }
+      if (json) io.out(jsonLine({ ...e, ts: new Date().toISOString() }));
       else if (e.event === 'session-end') io.err(`presync qemu serve: session ${e.sessionId} ${e.outcome}${e.error ? ` (${e.error.code}: ${e.error.message})` : ''}, ${e.pagesWritten} pages written\n`);
       else if (e.event === 'session-start') io.err(`presync qemu serve: session ${e.sessionId} from ${e.remote}, image ${e.imageId}${e.resume ? ' (resuming)' : ''}\n`);
       if (e.event !== 'session-end') return;
@@ -168,6 +178,7 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   await agent.close();
+  await endpoint?.close();
   // A migrated guest keeps running after the agent exits; a QEMU still waiting is stopped.
   await target.close();
   return code;
@@ -220,7 +231,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       codec: { type: 'string' },
       'downtime-limit': { type: 'string' },
       'leave-stopped': { type: 'boolean' },
-      out: { type: 'string' },
+      'launch-when-ready': { type: 'boolean' },
+      metrics: { type: 'string' },
+      'metrics-linger': { type: 'string' },
+      out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...TRANSPORT_FLAGS,
@@ -237,108 +251,98 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     return 0;
   }
   if (!values.qmp) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--qmp SOCKET is required (a QMP socket of the running VM no one else is connected to)\nusage: ${MIGRATE_USAGE}`);
-  if (values['launch-after'] === undefined && values.control === undefined) {
-    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${MIGRATE_USAGE}`);
+  if (values['launch-after'] === undefined && values.control === undefined && values['launch-when-ready'] !== true) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `say when to launch: --launch-after DURATION, --launch-when-ready, or --control SOCKET and "presync launch --control SOCKET"\nusage: ${MIGRATE_USAGE}`);
   }
   const codec = values.codec ?? 'none';
   if (codec !== 'none' && codec !== 'deflate' && codec !== 'lz4') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--codec must be none, deflate or lz4, got "${codec}"`);
   const to = addressFlag(values.to, 'to');
   const targetUri = uriFromAddress(values['qemu-uri'], 'qemu-uri');
   const secret = readSecret(values['secret-file']);
-  const { transport, bandwidthBytesPerSec } = transportFromFlags(values);
   const launchAfter = durationFlag(values['launch-after'], 'launch-after');
   const epochMs = durationFlag(values.epoch, 'epoch') ?? 100;
   const downtimeLimitMs = durationFlag(values['downtime-limit'], 'downtime-limit');
+  // A bad policy name is bad usage: said before touching the VM.
+  if (values.policy !== undefined && !policyNames().includes(values.policy)) {
+    throw new PresyncError(ErrorCodes.BAD_POLICY, `--policy: unknown policy "${values.policy}"; expected one of: ${policyNames().join(', ')}`);
+  }
+  const bandwidth = bandwidthFlag(values.bandwidth);
+  if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
 
   const vm = await attachVm(values.qmp);
-  let lock: SourceLock | undefined;
-  let r: MigrationResult | undefined;
   try {
-    // One migration per VM: the lock sits beside its RAM file, as for `presync migrate`.
-    // (No guest pid: a QEMU is never SIGSTOPped, so a dead agent's lock has nothing to SIGCONT.)
-    lock = SourceLock.acquire(vm.memPath);
     const qemuController = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit' });
     await qemuController.prepare();
-    const controller = lock.guard(qemuController);
-    const geometry = { pageSize: 4096, pageCount: vm.memBytes / 4096 };
-    const policy = createPolicy(values.policy ?? 'presync', { geometry, seed: 1 }, downtimeLimitMs !== undefined ? { downtimeLimitMs } : {});
-    let lastProgress = 0;
-    const tracker = new MigrationProgressTracker(downtimeLimitMs !== undefined ? { readyDowntimeMs: downtimeLimitMs } : {});
     const phaseAtMs: Record<string, number> = {};
-    const m = new SourceMigration({
-      transport,
+    // One migration per VM: the lock sits beside its RAM file, as for `presync migrate`.
+    // (No guest pid: a QEMU is never SIGSTOPped, so a dead agent's lock has nothing to SIGCONT.)
+    const m = migrate({
+      image: vm.memPath,
       to,
       secret,
-      imagePath: vm.memPath,
-      policy,
-      controller,
-      epochMs,
+      controller: qemuController,
+      ...(values.policy !== undefined ? { policy: values.policy } : {}),
+      ...(bandwidth !== undefined ? { bandwidth } : {}),
+      ...(downtimeLimitMs !== undefined ? { downtimeLimit: downtimeLimitMs } : {}),
+      ...(launchAfter !== undefined ? { launchAfter } : {}),
+      ...(values['launch-when-ready'] === true ? { launchWhenReady: true } : {}),
+      epoch: epochMs,
       codec,
       streams: intFlag(values.streams, 'streams', 1, 1, 16),
       ...(values.scan !== undefined ? { scan: scanFlag(values.scan) } : {}),
-      ...(bandwidthBytesPerSec !== undefined ? { bandwidthBytesPerSec } : {}),
-      onEvent: (e) => {
-        // When each phase began (ms since the migration started): where the launch→running time went.
-        if (e.event === 'phase') phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10;
-        if (e.event === 'paused') phaseAtMs.paused = Math.round(e.atMs * 10) / 10;
-        if (e.event === 'progress') {
-          // "in sync" is a high-water mark: it never runs backwards.
-          const p = tracker.update(e.status);
-          if (e.status.elapsedMs - lastProgress < 1000) return;
-          lastProgress = e.status.elapsedMs;
-          if (values.json) io.out(jsonLine(progressEvent(e.status, p)));
-          else io.err(`presync: ${formatMigrationProgress(p)}\n`);
-          return;
-        }
-        if (values.json) io.out(jsonLine(e));
-        else if (e.event === 'phase') io.err(`presync: phase ${e.phase}\n`);
-        else if (e.event === 'disconnected') io.err(`presync: connection lost (${e.error.code}); reconnecting\n`);
-      },
+      ...(values.control !== undefined ? { control: values.control } : {}),
+      ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
+      ...(values['metrics-linger'] !== undefined ? { metricsLinger: durationFlag(values['metrics-linger'], 'metrics-linger')! } : {}),
+      tls: tlsFromFlags(values),
     });
-    let control: ControlServer | undefined;
-    if (values.control) {
-      control = await ControlServer.listen(values.control, {
-        launch: () => {
-          m.launch();
-          return { launched: true, ...m.currentStatus() };
-        },
-        status: () => ({ ...m.currentStatus(), launched: m.launched }),
-      });
-    }
-    const timer = launchAfter !== undefined ? setTimeout(() => m.launch(), launchAfter) : undefined;
+    // When each phase began (ms since the migration started): where the launch→running time went.
+    m.on('phase', (e: { phase: string; atMs: number }) => (phaseAtMs[e.phase] = Math.round(e.atMs * 10) / 10));
+    m.on('paused', (e: { atMs: number }) => (phaseAtMs.paused = Math.round(e.atMs * 10) / 10));
+    // The result line carries QEMU's own figures: printed here, not by the shared printer.
+    const endLine = printMigrationEvents(m, io, values.json === true, { result: false });
+    const signals = rollbackOnSignals(m, {
+      note: (t) => io.err(`presync: ${t}\n`),
+      resumeGuest: () => m.resumeGuestNow(),
+      handoverBegan: () => m.handoverBegan,
+      bytes: () => ({ presyncBytes: m.status().bytesSent, finalBytes: 0 }),
+    });
+    let forced = false;
+    let r: MigrationResult;
     try {
-      r = await m.run();
+      r = await Promise.race([m.result, signals.forced.then((x) => ((forced = true), x))]);
     } finally {
-      if (timer) clearTimeout(timer);
-      await control?.close();
+      signals.dispose();
     }
+    endLine();
+    const policyName = m.policy?.name ?? values.policy ?? 'presync';
     const j: QemuMigrationJson = { ...qemuResultJson(r, qemuController, vm), phaseAtMs };
     if (values.out) {
       const workload = basename(vm.memPath);
-      const run = runRecord('real', r, { label: `${workload} · ${policy.name} (QEMU)`, workload, policy: policy.name, seed: null });
+      const run = runRecord('real', r, { label: `${workload} · ${policyName} (QEMU)`, workload, policy: policyName, seed: null });
       writeResults(
         values.out,
         makeResults({
           kind: 'migration',
           createdBy: `presync qemu migrate ${argv.join(' ')}`,
-          params: { qmp: values.qmp, image: vm.memPath, memBytes: vm.memBytes, policy: policy.name, epochMs, codec },
+          params: { qmp: values.qmp, image: vm.memPath, memBytes: vm.memBytes, policy: policyName, epochMs, codec },
           // QEMU's own figures ride along in the summary (the schema keeps extra fields).
           runs: [{ ...run, summary: { ...run.summary, engineDowntimeMs: j.engineDowntimeMs, qemu: j.qemu, phaseAtMs } }],
         }),
       );
     }
-    if (values.json) io.out(jsonLine(j));
+    if (values.json) io.out(jsonLine({ ...j, ts: new Date().toISOString() }));
     else {
       io.out(
         r.outcome === 'done'
-          ? `migrated: launch→running ${j.launchToRunningMs} ms, downtime ${j.downtimeMs} ms (QEMU), presync ${r.presyncBytes} B, final ${r.finalBytes} B, QEMU stream ${j.qemu.transferredBytes} B, verified\n`
+          ? `migrated: launch→running ${String(j.launchToRunningMs)} ms, downtime ${String(j.downtimeMs)} ms (QEMU), presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, QEMU stream ${j.qemu.transferredBytes === null ? "—" : formatBytes(j.qemu.transferredBytes)}, verified\n`
           : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
       );
     }
-    return r.outcome === 'done' ? 0 : 1;
+    const code = migrationExitCode(r);
+    // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
+    if (forced) setTimeout(() => process.exit(code), 200).unref();
+    return code;
   } finally {
-    // In doubt, the lock stays (state committed) so nothing later resumes a guest the target may run.
-    lock?.release({ keepIfCommitted: r === undefined || r.outcome === 'in-doubt' });
     vm.qmp.close();
   }
 }

@@ -20,7 +20,11 @@ export async function reportCommand(argv: string[], io: CommandIO): Promise<numb
   if (values.help) {
     io.out(
       `${USAGE}\n\nOne self-contained HTML file (no script, no network) with SVG charts rendered here, from presync-results/1 files\n` +
-        `(written by --out of bench paper, demo, migrate, trace replay and bench qemu). --png DIR also writes each chart as a PNG.\n`,
+        `(written by --out of bench paper, demo, migrate, qemu migrate, trace replay and bench qemu). --png DIR also writes each chart as a PNG.\n\n` +
+        `On the page: transfer reduction, stock QEMU vs presync, a timeline of every migration (phases, the pause outlined),\n` +
+        `traffic, slow-start window, residual, dirty-page heatmaps, and every run (failures, including failed guest checks, in red).\n` +
+        `Each policy has one colour on every chart (docs/report.md).\n\n` +
+        `Examples:\n  presync report paper.json -o report.html\n  presync report results/qemu-bench.json migration.json -o r.html --png charts/\n`,
     );
     return 0;
   }

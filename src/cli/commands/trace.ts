@@ -18,7 +18,7 @@ import type { CommandIO } from '../io.ts';
 import { sleep } from '../../transport/deadline.ts';
 
 const RECORD_USAGE = 'presync trace record (--image PATH | --qmp SOCKET) [--epoch 100ms] [--duration 60s] [--page-size 4096] -o t.jsonl.gz';
-const REPLAY_USAGE = 'presync trace replay TRACE [--policy a,b] [--launch-after 30s] [--epoch 100ms] [--bandwidth 1Gbit/s] [--rtt-ms 1] [--seed N] [--json] [--out FILE]';
+const REPLAY_USAGE = 'presync trace replay TRACE [--policy a,b] [--launch-after 30s] [--epoch 100ms] [--bandwidth 1Gbit/s] [--rtt 1ms] [--seed N] [--json] [-o|--out FILE]';
 
 export async function traceCommand(argv: string[], io: CommandIO): Promise<number> {
   const [sub, ...rest] = argv;
@@ -155,10 +155,10 @@ async function traceReplay(argv: string[], io: CommandIO): Promise<number> {
       'launch-after': { type: 'string' },
       epoch: { type: 'string' },
       bandwidth: { type: 'string' },
-      'rtt-ms': { type: 'string' },
+      rtt: { type: 'string' },
       seed: { type: 'string' },
       json: { type: 'boolean' },
-      out: { type: 'string' },
+      out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
     REPLAY_USAGE,
@@ -182,7 +182,7 @@ async function traceReplay(argv: string[], io: CommandIO): Promise<number> {
       throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--bandwidth: ${(e as Error).message}`);
     }
   }
-  const rttMs = intFlag(values['rtt-ms'], 'rtt-ms', DEFAULT_SCENARIO.link.rttMs, 0, 60_000);
+  const rttMs = durationFlag(values.rtt, 'rtt') ?? DEFAULT_SCENARIO.link.rttMs;
   const seed = intFlag(values.seed, 'seed', 1, 0, 0xffffffff);
   const traceEndMs = trace.epochs.at(-1)?.t ?? DEFAULT_SCENARIO.launchAtMs;
   const launchAtMs = durationFlag(values['launch-after'], 'launch-after') ?? Math.max(epochMs, Math.min(DEFAULT_SCENARIO.launchAtMs, traceEndMs));

@@ -196,7 +196,7 @@ export function reductionSpec(rows: readonly ReductionRow[], policyDomain: reado
     config: CONFIG,
     title: { text: 'Transfer reduction vs presync-naive (%)', subtitle: "1 − presyncBytes ÷ naive's; grey: the paper's figure" },
     data: { values: [...rows] },
-    width: { step: 14 },
+    width: { step: 20 },
     height: 220,
     mark: { type: 'bar' },
     encoding: {
