@@ -184,9 +184,7 @@ export class Migration extends EventStream<MigrationEvent> {
   /** Roll back: the guest keeps running on the source, the target discards what it received. */
   abort(reason = 'aborted by the operator'): void {
     this.abortReason ??= reason;
-    const sm = this.sm as (SourceMigration & { abort?: (reason: string) => void }) | undefined;
-    if (sm?.abort) sm.abort(reason);
-    else sm?.stop();
+    this.sm?.abort(reason);
   }
 
   /** True once the last step towards HANDOVER began (the lock says committed): from then on nothing may resume the guest. */

@@ -5,7 +5,7 @@ import { TargetImage, metaPath, type ImageMeta } from '../guest/target-image.ts'
 import type { Connection } from '../transport/types.ts';
 import { DigestRunCollector, diffDigests, digestRunFrames, summaryMatches, verifyResponse } from '../wire/digest-runs.ts';
 import type { Frame } from '../wire/frames.ts';
-import { ServerHandshake } from '../wire/handshake.ts';
+import { ServerHandshake, type HandshakeResult } from '../wire/handshake.ts';
 import { Capability, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES } from '../wire/constants.ts';
 import { decodePageBatch } from '../wire/pages.ts';
 import { FrameChannel } from './frame-channel.ts';
@@ -129,43 +129,14 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     return e;
   };
   try {
-    // One deadline for the whole handshake, not one per frame: a peer
-    // trickling bytes cannot hold an unauthenticated connection longer.
-    const handshakeEnds = Date.now() + (o.handshakeTimeoutMs ?? 10_000);
-    const left = (): number => Math.max(1, handshakeEnds - Date.now());
-    let first: Frame | undefined;
-    let imagePath: string;
-    if (typeof o.imagePath === 'string') imagePath = o.imagePath;
-    else {
-      // The image (and so the geometry the CHALLENGE announces) depends on the identity in the HELLO.
-      first = await ch.recv(left());
-      if (first.type !== 'hello') throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${first.type} frame while the server handshake is await-hello`);
-      imagePath = o.imagePath(first.imageId);
-    }
-    const held = heldMeta(imagePath);
-    const hs = new ServerHandshake({
-      secret: o.secret,
-      ...(held
-        ? {
-            geometry: { pageSize: held.pageSize, pageCount: held.pageCount },
-            heldImageId: held.imageId,
-            // --force may reuse a handed-over image: then only the lineage decides a resume.
-            ...(o.force ? {} : { heldState: held.state }),
-            ...(held.lineageId !== undefined ? { heldLineageId: held.lineageId } : {}),
-          }
-        : {}),
-    });
-    const result = await ch.handshake(hs, { timeoutMs: left(), ...(first ? { first } : {}) });
+    const { result, imagePath } = await acceptHandshake(ch, o);
     sessionId = result.sessionId;
     ch.setMaxFrameBytes(DEFAULT_MAX_FRAME_BYTES);
     o.onAuthenticated?.();
     if (result.join) {
-      // A data stream of a session that is already running: it owns nothing.
       if (!o.sessions) throw new PresyncError(ErrorCodes.PROTOCOL, 'this target does not accept joining data streams');
       phase = 'stream';
-      await o.sessions.serveJoin(ch, result.sessionId, result.imageId, idle, undefined, result.lineageId);
-      ch.destroy();
-      return { event: 'session-end', sessionId, outcome: 'aborted', error: null, pagesWritten: 0 };
+      return await serveDataStream(ch, o.sessions, result, idle);
     }
     if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
     image = TargetImage.open(imagePath, result.geometry, result.imageId, {
@@ -199,16 +170,8 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
       },
     );
 
-    // What the verify compares is the file: re-read whole (in parallel) at every verify.
-    const recheckFile = async (img: TargetImage): Promise<void> => {
-      const bad = await img.recheckAll();
-      if (bad.length > 0) emit({ event: 'repair', sessionId, pages: bad.length, during: 'verify' });
-    };
-    let verifyRun: DigestRunCollector | undefined;
-    const device: Uint8Array[] = [];
-    let deviceLen = 0;
-    let deviceTotal = -1;
-    const maxDevice = o.maxDeviceStateBytes ?? 64 * 1024 * 1024;
+    const verifier = new Verifier(ch, result.geometry.pageCount, sessionId, emit);
+    const device = new DeviceStateBuffer(o.maxDeviceStateBytes ?? 64 * 1024 * 1024);
     let unacked = -1;
     for (;;) {
       // Acknowledgements are cumulative: one for the whole burst of frames
@@ -231,50 +194,23 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
           phase = f.phase;
           emit({ event: 'phase', sessionId, phase });
           break;
-        case 'verify-request': {
-          verifyRun ??= new DigestRunCollector(result.geometry.pageCount);
-          const table = verifyRun.add(f);
-          if (table) {
-            await recheckFile(image);
-            const mism = diffDigests(image.digests, table);
-            emit({ event: 'verify', sessionId, match: mism.length === 0, mismatches: mism.length });
-            verified = mism.length === 0;
-            await ch.send(verifyResponse(mism));
-            verifyRun = undefined;
-          }
-          break;
-        }
+        case 'verify-request':
         case 'verify-summary': {
-          await recheckFile(image);
-          const match = summaryMatches(f, image.digests);
-          // A mismatch is reported as the full VERIFY_REQUEST that follows finds it.
-          if (match) emit({ event: 'verify', sessionId, match, mismatches: 0 });
-          verified = match;
-          await ch.send({ type: 'verify-summary-response', match });
+          const answer = await verifier.answer(f, image);
+          if (answer !== undefined) verified = answer;
           break;
         }
-        case 'device-state': {
-          if (f.totalLength > maxDevice) throw new PresyncError(ErrorCodes.PROTOCOL, `device state of ${f.totalLength} B exceeds the ${maxDevice} B limit`);
-          if (deviceTotal < 0) deviceTotal = f.totalLength;
-          if (f.totalLength !== deviceTotal || f.offset !== deviceLen) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state chunks out of order');
-          device.push(f.data.slice());
-          deviceLen += f.data.length;
+        case 'device-state':
+          device.add(f);
           break;
-        }
         case 'handover': {
-          if (phase !== 'handover') throw new PresyncError(ErrorCodes.PROTOCOL, `HANDOVER in phase ${phase}; the source must verify first`);
-          if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
-          if (deviceTotal >= 0 && deviceLen !== deviceTotal) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
+          checkHandover(phase, verified);
+          const deviceState = device.complete();
           // Anything that fails up to here is answered with ERROR, and the
           // source rolls back: nothing runs on the target yet. A sidecar
           // that cannot say `valid` (disk full) is such a failure.
           image.markValid();
-          try {
-            await (o.hook?.start({ imagePath, geometry: result.geometry, deviceState: concat(device, deviceLen), sessionId }) ?? Promise.resolve());
-          } catch (e) {
-            // The hook says the application did not start: a definite failure, reported as such.
-            throw toPresyncError(e, ErrorCodes.HANDOVER_HOOK);
-          }
+          await startApplication(o, { imagePath, geometry: result.geometry, deviceState, sessionId });
           // From here the guest may run on the target: no ERROR may claim otherwise.
           started = true;
           await ch.send({ type: 'handover-done' });
@@ -317,6 +253,124 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
     endStreams?.();
     image?.close();
     release?.();
+  }
+}
+
+/** A data stream of a session that is already running: it owns nothing, and its end is not a session's. */
+async function serveDataStream(ch: FrameChannel, sessions: NonNullable<TargetSessionOptions['sessions']>, result: HandshakeResult, idleMs: number): Promise<TargetEvent & { event: 'session-end' }> {
+  await sessions.serveJoin(ch, result.sessionId, result.imageId, idleMs, undefined, result.lineageId);
+  ch.destroy();
+  return { event: 'session-end', sessionId: result.sessionId, outcome: 'aborted', error: null, pagesWritten: 0 };
+}
+
+/** HANDOVER is legal only in the handover phase, after a verify that matched the image as it is now. */
+function checkHandover(phase: string, verified: boolean): void {
+  if (phase !== 'handover') throw new PresyncError(ErrorCodes.PROTOCOL, `HANDOVER in phase ${phase}; the source must verify first`);
+  if (!verified) throw new PresyncError(ErrorCodes.VERIFY, 'HANDOVER without a matching verify of the current image');
+}
+
+/** Runs the handover hook; its failure says the application did not start, a definite failure reported as such. */
+async function startApplication(o: TargetSessionOptions, at: Parameters<NonNullable<TargetSessionOptions['hook']>['start']>[0]): Promise<void> {
+  try {
+    await (o.hook?.start(at) ?? Promise.resolve());
+  } catch (e) {
+    throw toPresyncError(e, ErrorCodes.HANDOVER_HOOK);
+  }
+}
+
+/**
+ * The server side of the handshake, under one deadline for the whole of it
+ * (not one per frame: a peer trickling bytes cannot hold an unauthenticated
+ * connection longer). The image, and so the geometry the CHALLENGE
+ * announces, may depend on the identity in the HELLO.
+ */
+async function acceptHandshake(ch: FrameChannel, o: TargetSessionOptions): Promise<{ result: HandshakeResult; imagePath: string }> {
+  const handshakeEnds = Date.now() + (o.handshakeTimeoutMs ?? 10_000);
+  const left = (): number => Math.max(1, handshakeEnds - Date.now());
+  let first: Frame | undefined;
+  let imagePath: string;
+  if (typeof o.imagePath === 'string') imagePath = o.imagePath;
+  else {
+    first = await ch.recv(left());
+    if (first.type !== 'hello') throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${first.type} frame while the server handshake is await-hello`);
+    imagePath = o.imagePath(first.imageId);
+  }
+  const held = heldMeta(imagePath);
+  const hs = new ServerHandshake({
+    secret: o.secret,
+    ...(held
+      ? {
+          geometry: { pageSize: held.pageSize, pageCount: held.pageCount },
+          heldImageId: held.imageId,
+          // --force may reuse a handed-over image: then only the lineage decides a resume.
+          ...(o.force ? {} : { heldState: held.state }),
+          ...(held.lineageId !== undefined ? { heldLineageId: held.lineageId } : {}),
+        }
+      : {}),
+  });
+  const result = await ch.handshake(hs, { timeoutMs: left(), ...(first ? { first } : {}) });
+  return { result, imagePath };
+}
+
+/** DEVICE_STATE chunks, in order and within a size limit, until the handover takes them whole. */
+class DeviceStateBuffer {
+  private readonly parts: Uint8Array[] = [];
+  private len = 0;
+  private total = -1;
+
+  constructor(private readonly max: number) {}
+
+  add(f: Extract<Frame, { type: 'device-state' }>): void {
+    if (f.totalLength > this.max) throw new PresyncError(ErrorCodes.PROTOCOL, `device state of ${f.totalLength} B exceeds the ${this.max} B limit`);
+    if (this.total < 0) this.total = f.totalLength;
+    if (f.totalLength !== this.total || f.offset !== this.len) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state chunks out of order');
+    this.parts.push(f.data.slice());
+    this.len += f.data.length;
+  }
+
+  /** The whole device state (empty if none came); throws if some of it is missing. */
+  complete(): Uint8Array {
+    if (this.total >= 0 && this.len !== this.total) throw new PresyncError(ErrorCodes.PROTOCOL, 'device state incomplete at handover');
+    return concat(this.parts, this.len);
+  }
+}
+
+/** Answers VERIFY_SUMMARY and VERIFY_REQUEST from the image's file, re-read whole (in parallel) each time. */
+class Verifier {
+  private run: DigestRunCollector | undefined;
+
+  constructor(
+    private readonly ch: FrameChannel,
+    private readonly pageCount: number,
+    private readonly sessionId: string,
+    private readonly emit: (e: TargetEvent) => void,
+  ) {}
+
+  /** Whether the image matched, once a request is complete (undefined while its runs are still coming). */
+  async answer(f: Extract<Frame, { type: 'verify-request' | 'verify-summary' }>, image: TargetImage): Promise<boolean | undefined> {
+    const { ch, sessionId } = this;
+    if (f.type === 'verify-summary') {
+      await this.recheck(image);
+      const match = summaryMatches(f, image.digests);
+      // A mismatch is reported as the full VERIFY_REQUEST that follows finds it.
+      if (match) this.emit({ event: 'verify', sessionId, match, mismatches: 0 });
+      await ch.send({ type: 'verify-summary-response', match });
+      return match;
+    }
+    this.run ??= new DigestRunCollector(this.pageCount);
+    const table = this.run.add(f);
+    if (!table) return undefined;
+    await this.recheck(image);
+    const mism = diffDigests(image.digests, table);
+    this.emit({ event: 'verify', sessionId, match: mism.length === 0, mismatches: mism.length });
+    await ch.send(verifyResponse(mism));
+    this.run = undefined;
+    return mism.length === 0;
+  }
+
+  private async recheck(image: TargetImage): Promise<void> {
+    const bad = await image.recheckAll();
+    if (bad.length > 0) this.emit({ event: 'repair', sessionId: this.sessionId, pages: bad.length, during: 'verify' });
   }
 }
 

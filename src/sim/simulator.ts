@@ -70,6 +70,326 @@ interface Queued {
   end: number;
 }
 
+type RunError = { code: (typeof ErrorCodes)[keyof typeof ErrorCodes]; message: string };
+
+/**
+ * One simulated migration's state on its virtual clock: the guest and the
+ * target's copy, the link and what is queued on it, the ledger and the
+ * accounting. The phase functions below advance it; simulate() calls them.
+ */
+class SimRun {
+  readonly epochMs: number;
+  readonly pageCount: number;
+  readonly wire: WireCostModel;
+  readonly gcost: GuestCostModel;
+  readonly keepSeries: boolean;
+  readonly link: SimLink;
+  readonly guest: SimGuest;
+  readonly acct: Accounting;
+  readonly ledger: ShellLedger;
+  readonly phases = new PhaseMachine();
+  // Whole bytes: a page record costs its header (+ payload unless elided), and
+  // every pagesPerFrame records a frame header.
+  readonly zeroCost: number;
+  readonly fullCost: number;
+  readonly frameCost: number;
+  readonly stale: PageSet;
+  /** Pages sent at least once. */
+  readonly everSent: PageSet;
+  /** Bytes sent during presync for pages sent before. */
+  rewriteBytes = 0;
+  dirty: PageSet;
+  readonly queue: Queued[] = [];
+  qHead = 0;
+  enqueuedTotal = 0;
+  deliveredTotal = 0;
+  competingBytes = 0;
+  competingAloneBytes = 0;
+  slowdownWeighted = 0;
+  slowdownTime = 0;
+  lastSlowdown = 0;
+  epoch = 0;
+  t = 0;
+  /** When the guest stops, once a pause was asked for (it takes the shell's lag to take effect). */
+  stopAt: number | undefined;
+  residualPagesAtLaunch = 0;
+  converged = true;
+  liveRounds = 0;
+  error: RunError | null = null;
+  pauseAt = -1;
+
+  constructor(readonly cfg: SimConfig) {
+    this.epochMs = cfg.epochMs ?? 100;
+    const { pageSize, pageCount } = cfg.workload.geometry;
+    this.pageCount = pageCount;
+    this.wire = cfg.wireCost ?? DEFAULT_WIRE_COST;
+    this.gcost = cfg.guestCost ?? DEFAULT_GUEST_COST;
+    this.keepSeries = cfg.keepSeries ?? true;
+    this.link = new SimLink(cfg.link);
+    this.guest = new SimGuest(pageCount, cfg.workload.initialNonZero());
+    this.acct = new Accounting(pageCount);
+    this.ledger = new ShellLedger(pageSize, this.wire);
+    this.zeroCost = this.wire.pageHeaderBytes;
+    this.fullCost = this.wire.pageHeaderBytes + pageSize;
+    this.frameCost = this.wire.frameHeaderBytes;
+    this.stale = this.guest.differing();
+    this.everSent = new PageSet(pageCount);
+    this.dirty = new PageSet(pageCount);
+  }
+
+  /** Queues the stale pages of a prefix of the decision's list that fits its budget. */
+  enqueue(d: EpochDecision): Sent {
+    const { guest, stale, wire } = this;
+    let bytes = 0;
+    let pages = 0;
+    const budget = d.budgetBytes;
+    let i = 0;
+    for (; i < d.send.length; i++) {
+      const p = d.send[i];
+      if (!stale.has(p)) continue; // a policy may only send what the target lacks
+      const c = (guest.isZero(p) ? this.zeroCost : this.fullCost) + (pages % wire.pagesPerFrame === 0 ? this.frameCost : 0);
+      if (bytes + c > budget) break;
+      bytes += c;
+      pages++;
+      stale.delete(p);
+      if (this.everSent.has(p)) {
+        if (this.phases.phase === 'presync') this.rewriteBytes += c;
+      } else this.everSent.add(p);
+      this.enqueuedTotal += c;
+      this.queue.push({ page: p, version: guest.source[p], end: this.enqueuedTotal });
+      this.acct.onPageSent(p);
+    }
+    this.ledger.onSend(bytes, pages, i);
+    this.link.enqueue(bytes);
+    return { bytes, pages };
+  }
+
+  /** Advances `dtMs`, the guest running until the pause asked for takes effect. */
+  advanceUntilStop(dtMs: number): Step {
+    const { t, stopAt } = this;
+    if (stopAt === undefined || t + dtMs <= stopAt) return this.advance(dtMs, true);
+    if (t >= stopAt) return this.advance(dtMs, false);
+    const live = this.advance(stopAt - t, true);
+    const still = this.advance(t + dtMs - stopAt, false);
+    return { delivered: live.delivered + still.delivered, written: live.written };
+  }
+
+  /** Advances the clock `dtMs`: the link delivers, the target applies what arrived, the guest writes if it runs. */
+  advance(dtMs: number, guestRuns: boolean): Step {
+    const { cfg, link, queue } = this;
+    const s = link.step(this.t, dtMs);
+    this.deliveredTotal += s.delivered;
+    this.ledger.onDelivered(s.delivered);
+    this.acct.onBytes(s.delivered);
+    if (this.phases.phase === 'presync') {
+      this.competingBytes += s.competingDelivered;
+      if (link.competingActive(this.t)) this.competingAloneBytes += (cfg.link.bandwidthBytesPerSec * dtMs) / 1000;
+    }
+    while (this.qHead < queue.length && queue[this.qHead].end <= this.deliveredTotal + 1e-6) {
+      const q = queue[this.qHead++];
+      this.guest.target[q.page] = q.version;
+    }
+    if (this.qHead > 4096 && this.qHead * 2 > queue.length) {
+      queue.splice(0, this.qHead);
+      this.qHead = 0;
+    }
+    const written = new PageSet(this.pageCount);
+    if (guestRuns) {
+      cfg.workload.writes(this.t, this.t + dtMs, written);
+      this.guest.write(written);
+      this.stale.unionWith(written);
+      this.acct.onWrites(written);
+    }
+    this.t += dtMs;
+    return { delivered: s.delivered, written };
+  }
+
+  observe(phase: 'presync' | 'launched', stepMs: number): EpochObservation {
+    const { cfg } = this;
+    const { consumed, wireBytesPerPage, offeredBytes, deliveredBytes } = this.ledger.observe();
+    return {
+      epoch: this.epoch,
+      timeMs: this.t,
+      epochMs: stepMs,
+      phase,
+      geometry: cfg.workload.geometry,
+      dirty: this.dirty,
+      stale: this.stale,
+      net: {
+        bandwidthBytesPerSec: cfg.link.bandwidthBytesPerSec,
+        rttMs: this.link.rttNow(this.t),
+        bytesInFlight: this.link.queuedBytes,
+        offeredBytes,
+        deliveredBytes,
+      },
+      guestSlowdown: this.slowdownTime > 0 ? this.lastSlowdown : 0,
+      ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs, pauseLagMs: cfg.pauseLagMs ?? 0 } : {}),
+      consumed,
+      wireBytesPerPage,
+    };
+  }
+
+  record(phase: 'presync' | 'launched', stepMs: number, d: EpochDecision, sent: Sent, delivered: number, dirtyPages: number): void {
+    if (!this.keepSeries) return;
+    this.acct.point({
+      tMs: this.t,
+      phase,
+      sentBytes: sent.bytes,
+      sentPages: sent.pages,
+      deliveredBytes: delivered,
+      budgetBytes: Number.isFinite(d.budgetBytes) ? d.budgetBytes : -1,
+      dirtyPages,
+      stalePages: this.stale.count(),
+      rttMs: this.link.rttNow(this.t),
+      throughputBytesPerSec: stepMs > 0 ? (delivered / stepMs) * 1000 : 0,
+      ...(d.diag ? { diag: d.diag } : {}),
+    });
+  }
+}
+
+interface Sent {
+  readonly bytes: number;
+  readonly pages: number;
+}
+
+interface Step {
+  readonly delivered: number;
+  readonly written: PageSet;
+}
+
+/** Fixed epochs until the launch command, each charged the guest slowdown our tracking and sending cost. */
+function presyncEpochs(sim: SimRun): void {
+  const { cfg, gcost } = sim;
+  sim.phases.to('presync', 0);
+  while (sim.t < cfg.launchAtMs - 1e-9) {
+    const stepMs = Math.min(sim.epochMs, cfg.launchAtMs - sim.t);
+    const d = cfg.policy.decide(sim.observe('presync', stepMs));
+    const sent = sim.enqueue(d);
+    const { delivered, written } = sim.advance(stepMs, true);
+    sim.lastSlowdown = Math.min(1, (written.count() * gcost.trackUsPerDirtyPage + sent.pages * gcost.sendUsPerPage) / (stepMs * 1000 * gcost.guestCpus));
+    sim.slowdownWeighted += sim.lastSlowdown * stepMs;
+    sim.slowdownTime += stepMs;
+    sim.dirty = written;
+    sim.record('presync', stepMs, d, sent, delivered, written.count());
+    sim.epoch++;
+  }
+}
+
+/** The switchover decision: pages sent ahead of the pause cross while the guest runs, then it stops after the shell's lag. */
+function switchover(sim: SimRun, d: EpochDecision): void {
+  const { cfg, link } = sim;
+  sim.converged = d.converged ?? true;
+  if (d.abort) {
+    sim.error = { code: ErrorCodes.NO_CONVERGENCE, message: `policy ${cfg.policy.name} could not converge under its downtime limit and aborted` };
+    return;
+  }
+  const lag = Math.max(0, cfg.pauseLagMs ?? 0);
+  // Pages sent just ahead of the pause, and any still crossing from the
+  // last probes: the guest runs while they cross.
+  const sent = d.send.length > 0 ? sim.enqueue(d) : { bytes: 0, pages: 0 };
+  if (sim.stopAt === undefined) {
+    const stepMs = Math.max(0, link.drainMs(sim.t) - lag);
+    const { delivered, written } = stepMs > 0 ? sim.advance(stepMs, true) : { delivered: 0, written: new PageSet(sim.pageCount) };
+    if (stepMs > 0 || sent.pages > 0) sim.record('launched', stepMs, d, sent, delivered, written.count());
+    sim.stopAt = sim.t + lag;
+  }
+  // The pause takes effect only after the shell's lag; the guest writes on meanwhile.
+  if (sim.stopAt > sim.t) sim.advance(sim.stopAt - sim.t, true);
+  sim.pauseAt = sim.stopAt;
+}
+
+/** A probe round: a close look at a few pages after a while; the rest of the guest is not scanned. */
+function probeRound(sim: SimRun, d: EpochDecision, probe: NonNullable<EpochDecision['probe']>, sent: Sent): void {
+  if (d.startPause && sim.stopAt === undefined) sim.stopAt = sim.t + Math.max(0, sim.cfg.pauseLagMs ?? 0);
+  const stepMs = Math.max(0.1, probe.afterMs);
+  const { delivered, written } = sim.advanceUntilStop(stepMs);
+  const seen = new PageSet(sim.pageCount);
+  for (const p of probe.pages) if (written.has(p)) seen.add(p);
+  sim.dirty = seen;
+  sim.record('launched', stepMs, d, sent, delivered, seen.count());
+}
+
+/** Live rounds after launch until the switchover (pauseAt set) or a failure (error set). */
+function liveRounds(sim: SimRun): void {
+  const { cfg, link } = sim;
+  const maxPostLaunchMs = cfg.maxPostLaunchMs ?? 600_000;
+  sim.phases.to('launched', sim.t);
+  sim.acct.onLaunch();
+  sim.residualPagesAtLaunch = sim.guest.differing().count();
+  for (;;) {
+    if (sim.t - cfg.launchAtMs > maxPostLaunchMs) {
+      sim.error = { code: ErrorCodes.NO_CONVERGENCE, message: `live rounds did not finish within ${maxPostLaunchMs} ms of launch` };
+      return;
+    }
+    if (sim.stopAt !== undefined && sim.t >= sim.stopAt) {
+      // A pause started early has taken effect: nothing more to watch for.
+      sim.pauseAt = sim.stopAt;
+      return;
+    }
+    const d = cfg.policy.decide(sim.observe('launched', sim.epochMs));
+    if (d.diag && typeof d.diag.round === 'number') sim.liveRounds = Math.max(sim.liveRounds, d.diag.round);
+    if (d.switchover) return switchover(sim, d);
+    const sent = sim.enqueue(d);
+    if (d.probe) probeRound(sim, d, d.probe, sent);
+    else {
+      const stepMs = Math.min(sim.epochMs, Math.max(1, link.drainMs(sim.t)));
+      const { delivered, written } = sim.advance(stepMs, true);
+      sim.dirty = written;
+      sim.record('launched', stepMs, d, sent, delivered, written.count());
+    }
+    sim.epoch++;
+  }
+}
+
+/** The result's fields that do not depend on the outcome. */
+function resultBase(sim: SimRun): Omit<SimResult, 'outcome' | 'error' | 'launchToRunningMs' | 'downtimeMs' | 'verified'> {
+  const { cfg, acct } = sim;
+  return {
+    workload: cfg.workload.name,
+    policy: cfg.policy.name,
+    presyncBytes: acct.presyncBytes,
+    finalBytes: acct.finalBytes,
+    residualPagesAtLaunch: sim.residualPagesAtLaunch,
+    wastedPages: acct.wastedPages,
+    resentPages: acct.resentPages,
+    guestSlowdown: sim.slowdownTime > 0 ? sim.slowdownWeighted / sim.slowdownTime : 0,
+    converged: sim.converged,
+    liveRounds: sim.liveRounds,
+    competingBytes: sim.competingBytes,
+    competingAloneBytes: sim.competingAloneBytes,
+    presyncRewriteBytes: sim.rewriteBytes,
+    series: acct.series,
+  };
+}
+
+function rolledBack(sim: SimRun, error: RunError | null, reason = error?.message): SimResult {
+  sim.phases.to('rollback', sim.t, reason);
+  return { ...resultBase(sim), outcome: 'rolled-back', error, launchToRunningMs: null, downtimeMs: null, verified: false };
+}
+
+/** The guest is paused: the final full scan, the residual copy, verify, device state and handover. */
+function completion(sim: SimRun): SimResult {
+  const { cfg, link } = sim;
+  const deviceStateBytes = cfg.deviceStateBytes ?? 210_000;
+  const scanNsPerPage = cfg.scanNsPerPage ?? 150;
+  sim.phases.to('final-copy', sim.t);
+  sim.t += (sim.pageCount * scanNsPerPage) / 1e6; // the final full scan finds every page still differing
+  const residual = PageSet.copyOf(sim.stale);
+  sim.enqueue({ send: residual.toArray(), budgetBytes: Infinity, switchover: false });
+  const drain = link.drainMs(sim.t);
+  if (drain > 0) sim.advance(drain, false);
+  sim.t += cfg.link.rttMs / 2; // the last page's propagation
+  sim.phases.to('verify', sim.t);
+  const verified = sim.guest.identical();
+  sim.acct.onBytes(sim.pageCount > 0 ? 64 : 0); // digest-of-digests exchange
+  sim.t += cfg.link.rttMs;
+  if (!verified) return rolledBack(sim, { code: ErrorCodes.VERIFY, message: 'target image differs from the source after the final copy' }, 'target image differs from source');
+  sim.phases.to('handover', sim.t);
+  sim.acct.onBytes(deviceStateBytes);
+  sim.t += (deviceStateBytes / link.shareAt(sim.t, Infinity)) * 1000 + cfg.link.rttMs / 2;
+  sim.phases.to('done', sim.t);
+  return { ...resultBase(sim), outcome: 'done', error: null, launchToRunningMs: sim.t - cfg.launchAtMs, downtimeMs: sim.t - sim.pauseAt, verified: true };
+}
 
 /**
  * Discrete-event simulation of one migration on a virtual clock. Before launch
@@ -81,293 +401,9 @@ export function simulate(cfg: SimConfig): SimResult {
   const epochMs = cfg.epochMs ?? 100;
   if (!(epochMs > 0)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `epochMs must be positive, got ${epochMs}`);
   if (!(cfg.launchAtMs >= 0)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `launchAtMs must be non-negative, got ${cfg.launchAtMs}`);
-  const { pageSize, pageCount } = cfg.workload.geometry;
-  const wire = cfg.wireCost ?? DEFAULT_WIRE_COST;
-  const gcost = cfg.guestCost ?? DEFAULT_GUEST_COST;
-  const deviceStateBytes = cfg.deviceStateBytes ?? 210_000;
-  const scanNsPerPage = cfg.scanNsPerPage ?? 150;
-  const maxPostLaunchMs = cfg.maxPostLaunchMs ?? 600_000;
-  const keepSeries = cfg.keepSeries ?? true;
-  const link = new SimLink(cfg.link);
-  const guest = new SimGuest(pageCount, cfg.workload.initialNonZero());
-  const acct = new Accounting(pageCount);
-  const ledger = new ShellLedger(pageSize, wire);
-  const phases = new PhaseMachine();
-  // Whole bytes: a page record costs its header (+ payload unless elided), and
-  // every pagesPerFrame records a frame header.
-  const zeroCost = wire.pageHeaderBytes;
-  const fullCost = wire.pageHeaderBytes + pageSize;
-  const frameCost = wire.frameHeaderBytes;
-
-  const stale = guest.differing();
-  let dirty = new PageSet(pageCount);
-  const queue: Queued[] = [];
-  let qHead = 0;
-  let enqueuedTotal = 0;
-  let deliveredTotal = 0;
-  let competingBytes = 0;
-  let competingAloneBytes = 0;
-  let slowdownWeighted = 0;
-  let slowdownTime = 0;
-  let epoch = 0;
-  let t = 0;
-
-  const everSent = new PageSet(pageCount);
-  let rewriteBytes = 0;
-  const enqueue = (d: EpochDecision): { bytes: number; pages: number } => {
-    let bytes = 0;
-    let pages = 0;
-    const budget = d.budgetBytes;
-    let i = 0;
-    for (; i < d.send.length; i++) {
-      const p = d.send[i];
-      if (!stale.has(p)) continue; // a policy may only send what the target lacks
-      const c = (guest.isZero(p) ? zeroCost : fullCost) + (pages % wire.pagesPerFrame === 0 ? frameCost : 0);
-      if (bytes + c > budget) break;
-      bytes += c;
-      pages++;
-      stale.delete(p);
-      if (everSent.has(p)) {
-        if (phases.phase === 'presync') rewriteBytes += c;
-      } else everSent.add(p);
-      enqueuedTotal += c;
-      queue.push({ page: p, version: guest.source[p], end: enqueuedTotal });
-      acct.onPageSent(p);
-    }
-    ledger.onSend(bytes, pages, i);
-    link.enqueue(bytes);
-    return { bytes, pages };
-  };
-
-  /** When the guest stops, once a pause was asked for (it takes the shell's lag to take effect). */
-  let stopAt: number | undefined;
-  const advanceUntilStop = (dtMs: number): { delivered: number; written: PageSet } => {
-    if (stopAt === undefined || t + dtMs <= stopAt) return advance(dtMs, true);
-    if (t >= stopAt) return advance(dtMs, false);
-    const live = advance(stopAt - t, true);
-    const still = advance(t + dtMs - stopAt, false);
-    return { delivered: live.delivered + still.delivered, written: live.written };
-  };
-  const advance = (dtMs: number, guestRuns: boolean): { delivered: number; written: PageSet } => {
-    const s = link.step(t, dtMs);
-    deliveredTotal += s.delivered;
-    ledger.onDelivered(s.delivered);
-    acct.onBytes(s.delivered);
-    if (phases.phase === 'presync') {
-      competingBytes += s.competingDelivered;
-      if (link.competingActive(t)) competingAloneBytes += (cfg.link.bandwidthBytesPerSec * dtMs) / 1000;
-    }
-    while (qHead < queue.length && queue[qHead].end <= deliveredTotal + 1e-6) {
-      const q = queue[qHead++];
-      guest.target[q.page] = q.version;
-    }
-    if (qHead > 4096 && qHead * 2 > queue.length) {
-      queue.splice(0, qHead);
-      qHead = 0;
-    }
-    const written = new PageSet(pageCount);
-    if (guestRuns) {
-      cfg.workload.writes(t, t + dtMs, written);
-      guest.write(written);
-      stale.unionWith(written);
-      acct.onWrites(written);
-    }
-    t += dtMs;
-    return { delivered: s.delivered, written };
-  };
-
-  const observe = (phase: 'presync' | 'launched', stepMs: number): EpochObservation => {
-    const { consumed, wireBytesPerPage, offeredBytes, deliveredBytes } = ledger.observe();
-    return {
-      epoch,
-      timeMs: t,
-      epochMs: stepMs,
-      phase,
-      geometry: cfg.workload.geometry,
-      dirty,
-      stale,
-      net: {
-        bandwidthBytesPerSec: cfg.link.bandwidthBytesPerSec,
-        rttMs: link.rttNow(t),
-        bytesInFlight: link.queuedBytes,
-        offeredBytes,
-        deliveredBytes,
-      },
-      guestSlowdown: slowdownTime > 0 ? lastSlowdown : 0,
-      ...(phase === 'launched' ? { launchedAtMs: cfg.launchAtMs, pauseLagMs: cfg.pauseLagMs ?? 0 } : {}),
-      consumed,
-      wireBytesPerPage,
-    };
-  };
-  let lastSlowdown = 0;
-
-  const record = (phase: 'presync' | 'launched', stepMs: number, d: EpochDecision, sent: { bytes: number; pages: number }, delivered: number, dirtyPages: number): void => {
-    if (!keepSeries) return;
-    acct.point({
-      tMs: t,
-      phase,
-      sentBytes: sent.bytes,
-      sentPages: sent.pages,
-      deliveredBytes: delivered,
-      budgetBytes: Number.isFinite(d.budgetBytes) ? d.budgetBytes : -1,
-      dirtyPages,
-      stalePages: stale.count(),
-      rttMs: link.rttNow(t),
-      throughputBytesPerSec: stepMs > 0 ? (delivered / stepMs) * 1000 : 0,
-      ...(d.diag ? { diag: d.diag } : {}),
-    });
-  };
-
-  // ---- presync: fixed epochs until the launch command.
-  phases.to('presync', 0);
-  while (t < cfg.launchAtMs - 1e-9) {
-    const stepMs = Math.min(epochMs, cfg.launchAtMs - t);
-    const d = cfg.policy.decide(observe('presync', stepMs));
-    const sent = enqueue(d);
-    const { delivered, written } = advance(stepMs, true);
-    lastSlowdown = Math.min(1, (written.count() * gcost.trackUsPerDirtyPage + sent.pages * gcost.sendUsPerPage) / (stepMs * 1000 * gcost.guestCpus));
-    slowdownWeighted += lastSlowdown * stepMs;
-    slowdownTime += stepMs;
-    dirty = written;
-    record('presync', stepMs, d, sent, delivered, written.count());
-    epoch++;
-  }
-
-  // ---- launch.
-  phases.to('launched', t);
-  acct.onLaunch();
-  const residualPagesAtLaunch = guest.differing().count();
-  let converged = true;
-  let liveRounds = 0;
-  let error: { code: typeof ErrorCodes[keyof typeof ErrorCodes]; message: string } | null = null;
-  let pauseAt = -1;
-
-  for (;;) {
-    if (t - cfg.launchAtMs > maxPostLaunchMs) {
-      error = { code: ErrorCodes.NO_CONVERGENCE, message: `live rounds did not finish within ${maxPostLaunchMs} ms of launch` };
-      break;
-    }
-    if (stopAt !== undefined && t >= stopAt) {
-      // A pause started early has taken effect: nothing more to watch for.
-      pauseAt = stopAt;
-      break;
-    }
-    const d = cfg.policy.decide(observe('launched', epochMs));
-    if (d.diag && typeof d.diag.round === 'number') liveRounds = Math.max(liveRounds, d.diag.round);
-    if (d.switchover) {
-      converged = d.converged ?? true;
-      if (d.abort) {
-        error = { code: ErrorCodes.NO_CONVERGENCE, message: `policy ${cfg.policy.name} could not converge under its downtime limit and aborted` };
-        break;
-      }
-      const lag = Math.max(0, cfg.pauseLagMs ?? 0);
-      // Pages sent just ahead of the pause, and any still crossing from the
-      // last probes: the guest runs while they cross.
-      const sent = d.send.length > 0 ? enqueue(d) : { bytes: 0, pages: 0 };
-      if (stopAt === undefined) {
-        const stepMs = Math.max(0, link.drainMs(t) - lag);
-        const { delivered, written } = stepMs > 0 ? advance(stepMs, true) : { delivered: 0, written: new PageSet(pageCount) };
-        if (stepMs > 0 || sent.pages > 0) record('launched', stepMs, d, sent, delivered, written.count());
-        stopAt = t + lag;
-      }
-      // The pause takes effect only after the shell's lag; the guest writes on meanwhile.
-      if (stopAt > t) advance(stopAt - t, true);
-      pauseAt = stopAt;
-      break;
-    }
-    const sent = enqueue(d);
-    if (d.probe) {
-      if (d.startPause && stopAt === undefined) stopAt = t + Math.max(0, cfg.pauseLagMs ?? 0);
-      // A close look at a few pages only: the rest of the guest is not scanned.
-      const stepMs = Math.max(0.1, d.probe.afterMs);
-      const { delivered, written } = advanceUntilStop(stepMs);
-      const seen = new PageSet(pageCount);
-      for (const p of d.probe.pages) if (written.has(p)) seen.add(p);
-      dirty = seen;
-      record('launched', stepMs, d, sent, delivered, seen.count());
-      epoch++;
-      continue;
-    }
-    const stepMs = Math.min(epochMs, Math.max(1, link.drainMs(t)));
-    const { delivered, written } = advance(stepMs, true);
-    dirty = written;
-    record('launched', stepMs, d, sent, delivered, written.count());
-    epoch++;
-  }
-
-  const base = {
-    workload: cfg.workload.name,
-    policy: cfg.policy.name,
-    presyncBytes: 0,
-    finalBytes: 0,
-    residualPagesAtLaunch,
-    wastedPages: acct.wastedPages,
-    resentPages: 0,
-    guestSlowdown: slowdownTime > 0 ? slowdownWeighted / slowdownTime : 0,
-    converged,
-    liveRounds,
-    competingBytes,
-    competingAloneBytes,
-    presyncRewriteBytes: rewriteBytes,
-  };
-
-  if (pauseAt < 0) {
-    phases.to('rollback', t, error?.message);
-    return {
-      ...base,
-      outcome: 'rolled-back',
-      error,
-      launchToRunningMs: null,
-      downtimeMs: null,
-      presyncBytes: acct.presyncBytes,
-      finalBytes: acct.finalBytes,
-      resentPages: acct.resentPages,
-      verified: false,
-      series: acct.series,
-    };
-  }
-
-  // ---- switchover: the guest is paused from here on.
-  phases.to('final-copy', t);
-  t += (pageCount * scanNsPerPage) / 1e6; // the final full scan finds every page still differing
-  const residual = PageSet.copyOf(stale);
-  enqueue({ send: residual.toArray(), budgetBytes: Infinity, switchover: false });
-  const drain = link.drainMs(t);
-  if (drain > 0) advance(drain, false);
-  t += cfg.link.rttMs / 2; // the last page's propagation
-  phases.to('verify', t);
-  const verified = guest.identical();
-  acct.onBytes(pageCount > 0 ? 64 : 0); // digest-of-digests exchange
-  t += cfg.link.rttMs;
-  if (!verified) {
-    phases.to('rollback', t, 'target image differs from source');
-    return {
-      ...base,
-      outcome: 'rolled-back',
-      error: { code: ErrorCodes.VERIFY, message: 'target image differs from the source after the final copy' },
-      launchToRunningMs: null,
-      downtimeMs: null,
-      presyncBytes: acct.presyncBytes,
-      finalBytes: acct.finalBytes,
-      resentPages: acct.resentPages,
-      verified: false,
-      series: acct.series,
-    };
-  }
-  phases.to('handover', t);
-  acct.onBytes(deviceStateBytes);
-  t += (deviceStateBytes / link.shareAt(t, Infinity)) * 1000 + cfg.link.rttMs / 2;
-  phases.to('done', t);
-  return {
-    ...base,
-    outcome: 'done',
-    error: null,
-    launchToRunningMs: t - cfg.launchAtMs,
-    downtimeMs: t - pauseAt,
-    presyncBytes: acct.presyncBytes,
-    finalBytes: acct.finalBytes,
-    resentPages: acct.resentPages,
-    verified: true,
-    series: acct.series,
-  };
+  const sim = new SimRun(cfg);
+  presyncEpochs(sim);
+  liveRounds(sim);
+  if (sim.pauseAt < 0) return rolledBack(sim, sim.error);
+  return completion(sim);
 }

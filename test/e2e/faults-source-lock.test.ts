@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processState } from '../../src/guest/controller.ts';
 import { lockPath, processStartTime, readLock, type LockRecord } from '../../src/engine/source-lock.ts';
@@ -140,6 +140,25 @@ test('stale locks with nothing to resume are removed: an agent that died before 
   assert.equal(r3.code, 0, r3.stderr);
   assert.equal(r3.lines[0]?.action, 'removed');
   assert.equal(existsSync(lockPath(image)), false);
+});
+
+test('a dead agent\'s lock for a deleted file whose inode another file now has is removed without acting on it', { timeout: TEST_GUARD_MS }, async () => {
+  const { dir, image } = setup();
+  const guest = sleeper();
+  try {
+    process.kill(guest.pid!, 'SIGSTOP');
+    await until('stopped', () => processState(guest.pid!) === 'T');
+    // As if written for an image that lived elsewhere and was deleted: same name (dev-ino), other path.
+    const { dev, ino } = statSync(image);
+    writeLock(image, { agentPid: await deadPid(), guestPid: guest.pid!, guestStart: processStartTime(guest.pid!), state: 'committed', image: join(dir, 'deleted-long-ago.img'), dev, ino });
+    const r = await runCli(['migrate', '--image', image, '--recover', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.lines[0]?.action, 'removed');
+    assert.equal(processState(guest.pid!), 'T', 'a guest of another file is neither resumed nor blamed');
+    assert.equal(existsSync(lockPath(image)), false);
+  } finally {
+    guest.kill('SIGKILL');
+  }
 });
 
 test('a file that is not a presync lock refuses with PRESYNC_ERR_LOCKED and a hint instead of being overwritten', { timeout: TEST_GUARD_MS }, async () => {

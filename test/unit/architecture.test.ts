@@ -119,3 +119,29 @@ test('migrate, qemu migrate and serve load neither the simulator nor the lab', (
     assert.deepEqual(loaded, [], `src/cli/commands/${cmd}`);
   }
 });
+
+/** Functions (declarations, methods, arrow functions) longer than `max` lines in the .ts files under `dir`. */
+async function longFunctions(dir: string, max: number): Promise<string[]> {
+  const ts = (await import('typescript')).default;
+  const long: string[] = [];
+  for (const file of sources(join(SRC, dir))) {
+    const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.ES2022, true);
+    const visit = (n: import('typescript').Node): void => {
+      if (ts.isFunctionLike(n) && 'body' in n && n.body) {
+        const from = sf.getLineAndCharacterOfPosition(n.getStart(sf)).line;
+        const to = sf.getLineAndCharacterOfPosition(n.getEnd()).line;
+        if (to - from + 1 > max) {
+          const name = 'name' in n && n.name && ts.isIdentifier(n.name as import('typescript').Node) ? (n.name as import('typescript').Identifier).text : '(anonymous)';
+          long.push(`${rel(file)}:${from + 1} ${name} (${to - from + 1} lines)`);
+        }
+      }
+      ts.forEachChild(n, visit);
+    };
+    visit(sf);
+  }
+  return long;
+}
+
+test('no function in the engine or the simulator runs past 150 lines', async () => {
+  assert.deepEqual([...(await longFunctions('engine', 150)), ...(await longFunctions('sim', 150))], []);
+});

@@ -120,7 +120,7 @@ export class PresyncPolicy implements MigrationPolicy {
         guestSlowdown: obs.guestSlowdown,
         sendable: send.length > 0,
       });
-      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, send.length, this.hold, diag.expectedExtraResidual ?? 0)));
+      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, send, this.hold, diag.expectedExtraResidual ?? 0)));
       diag.windowBytes = d.windowBytes;
       diag.ssthreshBytes = Number.isFinite(this.rate.ssthreshBytes) ? this.rate.ssthreshBytes : -1;
     }
@@ -132,14 +132,33 @@ export class PresyncPolicy implements MigrationPolicy {
  * The least the window may let through this epoch: what it leaves unsent is
  * residual at a launch just as a held page is, so together with what holding
  * is expected to add it stays within the added-pause cap (`addedPauseMs` at
- * the link rate). A guest that writes faster than the window grows (a
- * compressor) is then sent at its pace rather than left to pile up.
+ * the link rate). An unsent page costs what it adds to naive's residual: one
+ * page, unless it was written in the last epoch and is likely to be written
+ * again in the next (1 − that probability by the predictor; 0 without one): a
+ * hot buffer page left unsent costs nothing, it is stale at a launch whatever
+ * is sent.
+ * Counted from the end of the list, where the window cuts. A guest that
+ * writes faster than the window grows (a compressor) is then sent at its pace
+ * rather than left to pile up, while the window still paces a hot set.
  */
-function pauseCapFloor(obs: EpochObservation, sendable: number, hold: HoldBack | null, heldExtra: number): number {
+function pauseCapFloor(obs: EpochObservation, send: Uint32Array, hold: HoldBack | null, heldExtra: number): number {
   const capMs = hold?.cfg.addedPauseMs ?? DEFAULT_HOLD_BACK.addedPauseMs;
   const capPages = (capMs * obs.net.bandwidthBytesPerSec) / 1000 / Math.max(1, obs.wireBytesPerPage);
   const leave = Math.max(0, capPages - heldExtra);
-  return Math.max(0, sendable - leave) * obs.wireBytesPerPage;
+  let next: Float64Array | null = null;
+  if (hold) {
+    next = new Float64Array(send.length);
+    hold.predictor.probRewriteMany(send, 1, next);
+  }
+  let cost = 0;
+  let i = send.length;
+  while (i > 0) {
+    const c = !obs.dirty.has(send[i - 1]) ? 1 : next ? 1 - next[i - 1] : 0;
+    if (cost + c > leave) break;
+    cost += c;
+    i--;
+  }
+  return i * obs.wireBytesPerPage;
 }
 
 /**
