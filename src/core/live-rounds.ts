@@ -1,5 +1,6 @@
 import { PageSet, type ReadonlyPageSet } from './pageset.ts';
 import { estimateDowntime, shouldSwitchover, type SwitchoverCosts, DEFAULT_SWITCHOVER_COSTS } from './downtime.ts';
+import { SendPrefix, takeHead } from './send-prefix.ts';
 import type { EpochDecision, EpochObservation } from './types.ts';
 
 /**
@@ -44,6 +45,7 @@ export class LiveRounds {
   /** Pages of the current round not yet handed to the shell. */
   private roundPages: PageSet | null = null;
   private lastSend: Uint32Array = new Uint32Array(0);
+  private readonly prefix = new SendPrefix();
 
   constructor(private readonly cfg: LiveRoundConfig) {}
 
@@ -84,7 +86,8 @@ export class LiveRounds {
       }
     }
     const budget = Number.isFinite(bw) ? (bw * obs.epochMs) / 1000 : Number.MAX_SAFE_INTEGER;
-    this.lastSend = this.roundPages.toArray();
+    const limit = Number.isFinite(bw) ? this.prefix.limit(budget, obs.wireBytesPerPage, obs.consumed) : Infinity;
+    this.lastSend = takeHead(this.roundPages, limit, this.prefix);
     return {
       send: this.lastSend,
       budgetBytes: budget,

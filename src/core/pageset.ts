@@ -13,6 +13,7 @@ export interface ReadonlyPageSet {
   forEach(fn: (page: number) => void): void;
   [Symbol.iterator](): Iterator<number>;
   toArray(): Uint32Array;
+  head(limit: number): Uint32Array;
   words(): Readonly<Uint32Array>;
 }
 
@@ -199,6 +200,26 @@ export class PageSet implements ReadonlyPageSet {
     return out;
   }
 
+  /**
+   * The `limit` lowest members in ascending order (all of them if fewer):
+   * costs the words up to the last one taken, not the whole bitmap, so a
+   * policy that needs only what fits an epoch does not pay for the guest's size.
+   */
+  head(limit: number): Uint32Array {
+    const n = Math.max(0, Math.floor(limit));
+    const out: number[] = [];
+    const b = this.bits;
+    for (let i = 0; i < b.length && out.length < n; i++) {
+      let w = b[i];
+      while (w !== 0 && out.length < n) {
+        const t = w & -w;
+        out.push((i << 5) + (31 - Math.clz32(t)));
+        w ^= t;
+      }
+    }
+    return Uint32Array.from(out);
+  }
+
   /** Ranges of consecutive members, as used by the trace format. */
   ranges(): Array<[number, number]> {
     const out: Array<[number, number]> = [];
@@ -221,4 +242,59 @@ export function popcount32(x: number): number {
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   x = (x + (x >>> 4)) & 0x0f0f0f0f;
   return Math.imul(x, 0x01010101) >>> 24;
+}
+
+/** Calls fn for every member of `set` in [from, to), ascending; skips empty words. */
+export function forEachInRange(set: ReadonlyPageSet, from: number, to: number, fn: (page: number) => void): void {
+  const b = set.words();
+  const lo = Math.max(0, from);
+  const hi = Math.min(set.size, to);
+  if (hi <= lo) return;
+  for (let i = lo >>> 5; i <= (hi - 1) >>> 5; i++) {
+    let w = b[i];
+    while (w !== 0) {
+      const t = w & -w;
+      const p = (i << 5) + (31 - Math.clz32(t));
+      w ^= t;
+      if (p >= lo && p < hi) fn(p);
+    }
+  }
+}
+
+/**
+ * A private copy of a set that changes between looks (a shell's stale set):
+ * each sync reports what was added and removed since the last one. It
+ * compares words, so it costs a pass over the bitmap (32 pages a step) plus
+ * the changes, not a callback per member.
+ */
+export class PageSetMirror {
+  private readonly bits: Uint32Array;
+
+  constructor(readonly size: number) {
+    this.bits = new Uint32Array((size + 31) >>> 5);
+  }
+
+  sync(current: ReadonlyPageSet, onAdd: (page: number) => void, onRemove: (page: number) => void): void {
+    if (current.size !== this.size) throw new RangeError(`page sets differ in size: ${this.size} vs ${current.size}`);
+    const o = current.words();
+    const b = this.bits;
+    for (let i = 0; i < b.length; i++) {
+      const now = o[i];
+      const was = b[i];
+      if (now === was) continue;
+      b[i] = now;
+      let added = (now & ~was) >>> 0;
+      let removed = (was & ~now) >>> 0;
+      while (removed !== 0) {
+        const t = removed & -removed;
+        onRemove((i << 5) + (31 - Math.clz32(t)));
+        removed ^= t;
+      }
+      while (added !== 0) {
+        const t = added & -added;
+        onAdd((i << 5) + (31 - Math.clz32(t)));
+        added ^= t;
+      }
+    }
+  }
 }

@@ -35,8 +35,13 @@ export interface ScanResult {
 export interface PolicyCost {
   readonly policy: string;
   readonly pageCount: number;
-  /** decide() per epoch with 1 % of pages dirty and 5 % stale, median µs. */
+  /** decide() per epoch, 1 % of the pages written per epoch, 5 % stale at the start: median wall µs. */
   readonly decideUs: number;
+  /** The same, CPU µs (process.cpuUsage: not inflated by other processes on a shared machine). */
+  readonly decideCpuUs: number;
+  /** decide() per epoch during the initial copy (every page stale at the start), median wall µs. */
+  readonly initialDecideUs: number;
+  readonly initialDecideCpuUs: number;
 }
 
 export interface CodecResult {
@@ -129,41 +134,70 @@ export async function benchScan(bytes: number, o: { dirtyFraction: number; runs:
 
 const POLICIES = ['presync-naive', 'presync-predict', 'presync-slowstart', 'presync', 'precopy'];
 
-export function benchPolicies(pageCounts: readonly number[], epochs = 20): PolicyCost[] {
+/**
+ * One policy's decide() over `epochs` epochs of a guest that writes 1 % of
+ * its pages at random each epoch, starting from `stale0` stale pages; the
+ * shell sends what fits 1 Gbit/s. Returns per-epoch wall and CPU µs.
+ */
+function runDecides(name: string, pageCount: number, stale0: number, epochs: number): { wall: number[]; cpu: number[] } {
+  const geometry = { pageSize: PAGE, pageCount };
+  const policy = createPolicy(name, { geometry, seed: 1 });
+  const rng = new Rng(3);
+  const stale = stale0 >= pageCount ? PageSet.full(pageCount) : new PageSet(pageCount);
+  if (stale0 < pageCount) for (let i = 0; i < stale0; i++) stale.add(Math.floor(rng.next() * pageCount));
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  let consumed = 0;
+  for (let e = 0; e < epochs; e++) {
+    const dirty = new PageSet(pageCount);
+    for (let i = 0; i < pageCount / 100; i++) dirty.add(Math.floor(rng.next() * pageCount));
+    stale.unionWith(dirty);
+    const obs: EpochObservation = {
+      epoch: e,
+      timeMs: e * 100,
+      epochMs: 100,
+      phase: 'presync',
+      geometry,
+      dirty,
+      stale,
+      net: { bandwidthBytesPerSec: 125e6, rttMs: 1, bytesInFlight: 0, offeredBytes: 1e6, deliveredBytes: 1e6 },
+      guestSlowdown: 0,
+      consumed,
+      wireBytesPerPage: PAGE + 24,
+    };
+    const c0 = process.cpuUsage();
+    const t = performance.now();
+    const d = policy.decide(obs);
+    wall.push((performance.now() - t) * 1000);
+    const c = process.cpuUsage(c0);
+    cpu.push(c.user + c.system);
+    // Pretend the shell sent what fitted, so the stale set stays realistic.
+    const n = Math.min(d.send.length, Math.floor(d.budgetBytes / (PAGE + 24)));
+    for (let i = 0; i < n; i++) stale.delete(d.send[i]);
+    consumed = n;
+  }
+  return { wall, cpu };
+}
+
+/** Epochs measured per policy and size; the first WARMUP_EPOCHS (first sight of the guest) are left out. */
+const POLICY_EPOCHS = 30;
+const WARMUP_EPOCHS = 4;
+
+export function benchPolicies(pageCounts: readonly number[], epochs = POLICY_EPOCHS): PolicyCost[] {
   const out: PolicyCost[] = [];
+  const warm = Math.min(WARMUP_EPOCHS, Math.floor(epochs / 2));
   for (const pageCount of pageCounts) {
     for (const name of POLICIES) {
-      const geometry = { pageSize: PAGE, pageCount };
-      const policy = createPolicy(name, { geometry, seed: 1 });
-      const rng = new Rng(3);
-      const stale = new PageSet(pageCount);
-      const us: number[] = [];
-      for (let e = 0; e < epochs; e++) {
-        const dirty = new PageSet(pageCount);
-        for (let i = 0; i < pageCount / 100; i++) dirty.add(Math.floor(rng.next() * pageCount));
-        for (let i = 0; i < pageCount / 20; i++) stale.add(Math.floor(rng.next() * pageCount));
-        stale.unionWith(dirty);
-        const obs: EpochObservation = {
-          epoch: e,
-          timeMs: e * 100,
-          epochMs: 100,
-          phase: 'presync',
-          geometry,
-          dirty,
-          stale,
-          net: { bandwidthBytesPerSec: 125e6, rttMs: 1, bytesInFlight: 0, offeredBytes: 1e6, deliveredBytes: 1e6 },
-          guestSlowdown: 0,
-          consumed: 0,
-          wireBytesPerPage: PAGE + 24,
-        };
-        const t = performance.now();
-        const d = policy.decide(obs);
-        us.push((performance.now() - t) * 1000);
-        // Pretend the shell sent what fitted, so the stale set stays realistic.
-        const n = Math.min(d.send.length, Math.floor(d.budgetBytes / (PAGE + 24)));
-        for (let i = 0; i < n; i++) stale.delete(d.send[i]);
-      }
-      out.push({ policy: name, pageCount, decideUs: median(us.slice(2)) });
+      const steady = runDecides(name, pageCount, Math.round(pageCount / 20), epochs);
+      const initial = runDecides(name, pageCount, pageCount, epochs);
+      out.push({
+        policy: name,
+        pageCount,
+        decideUs: median(steady.wall.slice(warm)),
+        decideCpuUs: median(steady.cpu.slice(warm)),
+        initialDecideUs: median(initial.wall.slice(warm)),
+        initialDecideCpuUs: median(initial.cpu.slice(warm)),
+      });
     }
   }
   return out;

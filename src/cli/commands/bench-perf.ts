@@ -99,8 +99,8 @@ function formatReport(r: PerfReport, s: Record<string, unknown>): string {
   let out = `native hasher: ${r.native ? 'yes (mapped image, XXH64)' : 'no (WebAssembly)'}; medians of several runs on a shared machine\n\n`;
   out += 'dirty scan (full hash of every page, 10 % of pages dirtied between scans)\n';
   for (const x of r.scans) out += `  ${label(x.imageBytes).padEnd(7)} full ${f(x.fullScanMs)} ms  (${f(x.fullScanMsPerGiB)} ms/GiB)   incremental 1/8 ${f(x.incrementalScanMs)} ms\n`;
-  out += '\npolicy decide() per epoch (1 % dirty, 5 % stale), median µs\n';
-  for (const p of r.policies) out += `  ${p.policy.padEnd(18)} ${String(p.pageCount).padStart(8)} pages  ${f(p.decideUs, 0)} µs\n`;
+  out += '\npolicy decide() per epoch (1 % of pages written per epoch; 5 % stale at the start, or all during the initial copy), median\n';
+  for (const p of r.policies) out += `  ${p.policy.padEnd(18)} ${String(p.pageCount).padStart(8)} pages  ${f(p.decideUs / 1000, 2)} ms (CPU ${f(p.decideCpuUs / 1000, 2)} ms)  initial copy ${f(p.initialDecideUs / 1000, 2)} ms (CPU ${f(p.initialDecideCpuUs / 1000, 2)} ms)\n`;
   out += '\npage codecs (half text-like, half random pages)\n';
   for (const c of r.codecs) out += `  ${c.codec.padEnd(8)} encode ${f(c.encodeMBps, 0)} MB/s  decode ${f(c.decodeMBps, 0)} MB/s  ratio ${f(c.ratio, 3)}\n`;
   out += '\nfull sync over loopback (target agent in its own process)\n';

@@ -1,5 +1,6 @@
 import { ErrorCodes, PresyncError } from '../errors.ts';
-import { PageSet, type ReadonlyPageSet } from '../pageset.ts';
+import { KeyedQueue } from '../keyed-queue.ts';
+import { forEachInRange, PageSet, PageSetMirror, type ReadonlyPageSet } from '../pageset.ts';
 import type { RewritePredictor } from '../predict/types.ts';
 
 /**
@@ -53,6 +54,17 @@ export interface HoldBackConfig {
   readonly maxHoldEpochs: number;
   /** Gain of the moving average of pages written per epoch. Default 0.1. */
   readonly dirtyGain: number;
+  /**
+   * Every stale page's prediction is recomputed at least this often, epochs
+   * (pages written or newly stale at once). Default 16. 1 recomputes all of
+   * them every epoch, at a cost that grows with the stale set.
+   */
+  readonly refreshEpochs: number;
+  /**
+   * ...but no more than this many pages of the guest are swept for it per
+   * epoch (a big guest's sweep takes longer than refreshEpochs). Default 16384.
+   */
+  readonly refreshPagesPerEpoch: number;
   /** Gains of the realized ÷ expected extra residual average, rising and falling. Defaults 0.1 and 0.02. */
   readonly calibrationGainUp: number;
   readonly calibrationGainDown: number;
@@ -76,6 +88,8 @@ export const DEFAULT_HOLD_BACK: HoldBackConfig = {
   downtimeTargetMs: 200,
   maxHoldEpochs: 100,
   dirtyGain: 0.1,
+  refreshEpochs: 16,
+  refreshPagesPerEpoch: 16384,
   calibrationGainUp: 0.1,
   calibrationGainDown: 0.02,
   pauseHeadroom: 0.9,
@@ -90,6 +104,8 @@ export interface HoldBackInput {
   readonly dirty?: ReadonlyPageSet;
   readonly bandwidthBytesPerSec: number;
   readonly wireBytesPerPage: number;
+  /** The send order is needed only this far (what the shell can send this epoch); default all of it. */
+  readonly maxSend?: number;
 }
 
 export interface HoldBackResult {
@@ -101,6 +117,10 @@ export interface HoldBackResult {
   readonly budgetPages: number;
   /** Candidates sent because of a cap. */
   readonly forced: number;
+  /** `send` stops at maxSend: more pages were left to send. */
+  readonly cut: boolean;
+  /** Pages not held, whether or not `send` goes that far. */
+  readonly sendable: number;
 }
 
 const BUCKETS = 1024;
@@ -111,9 +131,22 @@ export class HoldBack {
   readonly cfg: HoldBackConfig;
   private dirtyAvg = -1;
   private heldPrev: PageSet;
+  private heldList: Uint32Array = new Uint32Array(0);
   private readonly heldSince: Uint32Array;
   private expectedPrev = 0;
   private calib = 1;
+  /** What the stale set held at the last decision. */
+  private readonly seen: PageSetMirror;
+  /** Stale pages predicted below the threshold, by send bucket (P(rewrite), as last predicted). */
+  private readonly sendQ: KeyedQueue;
+  /** Candidates (at or above the threshold) by decreasing duty: the order they are held in. */
+  private readonly holdQ: KeyedQueue;
+  /** The same candidates by send bucket: the order those not held are sent in. */
+  private readonly candQ: KeyedQueue;
+  private cursor = 0;
+  /** Per page, the last follow() that re-predicted it (once per epoch is enough). */
+  private readonly redone: Uint32Array;
+  private follows = 0;
 
   constructor(readonly predictor: RewritePredictor, pageCount: number, cfg: Partial<HoldBackConfig> = {}) {
     const c = { ...DEFAULT_HOLD_BACK, ...cfg };
@@ -122,11 +155,18 @@ export class HoldBack {
     if (!(c.addedPauseMs >= 0 && c.residualSlack >= 0 && c.residualFloorPages >= 0 && c.downtimeTargetMs >= 0)) throw bad('addedPauseMs, residualSlack, residualFloorPages and downtimeTargetMs must be non-negative');
     if (!(c.maxHoldEpochs >= 1)) throw bad('maxHoldEpochs must be at least 1');
     if (!(c.dirtyGain > 0 && c.dirtyGain <= 1)) throw bad('dirtyGain must be in (0, 1]');
+    if (!(Number.isInteger(c.refreshEpochs) && c.refreshEpochs >= 1)) throw bad('refreshEpochs must be a positive integer');
+    if (!(c.refreshPagesPerEpoch >= 1)) throw bad('refreshPagesPerEpoch must be at least 1');
     if (!(c.calibrationGainUp >= 0 && c.calibrationGainUp <= 1 && c.calibrationGainDown >= 0 && c.calibrationGainDown <= 1)) throw bad('calibration gains must be in [0, 1]');
     if (!(c.pauseHeadroom > 0 && c.pauseHeadroom <= 1)) throw bad('pauseHeadroom must be in (0, 1]');
     this.cfg = c;
     this.heldPrev = new PageSet(pageCount);
     this.heldSince = new Uint32Array(pageCount);
+    this.seen = new PageSetMirror(pageCount);
+    this.redone = new Uint32Array(pageCount);
+    this.sendQ = new KeyedQueue(pageCount, BUCKETS);
+    this.holdQ = new KeyedQueue(pageCount, BUCKETS);
+    this.candQ = new KeyedQueue(pageCount, BUCKETS);
   }
 
   get dirtyPerEpoch(): number {
@@ -141,82 +181,176 @@ export class HoldBack {
   private calibrate(dirty: ReadonlyPageSet): void {
     if (!(this.expectedPrev > 0)) return;
     let kept = 0;
-    this.heldPrev.forEach((p) => {
-      if (!dirty.has(p)) kept++;
-    });
+    for (const p of this.heldList) if (!dirty.has(p)) kept++;
     const r = Math.min(CALIBRATION_MAX, Math.max(CALIBRATION_MIN, kept / this.expectedPrev));
     // Quick to rise, slow to fall: it follows the worse epochs of a periodic
     // writer (a launch may come at any phase of its period), not their mean.
     this.calib += (r > this.calib ? this.cfg.calibrationGainUp : this.cfg.calibrationGainDown) * (r - this.calib);
   }
 
+  /**
+   * Brings the queues up to date with the stale set and the predictor. A
+   * page's prediction moves when it is written (now, or in the epoch before:
+   * its "written now" state ends); the rest drift slowly with the model's
+   * counts, so the other stale pages are re-predicted a slice at a time, each
+   * at least every refreshEpochs.
+   */
+  private follow(inp: HoldBackInput): void {
+    const stale = inp.stale;
+    const size = stale.size;
+    const redo: number[] = [];
+    const mark = ++this.follows;
+    const again = (p: number): void => {
+      if (this.redone[p] === mark) return;
+      this.redone[p] = mark;
+      redo.push(p);
+    };
+    this.seen.sync(stale, again, (p) => {
+      this.sendQ.remove(p);
+      this.holdQ.remove(p);
+      this.candQ.remove(p);
+    });
+    if (inp.dirty) inp.dirty.forEach((p) => {
+      if (stale.has(p)) again(p);
+    });
+    const slice = Math.min(this.cfg.refreshPagesPerEpoch, Math.ceil(size / this.cfg.refreshEpochs));
+    if (this.cursor >= size) this.cursor = 0;
+    forEachInRange(stale, this.cursor, this.cursor + slice, again);
+    this.cursor += slice;
+    const pages = Uint32Array.from(redo);
+    const q = new Float64Array(pages.length);
+    this.predictor.probRewriteMany(pages, this.cfg.horizonEpochs, q);
+    const cand: number[] = [];
+    for (let i = 0; i < pages.length; i++) {
+      if (q[i] >= this.cfg.threshold) cand.push(i);
+      else this.place(pages[i], q[i], 0);
+    }
+    if (cand.length === 0) return;
+    const candPages = Uint32Array.from(cand, (i) => pages[i]);
+    const duty = new Float64Array(cand.length);
+    this.worthMany(candPages, duty);
+    for (let k = 0; k < cand.length; k++) this.place(candPages[k], q[cand[k]], duty[k]);
+  }
+
+  /** What holding each page is worth (its duty, or per cfg.worth the chance of a write next epoch if larger). */
+  private worthMany(pages: Uint32Array, out: Float64Array): void {
+    this.predictor.dutyMany(pages, out);
+    if (this.cfg.worth !== 'next') return;
+    const next = new Float64Array(pages.length);
+    this.predictor.probRewriteMany(pages, 1, next);
+    for (let i = 0; i < pages.length; i++) if (next[i] > out[i]) out[i] = next[i];
+  }
+
+  /** Files a stale page by its prediction: below the threshold in the send queue, else a candidate. */
+  private place(p: number, q: number, duty: number): void {
+    if (q >= this.cfg.threshold) {
+      this.sendQ.remove(p);
+      this.holdQ.set(p, BUCKETS - 1 - Math.min(BUCKETS - 1, Math.floor(duty * BUCKETS)));
+      this.candQ.set(p, sendBucket(q));
+    } else {
+      this.holdQ.remove(p);
+      this.candQ.remove(p);
+      this.sendQ.set(p, sendBucket(q));
+    }
+  }
+
+  /** Stale pages at or above the threshold (as last predicted). */
+  get candidates(): number {
+    return this.holdQ.size;
+  }
+
   decide(inp: HoldBackInput): HoldBackResult {
     const c = this.cfg;
     this.dirtyAvg = this.dirtyAvg < 0 ? inp.dirtyPages : this.dirtyAvg + c.dirtyGain * (inp.dirtyPages - this.dirtyAvg);
     if (inp.dirty) this.calibrate(inp.dirty);
-    const pages = inp.stale.toArray();
-    const n = pages.length;
-    const q = new Float64Array(n);
-    const duty = new Float64Array(n);
-    this.predictor.probRewriteMany(pages, c.horizonEpochs, q);
-    this.predictor.dutyMany(pages, duty);
-    if (c.worth === 'next') {
-      const next = new Float64Array(n);
-      this.predictor.probRewriteMany(pages, 1, next);
-      for (let i = 0; i < n; i++) if (next[i] > duty[i]) duty[i] = next[i];
-    }
+    this.follow(inp);
 
-    // Candidates, by decreasing duty (bucket sort: linear and deterministic).
-    const candBucket = new Int32Array(n).fill(-1);
-    let nCand = 0;
-    for (let i = 0; i < n; i++) {
-      if (q[i] < c.threshold) continue;
-      const p = pages[i];
-      if (this.heldPrev.has(p) && inp.epoch - this.heldSince[p] >= c.maxHoldEpochs) continue;
-      candBucket[i] = BUCKETS - 1 - Math.min(BUCKETS - 1, Math.floor(duty[i] * BUCKETS));
-      nCand++;
-    }
-    const candOrder = bucketOrder(candBucket, nCand);
     const pagesPerMs = inp.bandwidthBytesPerSec / 1000 / Math.max(1, inp.wireBytesPerPage);
     // Headroom under the cap: the calibration lags a writer whose phase shifts.
     const budget = (c.pauseHeadroom * c.addedPauseMs * pagesPerMs + c.residualFloorPages + c.residualSlack * this.dirtyPerEpoch) / this.calib;
     const capPages = Math.floor(c.downtimeTargetMs * pagesPerMs);
-    const held = new PageSet(inp.stale.size);
-    const isHeld = new Uint8Array(n);
+    // Candidates by decreasing duty (ties by page), held until the budget or the cap says stop;
+    // a page held maxHoldEpochs in a row is no candidate this epoch.
+    const heldList: number[] = [];
     let extra = 0;
-    let nHeld = 0;
-    for (let k = 0; k < candOrder.length; k++) {
-      const i = candOrder[k];
-      const cost = 1 - duty[i];
-      if (extra + cost > budget || nHeld + 1 > capPages) break;
-      extra += cost;
-      nHeld++;
-      isHeld[i] = 1;
-      const p = pages[i];
-      held.add(p);
-      if (!this.heldPrev.has(p)) this.heldSince[p] = inp.epoch;
+    let capped = 0;
+    let want = 64;
+    let stopped = false;
+    let demoted = 0;
+    const seen = new Set<number>();
+    const one = new Float64Array(1);
+    const dutyNow = new Float64Array(1);
+    while (!stopped && seen.size < this.holdQ.size + demoted) {
+      const order = this.holdQ.take(want);
+      for (let at = 0; at < order.length; at++) {
+        const p = order[at];
+        if (seen.has(p)) continue;
+        seen.add(p);
+        if (this.heldPrev.has(p) && inp.epoch - this.heldSince[p] >= c.maxHoldEpochs) {
+          capped++;
+          continue;
+        }
+        // What is held is predicted afresh: a candidate whose prediction fell below the threshold
+        // since it was filed goes back to the send queue.
+        const page = order.subarray(at, at + 1);
+        this.predictor.probRewriteMany(page, c.horizonEpochs, one);
+        this.worthMany(page, dutyNow);
+        if (one[0] < c.threshold) {
+          this.place(p, one[0], dutyNow[0]);
+          demoted++;
+          continue;
+        }
+        const cost = 1 - dutyNow[0];
+        if (extra + cost > budget || heldList.length + 1 > capPages) {
+          stopped = true;
+          break;
+        }
+        extra += cost;
+        heldList.push(p);
+        if (!this.heldPrev.has(p)) this.heldSince[p] = inp.epoch;
+      }
+      if (order.length < want) break;
+      want *= 4;
     }
-    this.heldPrev = held;
+    const nCand = this.holdQ.size - capped;
+    for (const p of this.heldList) this.heldPrev.delete(p);
+    this.heldList = Uint32Array.from(heldList);
+    for (const p of this.heldList) this.heldPrev.add(p);
     this.expectedPrev = extra;
 
-    // The rest, least likely to be rewritten first.
-    const sendBucket = new Int32Array(n).fill(-1);
-    for (let i = 0; i < n; i++) if (!isHeld[i]) sendBucket[i] = Math.min(BUCKETS - 1, Math.floor(q[i] * BUCKETS));
-    const order = bucketOrder(sendBucket, n - nHeld);
-    const send = new Uint32Array(order.length);
-    for (let k = 0; k < order.length; k++) send[k] = pages[order[k]];
-    return { send, held: nHeld, expectedExtraResidual: extra, budgetPages: budget, forced: nCand - nHeld };
+    // The rest, least likely to be rewritten first: the send queue's head, then
+    // (merged by bucket) the candidates not held.
+    const limit = inp.maxSend ?? Infinity;
+    const head = this.sendQ.take(limit);
+    const headKeys = Uint16Array.from(head, (p) => this.sendQ.key(p));
+    // The candidates not held come after (nearly) every page of the queue.
+    const others = this.holdQ.size - heldList.length;
+    const rest = head.length < limit && others > 0 ? this.candQ.take(limit + heldList.length).filter((p) => !this.heldPrev.has(p)) : new Uint32Array(0);
+    const restKeys = Uint16Array.from(rest, (p) => this.candQ.key(p));
+    const send = mergeByKey(head, headKeys, rest, restKeys, limit);
+    const cut = this.sendQ.size + others > send.length;
+    return { send, held: heldList.length, expectedExtraResidual: extra, budgetPages: budget, forced: nCand - heldList.length, cut, sendable: this.sendQ.size + others };
   }
 }
 
-/** Indices with bucket ≥ 0, by ascending bucket, ties by index (a stable counting sort). */
-function bucketOrder(bucket: Int32Array, count: number): Uint32Array {
-  const starts = new Uint32Array(BUCKETS + 1);
-  for (let i = 0; i < bucket.length; i++) if (bucket[i] >= 0) starts[bucket[i] + 1]++;
-  for (let b = 0; b < BUCKETS; b++) starts[b + 1] += starts[b];
-  const out = new Uint32Array(count);
-  for (let i = 0; i < bucket.length; i++) if (bucket[i] >= 0) out[starts[bucket[i]]++] = i;
+/**
+ * The first `limit` of two lists ordered by key, merged; within a key `a`'s
+ * entries before `b`'s, each in its own order.
+ */
+function mergeByKey(a: Uint32Array, ka: Uint16Array, b: Uint32Array, kb: Uint16Array, limit: number): Uint32Array {
+  const n = Math.min(a.length + b.length, limit);
+  const out = new Uint32Array(n);
+  let i = 0;
+  let j = 0;
+  for (let k = 0; k < n; k++) {
+    if (j >= b.length || (i < a.length && ka[i] <= kb[j])) out[k] = a[i++];
+    else out[k] = b[j++];
+  }
   return out;
+}
+
+function sendBucket(q: number): number {
+  return Math.min(BUCKETS - 1, Math.floor(q * BUCKETS));
 }
 
 function bad(msg: string): PresyncError {

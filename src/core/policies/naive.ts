@@ -1,4 +1,5 @@
 import { LiveRounds } from '../live-rounds.ts';
+import { SendPrefix, takeHead } from '../send-prefix.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
 import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './options.ts';
 
@@ -13,6 +14,7 @@ import { liveRoundConfig, PAUSE_NOW_BELOW_MS, type PolicyOptions } from './optio
 export class NaivePresyncPolicy implements MigrationPolicy {
   readonly name = 'presync-naive';
   private readonly live: LiveRounds;
+  private readonly prefix = new SendPrefix();
 
   constructor(_ctx: PolicyContext, opts: PolicyOptions = {}) {
     this.live = new LiveRounds(liveRoundConfig(opts, { minRounds: 1, pauseNowBelowMs: PAUSE_NOW_BELOW_MS, maxBandwidthBytesPerSec: Infinity }));
@@ -20,10 +22,8 @@ export class NaivePresyncPolicy implements MigrationPolicy {
 
   decide(obs: EpochObservation): EpochDecision {
     if (obs.phase === 'launched') return this.live.decide(obs);
-    return {
-      send: obs.stale.toArray(),
-      budgetBytes: (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000,
-      switchover: false,
-    };
+    const budgetBytes = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
+    const limit = this.prefix.limit(budgetBytes, obs.wireBytesPerPage, obs.consumed);
+    return { send: takeHead(obs.stale, limit, this.prefix), budgetBytes, switchover: false };
   }
 }

@@ -1,5 +1,6 @@
 import { DEFAULT_FRESH_FIRST, FreshFirst, type FreshFirstConfig } from '../fresh-first.ts';
 import { LiveRounds } from '../live-rounds.ts';
+import { SendPrefix, takeHead } from '../send-prefix.ts';
 import { createPredictor, type PredictorOptions } from '../predict/index.ts';
 import { SlowStartController, type SlowStartConfig } from '../rate/slow-start.ts';
 import type { EpochDecision, EpochObservation, MigrationPolicy, PolicyContext } from '../types.ts';
@@ -36,6 +37,7 @@ export class PresyncPolicy implements MigrationPolicy {
   private readonly rate: SlowStartController | null;
   private readonly freshCfg: FreshFirstConfig | null;
   private fresh: FreshFirst | null = null;
+  private readonly prefix = new SendPrefix();
 
   constructor(
     ctx: PolicyContext,
@@ -91,7 +93,11 @@ export class PresyncPolicy implements MigrationPolicy {
     }
     const linkBudget = (obs.net.bandwidthBytesPerSec * obs.epochMs) / 1000;
     const diag: Record<string, number> = {};
+    // The budget below never exceeds the link's: the list needs to go no further.
+    const limit = this.prefix.limit(linkBudget, obs.wireBytesPerPage, obs.consumed);
     let send: Uint32Array;
+    // Pages that could go this epoch, beyond the list's end too.
+    let sendable: number;
     if (this.hold) {
       this.hold.predictor.observe(obs.dirty, obs.epoch);
       const r = this.hold.decide({
@@ -101,13 +107,17 @@ export class PresyncPolicy implements MigrationPolicy {
         dirty: obs.dirty,
         bandwidthBytesPerSec: obs.net.bandwidthBytesPerSec,
         wireBytesPerPage: obs.wireBytesPerPage,
+        maxSend: limit,
       });
       send = r.send;
+      this.prefix.handed(send.length, r.cut);
+      sendable = r.sendable;
       diag.heldPages = r.held;
       diag.expectedExtraResidual = r.expectedExtraResidual;
       diag.forcedPages = r.forced;
     } else {
-      send = obs.stale.toArray();
+      send = takeHead(obs.stale, limit, this.prefix);
+      sendable = send.length < limit ? send.length : obs.stale.count();
     }
     let budget = linkBudget;
     if (this.rate) {
@@ -120,7 +130,7 @@ export class PresyncPolicy implements MigrationPolicy {
         guestSlowdown: obs.guestSlowdown,
         sendable: send.length > 0,
       });
-      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, send, this.hold, diag.expectedExtraResidual ?? 0)));
+      budget = Math.min(linkBudget, Math.max(d.windowBytes, pauseCapFloor(obs, send, sendable - send.length, this.hold, diag.expectedExtraResidual ?? 0)));
       diag.windowBytes = d.windowBytes;
       diag.ssthreshBytes = Number.isFinite(this.rate.ssthreshBytes) ? this.rate.ssthreshBytes : -1;
     }
@@ -141,10 +151,13 @@ export class PresyncPolicy implements MigrationPolicy {
  * writes faster than the window grows (a compressor) is then sent at its pace
  * rather than left to pile up, while the window still paces a hot set.
  */
-function pauseCapFloor(obs: EpochObservation, send: Uint32Array, hold: HoldBack | null, heldExtra: number): number {
+function pauseCapFloor(obs: EpochObservation, send: Uint32Array, beyond: number, hold: HoldBack | null, heldExtra: number): number {
   const capMs = hold?.cfg.addedPauseMs ?? DEFAULT_HOLD_BACK.addedPauseMs;
   const capPages = (capMs * obs.net.bandwidthBytesPerSec) / 1000 / Math.max(1, obs.wireBytesPerPage);
-  const leave = Math.max(0, capPages - heldExtra);
+  // Pages past the end of a cut list (`beyond`) are the list's unseen tail: each is counted as a
+  // whole page of residual if left (the most a page can cost), so the floor never falls short.
+  if (beyond >= capPages - heldExtra) return (send.length + beyond - Math.max(0, Math.floor(capPages - heldExtra))) * obs.wireBytesPerPage;
+  const leave = Math.max(0, capPages - heldExtra - beyond);
   let next: Float64Array | null = null;
   if (hold) {
     next = new Float64Array(send.length);
