@@ -578,7 +578,7 @@ const sigintWhilePaused: FaultCase = {
     const mig = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'precopy', '--epoch', '50ms', '--downtime-limit', '10s', '--launch-after', '800ms', '--control', control, '--json']);
     try {
       // The target's answers held back from launch on: the agent waits with the guest paused.
-      await mig.next((l) => l.event === 'phase' && l.phase === 'launched', 20_000);
+      await mig.next((l) => l.event === 'phase' && l.phase === 'launched');
       r.proxy!.stall(undefined, 'down');
       await waitFor('the guest to be paused', () => processState(r.writer.pid) === 'T', 5000);
       mig.child.kill('SIGINT');
@@ -615,7 +615,7 @@ const hardLinkRefused: FaultCase = {
     const control = join(dir, 'control.sock');
     const first = spawnCli(['migrate', '--image', r.writer.image, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--policy', 'presync-naive', '--epoch', '50ms', '--control', control, '--json']);
     try {
-      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), 20_000);
+      await waitFor('the first migration to take the lock', () => existsSync(lockPath(r.writer.image)) && existsSync(control), CLI_HANG_GUARD_MS);
       // A second target: were the link a different guest, it would be migrated there too.
       const second = await runCli(['migrate', '--image', alias, '--to', `127.0.0.1:${r.to.port}`, '--secret-file', secret, '--pid', String(r.writer.pid), '--launch-after', '100ms', '--json']);
       const refused = second.code === 1 && second.stderr.includes('PRESYNC_ERR_LOCKED');
