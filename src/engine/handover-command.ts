@@ -1,15 +1,14 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants as fsc, openSync, readSync, fstatSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { HandoverHook } from './target-session.ts';
 
 export interface CommandHookOptions {
   /** How long the command must run (or have exited 0) before the handover counts as confirmed, ms. Default 1000. */
   readonly graceMs?: number;
-  /** Where its stderr is kept (default the system temp directory). */
+  /** Where its stderr is kept (default the image's directory). */
   readonly logDir?: string;
 }
 
@@ -27,22 +26,25 @@ const STDERR_TAIL_BYTES = 512;
  * fails with PRESYNC_ERR_HANDOVER_HOOK carrying the tail of its stderr.
  *
  * Its stderr goes to a file of its own (created O_EXCL|O_NOFOLLOW under an
- * unpredictable name), not to a pipe: the application outlives the agent,
- * and a pipe whose reader exited would kill it with SIGPIPE. The file is
- * removed after a failure; after a confirmed start it stays, and its path is
- * in PRESYNC_HOOK_LOG and the error-free session's log line.
+ * unpredictable name, beside the image unless told otherwise: the operator
+ * looks there, and a temporary directory would collect one per handover),
+ * not to a pipe: the application outlives the agent, and a pipe whose reader
+ * exited would kill it with SIGPIPE. The file is removed after a failure and
+ * after a launcher that exited 0 having said nothing; otherwise it stays, its
+ * path in PRESYNC_HOOK_LOG.
  */
 export function commandHook(cmd: string, o: CommandHookOptions = {}): HandoverHook {
   const grace = o.graceMs ?? DEFAULT_HANDOVER_GRACE_MS;
   return {
     start: ({ imagePath, sessionId }) =>
       new Promise<void>((resolve, reject) => {
-        const logPath = join(o.logDir ?? tmpdir(), `presync-hook-${sessionId.replace(/[^A-Za-z0-9_-]/g, '')}-${randomBytes(8).toString('hex')}.log`);
+        const logDir = o.logDir ?? dirname(imagePath);
+        const logPath = join(logDir, `presync-hook-${sessionId.replace(/[^A-Za-z0-9_-]/g, '')}-${randomBytes(8).toString('hex')}.log`);
         let logFd: number;
         try {
           logFd = openSync(logPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         } catch (e) {
-          reject(new PresyncError(ErrorCodes.HANDOVER_HOOK, `--on-handover: cannot create its log file in ${o.logDir ?? tmpdir()}: ${(e as Error).message}`));
+          reject(new PresyncError(ErrorCodes.HANDOVER_HOOK, `--on-handover: cannot create its log file in ${logDir}: ${(e as Error).message}`));
           return;
         }
         const fail = (why: string): void => {
@@ -72,8 +74,10 @@ export function commandHook(cmd: string, o: CommandHookOptions = {}): HandoverHo
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          if (code === 0) resolve();
-          else fail(signal ? `was killed by ${signal}` : `exited with status ${code}`);
+          if (code === 0) {
+            removeIfEmpty(logPath);
+            resolve();
+          } else fail(signal ? `was killed by ${signal}` : `exited with status ${code}`);
         });
         child.once('spawn', () => {
           timer = setTimeout(() => {
@@ -85,6 +89,17 @@ export function commandHook(cmd: string, o: CommandHookOptions = {}): HandoverHo
         });
       }),
   };
+}
+
+function removeIfEmpty(path: string): void {
+  try {
+    const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const empty = fstatSync(fd).size === 0;
+    closeSync(fd);
+    if (empty) unlinkSync(path);
+  } catch {
+    /* gone already, or not ours to judge */
+  }
 }
 
 /** The last bytes of the hook's stderr, on one line. */

@@ -20,7 +20,10 @@ describe('stock QEMU pre-copy migration (baseline)', { skip: qemuMissing }, () =
     const dst = await lab.launchTarget(spec, 'stock-dst');
     assert.equal((await dst.qmp.execute('query-status')).status, 'inmigrate');
     const samples: string[] = [];
-    const res = await stockMigrate(src.qmp, dst.qmp, { downtimeLimitMs: 300, onProgress: (i) => samples.push(i.status ?? 'none') });
+    // A generous downtime limit keeps QEMU to two or three pre-copy rounds even on a loaded machine:
+    // QEMU 7.2's own guests panic on the target after four or more rounds under TCG (docs/qemu.md,
+    // "The guest check"), a QEMU failure this baseline test is not about.
+    const res = await stockMigrate(src.qmp, dst.qmp, { downtimeLimitMs: 2000, onProgress: (i) => samples.push(i.status ?? 'none') });
 
     const { raw: _raw, ...figures } = res;
     t.diagnostic(`stock: ${JSON.stringify(figures)}`);
