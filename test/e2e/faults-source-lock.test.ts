@@ -130,8 +130,11 @@ test('stale locks with nothing to resume are removed: an agent that died before 
   const r1 = await runCli(['migrate', '--image', image, '--recover', '--json']);
   assert.equal(r1.code, 0, r1.stderr);
   assert.equal(r1.lines[0]?.action, 'removed');
-  // A fresh empty lock is an agent between creating and writing it: live.
+  // A fresh empty lock is an agent between creating and writing it: live. Dated a
+  // minute ahead so that it is still fresh however long a loaded machine takes to start the CLI.
   writeFileSync(lockPath(image), '');
+  const ahead = new Date(Date.now() + 60_000);
+  utimesSync(lockPath(image), ahead, ahead);
   const r2 = await runCli(['migrate', '--image', image, '--recover']);
   assert.equal(r2.code, 1);
   assert.match(r2.stderr, /PRESYNC_ERR_LOCKED/);
