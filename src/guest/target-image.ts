@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, writeSync, writevSync, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, writeSync, writevSync, constants as fsc } from 'node:fs';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -113,7 +113,16 @@ export class TargetImage {
       throw new PresyncError(ErrorCodes.IMAGE, `cannot size target image ${path}: ${(e as Error).message}`, { cause: e });
     }
     const img = new TargetImage(path, geometry, imageId, fd, 'syncing', opts.lineageId);
-    img.writeMeta('syncing');
+    try {
+      img.writeMeta('syncing');
+    } catch (e) {
+      closeSync(fd);
+      // A file this call created and cannot describe would be refused as a
+      // stranger's (IMAGE_EXISTS) by the next attempt: it is removed, so a
+      // retry meets the same full disk and the same PRESYNC_ERR_IMAGE.
+      if (!exists) rmSync(path, { force: true });
+      throw e;
+    }
     // A file created just now is all holes: its pages are zero pages, nothing to read.
     if (exists) img.rescan();
     else img.digests.fill(zeroPageDigest(geometry.pageSize));
