@@ -43,15 +43,23 @@ export type QemuTargetEvent =
  * A sidecar that already describes this geometry is kept: it lets a source
  * that lost its connection resume.
  */
-export function claimImageGeometry(imagePath: string, geometry: Geometry): void {
+export function claimImageGeometry(imagePath: string, geometry: Geometry, opts: { force?: boolean } = {}): void {
   const p = metaPath(imagePath);
   if (existsSync(p)) {
+    let m: Partial<ImageMeta> | undefined;
     try {
-      const m = JSON.parse(readFileSync(p, 'utf8')) as Partial<ImageMeta>;
-      if (m.format === 'presync-image/1' && m.pageSize === geometry.pageSize && m.pageCount === geometry.pageCount) return;
+      m = JSON.parse(readFileSync(p, 'utf8')) as Partial<ImageMeta>;
     } catch {
       /* rewritten below */
     }
+    if (m?.format === 'presync-image/1' && m.state === 'valid' && !opts.force) {
+      // A guest handed over into this file may run from it now: a new target QEMU mapping it would overwrite its memory.
+      throw new PresyncError(
+        ErrorCodes.IMAGE_EXISTS,
+        `${imagePath} was handed over to a VM (state valid) that may still run from it; use another --image, or stop that VM and pass --force`,
+      );
+    }
+    if (m?.format === 'presync-image/1' && m.pageSize === geometry.pageSize && m.pageCount === geometry.pageCount) return;
   }
   const meta: ImageMeta = { format: 'presync-image/1', imageId: 'qemu-target-empty', pageSize: geometry.pageSize, pageCount: geometry.pageCount, state: 'invalid' };
   writeFileAtomic(p, JSON.stringify(meta) + '\n');

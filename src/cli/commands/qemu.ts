@@ -27,7 +27,7 @@ import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
   'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
-  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--metrics HOST:PORT] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--metrics HOST:PORT] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
 const MIGRATE_USAGE =
   'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
   '[--launch-when-ready] [--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]';
@@ -79,6 +79,7 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
       serial: { type: 'string' },
       qmp: { type: 'string' },
       metrics: { type: 'string' },
+      force: { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...TRANSPORT_FLAGS,
@@ -89,7 +90,8 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
     io.out(
       `${SERVE_USAGE}\n\nThe target agent for QEMU VMs: starts a target QEMU (-incoming defer, RAM = --image, a shared file in /dev/shm) listening on --qemu-listen,\n` +
         `receives presync migrations into its RAM file, and confirms the handover once that QEMU runs the guest. The machine flags must match the source VM.\n` +
-        `After a failed attempt the target QEMU is restarted; after a successful one the agent stops listening and leaves the VM running.\n`,
+        `After a failed attempt the target QEMU is restarted; after a successful one the agent stops listening and leaves the VM running.\n` +
+        `A RAM file that was handed over (its .presync state file says valid) is refused: a VM may still run from it. --force overrides that.\n`,
     );
     return 0;
   }
@@ -110,7 +112,7 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
   const endpoint = metrics && values.metrics !== undefined ? await serveMetrics(values.metrics, metrics) : undefined;
   if (endpoint) say({ event: 'metrics', host: endpoint.host, port: endpoint.port }, `metrics on http://${endpoint.host}:${endpoint.port}/metrics`);
 
-  claimImageGeometry(image, { pageSize: 4096, pageCount: memBytes / 4096 });
+  claimImageGeometry(image, { pageSize: 4096, pageCount: memBytes / 4096 }, { force: values.force === true });
   const target = await QemuTarget.start({
     launch: {
       memBytes,
