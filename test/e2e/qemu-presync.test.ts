@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
@@ -139,6 +139,53 @@ describe('presync migrates real QEMU VMs', { skip: qemuMissing, timeout: 300_000
       serve.kill('SIGTERM');
     }
     assert.equal(await new Promise<number | null>((r) => (serve.exitCode !== null ? r(serve.exitCode) : serve.once('exit', (c) => r(c)))), 0);
+  });
+
+  it('through the CLI: SIGINT to qemu migrate during presync rolls back: result printed, exit 3, the source VM runs on, no lock or control socket left', async () => {
+    const spec = lab.spec({ name: 'sig-src', memMiB: 128, guestMem: '32M', workload: 'audio' });
+    const presyncQmp = `${lab.paths('sig-src').qmpSocket}-presync`;
+    const src = await lab.launch(spec, 'sig-src', { extraArgs: ['-qmp', `unix:${presyncQmp},server=on,wait=off`] });
+    await waitHealthy(src);
+    const secret = join(lab.dir, 'secret');
+    writeFileSync(secret, `${SECRET}\n`);
+    const lockDir = join(lab.dir, 'sig-locks');
+    const control = join(lab.dir, 'sig.sock');
+    const serve = spawn(
+      process.execPath,
+      [CLI, 'qemu', 'serve', '--listen', '127.0.0.1:0', '--image', join(lab.shm, 'sig-dst.ram'), '--secret-file', secret, '--qemu-listen', '127.0.0.1:0',
+        '--kernel', spec.kernel, '--initrd', spec.initrd!, '--append', spec.append!, '--memory', '128M', '--machine', spec.machine!, '--serial', join(lab.dir, 'sig-dst.serial'), '--json'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    children.push(serve);
+    const serveOut = jsonLines(serve);
+    const listening = await serveOut.next((l) => l.event === 'listening');
+    const migrate = spawn(
+      process.execPath,
+      [CLI, 'qemu', 'migrate', '--qmp', presyncQmp, '--to', `127.0.0.1:${listening.port}`, '--qemu-uri', String(listening.qemuUri), '--secret-file', secret, '--control', control, '--json'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PRESYNC_LOCK_DIR: lockDir } },
+    );
+    children.push(migrate);
+    let stderr = '';
+    migrate.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const out = jsonLines(migrate);
+    await out.next((l) => l.event === 'progress');
+    assert.ok(readdirSync(lockDir).length > 0, 'the migration holds its lock');
+    migrate.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => (migrate.exitCode !== null ? r(migrate.exitCode) : migrate.once('exit', (c) => r(c))));
+    const result = await out.next((l) => l.event === 'result');
+    assert.equal(result.outcome, 'rolled-back', stderr);
+    assert.equal((result.error as { code: string }).code, 'PRESYNC_ERR_ABORTED');
+    assert.equal(code, 3, stderr);
+    assert.deepEqual(readdirSync(lockDir), [], 'no lock left');
+    assert.equal(existsSync(control), false, 'no control socket left');
+    const end = await serveOut.next((l) => l.event === 'session-end');
+    assert.notEqual(end.outcome, 'handed-over');
+    // The source VM was never stopped for good: it runs and its guest makes progress.
+    assert.equal((await src.qmp.execute('query-status')).running, true);
+    const mark = src.serial.nextIndex;
+    await src.serial.waitForLine(/^OK (\d+)/, 30_000, mark);
+    assert.deepEqual(failures(src.serial), []);
+    serve.kill('SIGTERM');
   });
 
   it('in process: the connection breaks after QEMU sent the device state but before HANDOVER; the target QEMU never ran the guest, the source resumes', async () => {
