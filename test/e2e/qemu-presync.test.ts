@@ -185,7 +185,9 @@ describe('presync migrates real QEMU VMs', { skip: qemuMissing, timeout: 300_000
     const mark = src.serial.nextIndex;
     await src.serial.waitForLine(/^OK (\d+)/, 30_000, mark);
     assert.deepEqual(failures(src.serial), []);
+    // serve stops its waiting target QEMU on SIGTERM; a SIGKILL from after() would orphan it.
     serve.kill('SIGTERM');
+    assert.equal(await new Promise<number | null>((r) => (serve.exitCode !== null ? r(serve.exitCode) : serve.once('exit', (c) => r(c)))), 0);
   });
 
   it('in process: the connection breaks after QEMU sent the device state but before HANDOVER; the target QEMU never ran the guest, the source resumes', async () => {
