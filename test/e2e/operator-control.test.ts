@@ -75,7 +75,8 @@ function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>
 }
 
 function spawnCli(r: Rig, args: string[]): ChildProcess {
-  const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // Locks in the rig's own directory: an agent this test SIGKILLs would otherwise leave its lock in the machine-wide one.
+  const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PRESYNC_LOCK_DIR: join(r.dir, 'locks') } });
   r.children.push(c);
   return c;
 }
