@@ -18,6 +18,7 @@ import { writeFileAtomic } from '../guest/atomic-file.ts';
 import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import type { QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
+import { compareDiskDigests, decodeDiskDigests, digestDiskFile, startNbdExports, stopNbdExports, type NbdAddress, type VmDisk } from './disk-mirror.ts';
 import { launchVm, type LaunchOptions, type Vm } from './vm.ts';
 import { sleep } from '../transport/deadline.ts';
 
@@ -28,11 +29,14 @@ export interface QemuTargetOptions {
   readonly listenUri: string;
   /** How long the hook waits for the target to run after HANDOVER, ms. Default 30 000. */
   readonly runTimeoutMs?: number;
+  /** Non-shared storage: serve the target's writable disks over NBD here while waiting, for the source's mirrors. */
+  readonly nbd?: { readonly listen: NbdAddress; readonly disks?: readonly string[] | 'all' };
   readonly onEvent?: (e: QemuTargetEvent) => void;
 }
 
 export type QemuTargetEvent =
-  | { event: 'qemu-ready'; pid: number; uri: string; attempt: number }
+  | { event: 'qemu-ready'; pid: number; uri: string; attempt: number; nbd: string | null; disks: string[] }
+  | { event: 'disk-verified'; disks: string[]; ms: number }
   | { event: 'qemu-exited'; pid: number; code: number | null; signal: string | null; expected: boolean }
   | { event: 'qemu-running'; pid: number; resumedAtMs: number | null }
   | { event: 'qemu-error'; error: { code: string; message: string } };
@@ -73,6 +77,7 @@ export class QemuTarget {
   #closing = false;
   #restarting: Promise<void> | undefined;
   #resumedAtMs: number | null = null;
+  #exported: VmDisk[] = [];
 
   private constructor(readonly o: QemuTargetOptions) {}
 
@@ -116,6 +121,7 @@ export class QemuTarget {
     try {
       await setCapabilities(vm.qmp, TARGET_CAPABILITIES);
       await vm.qmp.execute('migrate-incoming', { uri: this.o.listenUri });
+      if (this.o.nbd) this.#exported = await startNbdExports(vm.qmp, this.o.nbd.listen, this.o.nbd.disks ?? 'all');
       const info = await vm.qmp.execute('query-migrate');
       const addr = info.socketAddresses[0];
       this.#uri = addr ? `tcp:${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}` : this.o.listenUri;
@@ -128,7 +134,8 @@ export class QemuTarget {
     vm.qmp.onEvent((ev: QmpEvent) => {
       if (ev.event === 'RESUME' && this.#resumedAtMs === null) this.#resumedAtMs = qmpTimestampMs(ev);
     });
-    this.o.onEvent?.({ event: 'qemu-ready', pid: vm.pid, uri: this.#uri, attempt: this.#attempt });
+    const nbd = this.o.nbd ? `${this.o.nbd.listen.host}:${this.o.nbd.listen.port}` : null;
+    this.o.onEvent?.({ event: 'qemu-ready', pid: vm.pid, uri: this.#uri, attempt: this.#attempt, nbd, disks: this.#exported.map((d) => d.key) });
     void vm.exited.then((ex) => {
       const expected = this.#closing || this.#vm !== vm;
       this.o.onEvent?.({ event: 'qemu-exited', pid: vm.pid, code: ex.code, signal: ex.signal, expected });
@@ -170,12 +177,12 @@ export class QemuTarget {
   /** The hook the target agent calls after verifying the image: resolves once this QEMU runs the guest. */
   hook(): HandoverHook {
     return {
-      start: async () => {
+      start: async ({ deviceState }) => {
         if (this.#restarting) await this.#restarting;
         const vm = this.#vm;
         if (!vm || vm.hasExited) throw new PresyncError(ErrorCodes.HANDOVER_HOOK, 'the target QEMU is not running; it cannot take the guest');
         try {
-          await startIncomingGuest(vm.qmp, this.o.runTimeoutMs ?? 30_000);
+          await startIncomingGuest(vm.qmp, this.o.runTimeoutMs ?? 30_000, () => this.#beforeCont(vm.qmp, deviceState));
         } catch (e) {
           // The source resumes its guest on this answer: this QEMU must not
           // run it too (a `cont` that timed out may still take effect), so it
@@ -188,6 +195,25 @@ export class QemuTarget {
         this.o.onEvent?.({ event: 'qemu-running', pid: vm.pid, resumedAtMs: this.#resumedAtMs });
       },
     };
+  }
+
+  /**
+   * The guest is about to run here: nothing may write its disks over NBD any
+   * more, and with --verify-disk the source's digests (taken with its vCPUs
+   * stopped, after its mirrors completed) must match this side's disks.
+   */
+  async #beforeCont(qmp: Vm['qmp'], deviceState: Uint8Array): Promise<void> {
+    if (this.o.nbd) await stopNbdExports(qmp);
+    const want = decodeDiskDigests(deviceState);
+    if (!want) return;
+    const t0 = performance.now();
+    const mine = want.map((w) => {
+      const d = this.#exported.find((x) => x.key === w.key);
+      return d ? digestDiskFile(d.key, d.file) : { key: w.key, bytes: -1, sha256: '' };
+    });
+    const diff = compareDiskDigests(want, mine);
+    if (diff.length > 0) throw new PresyncError(ErrorCodes.DISK_VERIFY, `the target's disks differ from the source's: ${diff.join('; ')}`);
+    this.o.onEvent?.({ event: 'disk-verified', disks: want.map((w) => w.key), ms: Math.round((performance.now() - t0) * 10) / 10 });
   }
 
   /** Stops a QEMU still waiting for a guest; `alsoRunning` also stops one that runs the migrated guest. */
