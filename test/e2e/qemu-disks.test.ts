@@ -17,7 +17,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -205,6 +205,27 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     await waitDiskPast(dst, lastSrc + 20);
     assert.deepEqual(diskLines(dst).bad, []);
     assert.deepEqual(diskLines(r.src.serial).bad, []);
+  });
+
+  it('non-shared disk, --verify-disk: a target disk that differs at HANDOVER is refused; rolled back, the source re-activates its disk and writes on', async () => {
+    const r = await rig('bad', {
+      shared: false,
+      // After the mirror completed: one byte of the target's copy changes behind QEMU's back.
+      hook: (inner, dst) => ({
+        start: async (ctx) => {
+          const fd = openSync(dst, 'r+');
+          writeSync(fd, Buffer.from([0xa5]), 0, 1, 8 << 20);
+          closeSync(fd);
+          await inner.start(ctx);
+        },
+      }),
+    });
+    const { code, result, stderr } = await migrate(r, ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']).done;
+    assert.equal(result.outcome, 'rolled-back', stderr);
+    assert.equal(code, 3);
+    assert.match((result.error as { message: string }).message, /PRESYNC_ERR_DISK_VERIFY: the target's disks differ from the source's: disk0: contents differ/);
+    assert.equal(r.events.some((e) => e.event === 'qemu-running'), false, 'the target never ran the guest');
+    await assertSourceRunsOn(r);
   });
 
   it('shared disk: both QEMUs open the same image; the guest goes on writing it from the target', async (t) => {
