@@ -6,7 +6,7 @@
  * serve's JSON lines (listening, handed-over).
  */
 import { pathToFileURL } from 'node:url';
-import { readSecret } from '../cli/common.ts';
+import { readFileSync } from 'node:fs';
 import { TargetAgent } from '../engine/target-agent.ts';
 import { claimImageGeometry, QemuTarget } from '../qemu/qemu-target.ts';
 import type { LaunchOptions } from '../qemu/vm.ts';
@@ -21,7 +21,8 @@ export interface InterimTargetArgs {
 
 async function main(arg: string): Promise<void> {
   const a = JSON.parse(arg) as InterimTargetArgs;
-  const secret = readSecret(a.secretFile);
+  let secret = readFileSync(a.secretFile);
+  if (secret.at(-1) === 0x0a) secret = secret.subarray(0, secret.length - 1);
   const image = a.launch.ram.kind === 'file' ? a.launch.ram.memPath : '';
   const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ ...o, ts: new Date().toISOString() })}\n`);
   claimImageGeometry(image, { pageSize: 4096, pageCount: a.launch.memBytes / 4096 });

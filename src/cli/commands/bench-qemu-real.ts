@@ -13,14 +13,14 @@ import { durationFlag } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { shortWorkload } from '../../api/workload-names.ts';
 import { parseMemory } from './qemu.ts';
-import { stockBandwidthFlag } from './bench-qemu.ts';
 
 type Flags = Record<string, string | boolean | undefined>;
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 const ms = (x: number | null): string => (x === null ? '—' : x.toFixed(0));
 const yes = (b: boolean): string => (b ? 'OK' : 'FAILED');
 
-export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO): Promise<number> {
+/** `stockBandwidth`: --stock-bandwidth, already parsed by bench qemu. */
+export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO, stockBandwidth: number): Promise<number> {
   if (str(values.link) !== undefined && values.link !== 'netns') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--vm real runs in network namespaces only (--link netns): its NIC needs the lab network');
   const why = netnsUnavailable();
   if (why) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--vm real needs network namespaces for the lab network: ${why}`);
@@ -38,7 +38,7 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
     presyncForMs,
     accel,
     disk: disk as DiskModeName,
-    stockBandwidthBytesPerSec: stockBandwidthFlag(str(values['stock-bandwidth'])),
+    stockBandwidthBytesPerSec: stockBandwidth,
     policy: listFlag(str(values.policy), 'policy', policyNames(), ['presync'])[0],
     onProgress: (line: string) => io.err(`bench qemu --vm real: ${line}\n`),
   });

@@ -70,7 +70,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
   }
   const vm = values.vm ?? 'test';
   if (vm !== 'test' && vm !== 'real') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--vm must be test or real, got "${vm}"`);
-  if (vm === 'real') return benchQemuReal(values, argv, io);
+  if (vm === 'real') return benchQemuReal(values, argv, io, stockBandwidthFlag(values['stock-bandwidth']));
   if (values.disk !== undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--disk needs --vm real (the test guest has no disk)');
   const link = values.link ?? 'auto';
   if (link !== 'netns' && link !== 'shaper' && link !== 'auto') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--link must be netns or shaper, got "${link}"`);
