@@ -48,6 +48,8 @@ export interface RealVmBenchOptions {
   readonly policy?: string;
   readonly disk?: DiskModeName;
   readonly stockBandwidthBytesPerSec?: number;
+  /** The client's TCP minimum RTO, ms (vm-network.ts); default the kernel's 200 ms. */
+  readonly clientRtoMinMs?: number;
   /** Which migrations to run; default both (the e2e test runs presync's only). */
   readonly kinds?: readonly RunKind[];
   readonly onProgress?: (line: string) => void;
@@ -88,7 +90,7 @@ export interface RealVmWorkloadSummary {
 export interface RealVmBenchResult {
   readonly network: string;
   readonly versions: string;
-  readonly options: { reps: number; memBytes: number; presyncForMs: number; accel: Accel; policy: string; disk: DiskModeName; stockBandwidthBytesPerSec: number; workloads: readonly string[] };
+  readonly options: { reps: number; memBytes: number; presyncForMs: number; accel: Accel; policy: string; disk: DiskModeName; stockBandwidthBytesPerSec: number; clientRtoMinMs: number | null; workloads: readonly string[] };
   readonly runs: RealVmRun[];
   readonly workloads: RealVmWorkloadSummary[];
 }
@@ -243,6 +245,7 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
         liveRounds: num(result.liveRounds),
         verified: result.verified === true,
         clientGapFromStopMs: report.longestGapStartMs !== null && stopAt !== null ? round1(report.longestGapStartMs - stopAt) : null,
+        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && resumedAt !== null ? round1(report.longestGapEndMs - resumedAt) : null,
       },
       client: report,
       disk: diskVerdict,
@@ -324,6 +327,7 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
       detail: {
         iterations: r.iterations, totalTimeMs: r.totalTimeMs, mbps: r.mbps, ramTotal: r.ramTotal, maxBandwidthBytesPerSec: ctx.stockBandwidth,
         clientGapFromStopMs: report.longestGapStartMs !== null && st !== null ? round1(report.longestGapStartMs - st) : null,
+        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && rt !== null ? round1(report.longestGapEndMs - rt) : null,
       },
       series: [],
       client: report,
@@ -384,7 +388,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
   }
   const images = buildRealVm();
   const say = o.onProgress ?? (() => undefined);
-  const net = createVmNetwork({ rate: '1gbit' });
+  const net = createVmNetwork({ rate: '1gbit', ...(o.clientRtoMinMs !== undefined ? { clientRtoMinMs: o.clientRtoMinMs } : {}) });
   say(`network: ${net.description}`);
   const dir = mkdtempSync(join(tmpdir(), 'presync-real-vm-bench-'));
   const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-real-vm-bench-'));
@@ -412,7 +416,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
   return {
     network: net.description,
     versions: images.versions,
-    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, accel: o.accel ?? 'tcg', policy: o.policy ?? 'presync', disk: diskMode, stockBandwidthBytesPerSec: stockBandwidth, workloads: [...o.workloads] },
+    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, accel: o.accel ?? 'tcg', policy: o.policy ?? 'presync', disk: diskMode, stockBandwidthBytesPerSec: stockBandwidth, clientRtoMinMs: o.clientRtoMinMs ?? null, workloads: [...o.workloads] },
     runs,
     workloads: summarizeRealVm(o.workloads, runs),
   };
@@ -421,7 +425,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
 export function describeRealVmRun(r: RealVmRun): string {
   const head = `${r.workload} #${r.rep + 1} ${r.kind}`;
   const c = r.client;
-  const client = c ? `client gap ${c.longestGapMs} ms (${r.detail.clientGapFromStopMs ?? '?'} ms after STOP), ${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}` : 'no client report';
+  const client = c ? `client gap ${c.longestGapMs} ms (from ${r.detail.clientGapFromStopMs ?? '?'} ms after STOP to ${r.detail.clientAnswerAfterResumeMs ?? '?'} ms after RESUME), ${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}` : 'no client report';
   if (r.outcome !== 'done') return `${head}: ${r.outcome}: ${r.error?.code}: ${r.error?.message}; ${client}`;
   const extra = r.kind === 'presync'
     ? `; wait ${r.detail.launchWaitMs} + live rounds ${r.detail.liveRoundsMs} + pre-switchover ${r.detail.migrateToPreSwitchoverMs} + final ${r.detail.finalScanAndResidualMs} + verify ${r.detail.verifyMs} + device state ${r.detail.deviceStateMs} + target start ${r.detail.targetStartConfirmMs} ms`
@@ -440,6 +444,7 @@ export function realVmBenchJson(res: RealVmBenchResult): Record<string, unknown>
     accel: res.options.accel,
     presyncForMs: res.options.presyncForMs,
     policy: res.options.policy,
+    clientRtoMinMs: res.options.clientRtoMinMs,
     network: res.network,
   };
 }
