@@ -13,10 +13,13 @@
  * NFS/Ceph); QEMU inactivates it on the source and activates it on the
  * target. `DiskMode` is where a non-shared mode (NBD + blockdev-mirror)
  * plugs in: it decides each side's -drive arguments and what a run copies.
+ *
+ * The target is started as users start it, `presync qemu serve -- qemu-system-x86_64
+ * ARGS…`; stock QEMU's target is the same command line without presync.
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
 import { metaPath } from '../guest/target-image.ts';
@@ -25,7 +28,7 @@ import { qmpTimestampMs } from '../qemu/qemu-controller.ts';
 import type { QmpEvent } from '../qemu/qmp.ts';
 import { SerialLog } from '../qemu/serial.ts';
 import { stockMigrate, UNCAPPED_BANDWIDTH } from '../qemu/stock.ts';
-import { launchVm, matchingTargetOptions, type Accel, type LaunchOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
+import { buildQemuArgs, launchVm, matchingTargetOptions, type Accel, type LaunchOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { sleep } from '../transport/deadline.ts';
 import { BlackoutClient, blackoutClientScript, type BlackoutReport } from './blackout-client.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
@@ -163,11 +166,18 @@ function failed(workload: string, kind: RunKind, rep: number, e: unknown, client
   };
 }
 
-/** How the target is started: the interim lab agent (real-vm-target.ts) with the target QEMU's launch options. */
+/**
+ * The target as users start it: `presync qemu serve … -- qemu-system-x86_64
+ * ARGS…` with the target QEMU's own command line (the source's devices, its
+ * own RAM file and tap); serve adds -incoming defer, -S and its QMP socket.
+ */
 function startTarget(ctx: Ctx, launch: LaunchOptions): JsonChild {
-  const script = join(dirname(CLI), '..', 'lab', 'real-vm-target.js');
-  const args = { launch, listenHost: ctx.net.link.addrB, qemuListen: `tcp:${ctx.net.link.addrB}:0`, secretFile: ctx.secretFile };
-  return new JsonChild([...ctx.net.exec(ctx.net.targetNs), process.execPath, script, JSON.stringify(args)], 'presync qemu serve (real VM)');
+  const host = ctx.net.link.addrB;
+  return new JsonChild(
+    [...ctx.net.exec(ctx.net.targetNs), process.execPath, CLI, 'qemu', 'serve', '--listen', `${host}:0`, '--secret-file', ctx.secretFile, '--qemu-listen', `${host}:0`, '--json',
+      '--', 'qemu-system-x86_64', ...buildQemuArgs({ ...launch, incoming: undefined })],
+    'presync qemu serve',
+  );
 }
 
 async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<RealVmRun> {
@@ -196,7 +206,8 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
     await waitHealthy(src);
     client = await startClient(ctx);
     const targetLaunch = matchingTargetOptions(s, {
-      memPath: dstRam, qmpSocket: `${dstRam}.qmp`, serialLog: dstSerialPath, extraArgs: [...disk.targetArgs, ...ctx.net.nicArgs('target')],
+      // The launcher's own QMP socket (serve adds presync's).
+      memPath: dstRam, qmpSocket: `${dstRam}.launcher.qmp`, serialLog: dstSerialPath, extraArgs: [...disk.targetArgs, ...ctx.net.nicArgs('target')],
     });
     serve = startTarget(ctx, targetLaunch);
     const listening = await serve.next((l) => l.event === 'listening', 120_000, 'listening line');
@@ -270,7 +281,7 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
     serve?.kill('SIGKILL');
     await dstSerial?.close();
     await src?.dispose().catch(() => undefined);
-    for (const f of [srcRam, dstRam, metaPath(dstRam), `${dstRam}.qmp`, ...disk.files]) rmSync(f, { force: true });
+    for (const f of [srcRam, dstRam, metaPath(dstRam), `${dstRam}.qmp`, `${dstRam}.launcher.qmp`, ...disk.files]) rmSync(f, { force: true });
   }
 }
 
