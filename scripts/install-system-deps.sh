@@ -4,7 +4,7 @@
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
-PKGS=(qemu-system-x86 busybox-static cpio iproute2 chromium fonts-dejavu-core)
+PKGS=(qemu-system-x86 busybox-static cpio iproute2 e2fsprogs chromium fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do

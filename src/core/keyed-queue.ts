@@ -69,7 +69,7 @@ export class KeyedQueue {
   }
 
   set(page: number, key: number): void {
-    if (!(Number.isInteger(key) && key >= 0 && key < this.keys)) throw new RangeError(`queue key ${key} out of range [0, ${this.keys})`);
+    if (!((key >>> 0) === key && key < this.keys)) throw new RangeError(`queue key ${key} out of range [0, ${this.keys})`);
     const old = this.keyOf[page];
     if (old === key) return;
     if (old === NONE) this.members++;

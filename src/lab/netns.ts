@@ -47,7 +47,18 @@ function hookExit(): void {
   }
 }
 
-function run(args: string[]): void {
+/**
+ * Closes `x` when the process exits or is interrupted (SIGINT/SIGTERM), like
+ * the shaped links; returns a function that forgets it (call it from close()).
+ */
+export function closeAtExit(x: { close(): void }): () => void {
+  hookExit();
+  open.add(x);
+  return () => void open.delete(x);
+}
+
+/** Runs `args` (an `ip`/`tc` command); throws PRESYNC_ERR_INTERNAL with its stderr. */
+export function run(args: string[]): void {
   try {
     execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {

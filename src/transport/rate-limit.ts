@@ -10,12 +10,13 @@
 import { performance } from 'node:perf_hooks';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { defaultBurstBytes, TokenBucket } from './token-bucket.ts';
+import { PacedConnection, type Pacer } from './paced-connection.ts';
 import type { Connection, ConnectionHandler, DialOptions, Listener, Transport, TransportAddress } from './types.ts';
 
 const MAX_SLICE = 64 * 1024;
 
 /** The current limit; shared by every connection of a {@link RateLimitedTransport}. */
-export class RateLimit {
+export class RateLimit implements Pacer {
   #bucket: TokenBucket | null = null;
   readonly #clock: () => number;
 
@@ -57,109 +58,6 @@ export class RateLimit {
   }
 }
 
-class RateLimitedConnection implements Connection {
-  readonly #inner: Connection;
-  readonly #limit: RateLimit;
-  #chain: Promise<unknown> = Promise.resolve();
-  #queued = 0;
-  #accepted = 0;
-  #aborted: Error | undefined;
-  readonly #sleepers = new Set<() => void>();
-
-  constructor(inner: Connection, limit: RateLimit) {
-    this.#inner = inner;
-    this.#limit = limit;
-    void inner.closed.then((e) => this.#abortSleeps(e ?? new PresyncError(ErrorCodes.CONNECTION, `connection to ${inner.remote} closed`)));
-  }
-
-  get remote(): string {
-    return this.#inner.remote;
-  }
-  get closed(): Promise<PresyncError | undefined> {
-    return this.#inner.closed;
-  }
-  get bytesRead(): number {
-    return this.#inner.bytesRead;
-  }
-  get bytesWritten(): number {
-    return this.#accepted;
-  }
-  get writableLength(): number {
-    return this.#queued + this.#inner.writableLength;
-  }
-
-  write(chunk: Uint8Array): Promise<void> {
-    this.#accepted += chunk.byteLength;
-    this.#queued += chunk.byteLength;
-    const run = this.#chain.then(() => this.#send(chunk));
-    this.#chain = run.catch(() => undefined);
-    return run;
-  }
-
-  async #send(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    try {
-      while (off < chunk.byteLength) {
-        const n = Math.min(this.#limit.sliceBytes(), chunk.byteLength - off);
-        const wait = this.#limit.take(n);
-        if (wait !== null && wait > 0) await this.#sleep(wait);
-        await this.#inner.write(off === 0 && n === chunk.byteLength ? chunk : chunk.subarray(off, off + n));
-        off += n;
-        this.#queued -= n;
-      }
-    } finally {
-      this.#queued -= chunk.byteLength - off;
-    }
-  }
-
-  async #sleep(ms: number): Promise<void> {
-    const until = this.#limit.now() + ms;
-    for (;;) {
-      if (this.#aborted) throw this.#aborted;
-      const left = until - this.#limit.now();
-      if (left <= 0) return;
-      await new Promise<void>((resolve) => {
-        const sleepers = this.#sleepers;
-        const t = setTimeout(done, Math.max(1, Math.ceil(left)));
-        function done(): void {
-          clearTimeout(t);
-          sleepers.delete(done);
-          resolve();
-        }
-        sleepers.add(done);
-      });
-    }
-  }
-
-  #abortSleeps(err: Error): void {
-    this.#aborted ??= err;
-    for (const w of [...this.#sleepers]) w();
-  }
-
-  read(): Promise<Uint8Array | null> {
-    return this.#inner.read();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    return this.#inner[Symbol.asyncIterator]();
-  }
-
-  async closeWrite(): Promise<void> {
-    await this.#chain;
-    await this.#inner.closeWrite();
-  }
-
-  async close(options?: { lingerMs?: number }): Promise<void> {
-    await this.#chain;
-    await this.#inner.close(options);
-  }
-
-  destroy(err?: Error): void {
-    this.#abortSleeps(err ?? new PresyncError(ErrorCodes.CONNECTION, `connection to ${this.remote} was destroyed locally`));
-    this.#inner.destroy(err);
-  }
-}
-
 /** Wraps a transport so that everything it sends keeps to `limit`, which may change at any time. */
 export class RateLimitedTransport implements Transport {
   readonly name: string;
@@ -172,10 +70,10 @@ export class RateLimitedTransport implements Transport {
   }
 
   listen(address: TransportAddress, onConnection: ConnectionHandler): Promise<Listener> {
-    return this.inner.listen(address, (c) => onConnection(new RateLimitedConnection(c, this.limit)));
+    return this.inner.listen(address, (c) => onConnection(new PacedConnection(c, this.limit)));
   }
 
   async dial(address: TransportAddress, options?: DialOptions): Promise<Connection> {
-    return new RateLimitedConnection(await this.inner.dial(address, options), this.limit);
+    return new PacedConnection(await this.inner.dial(address, options), this.limit);
   }
 }

@@ -15,10 +15,11 @@ import { durationFlag } from '../common.ts';
 import type { CommandIO } from '../io.ts';
 import { shortWorkload } from '../../api/workload-names.ts';
 import { parseMemory } from './qemu.ts';
+import { benchQemuReal } from './bench-qemu-real.ts';
 
 const USAGE =
   'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie|vim,flac,vpx,xz,sort,sqlite] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
-  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [-o|--out FILE]';
+  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [--vm test|real [--disk shared]] [-o|--out FILE]';
 
 /** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
 export function stockBandwidthFlag(value: string | undefined): number {
@@ -48,6 +49,8 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
       accel: { type: 'string' },
       policy: { type: 'string' },
       warmup: { type: 'string' },
+      vm: { type: 'string' },
+      disk: { type: 'string' },
       out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -59,10 +62,16 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
         `namespaces joined by veth with tbf 1gbit (--link netns, needs root and iproute2), or over loopback with presync's shaper and QEMU\n` +
         `max-bandwidth at 1 Gbit/s (--link shaper; the fallback when namespaces cannot be made). Prints the medians of launch→running,\n` +
         `downtime (source STOP → target RESUME, QMP timestamps) and bytes, and stock ÷ presync. --out writes presync-results/1 for presync report.\n` +
-        `--stock-bandwidth 32MiB reproduces QEMU's 2012 default cap (the paper's era). See docs/qemu.md.\n`,
+        `--stock-bandwidth 32MiB reproduces QEMU's 2012 default cap (the paper's era). See docs/qemu.md.\n` +
+        `--vm real: the real VM instead (1 GiB, ext4 root on virtio-blk, virtio-net on a bridged tap; scripts/build-real-vm.sh) with a TCP client\n` +
+        `measuring the blackout it sees and the guest's disk writer checking its records; --disk shared (the default) opens one image on both sides.\n`,
     );
     return 0;
   }
+  const vm = values.vm ?? 'test';
+  if (vm !== 'test' && vm !== 'real') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--vm must be test or real, got "${vm}"`);
+  if (vm === 'real') return benchQemuReal(values, argv, io, stockBandwidthFlag(values['stock-bandwidth']));
+  if (values.disk !== undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--disk needs --vm real (the test guest has no disk)');
   const link = values.link ?? 'auto';
   if (link !== 'netns' && link !== 'shaper' && link !== 'auto') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--link must be netns or shaper, got "${link}"`);
   const accel = values.accel ?? 'tcg';

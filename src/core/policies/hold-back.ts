@@ -62,7 +62,7 @@ export interface HoldBackConfig {
   readonly refreshEpochs: number;
   /**
    * ...but no more than this many pages of the guest are swept for it per
-   * epoch (a big guest's sweep takes longer than refreshEpochs). Default 16384.
+   * epoch (a big guest's sweep takes longer than refreshEpochs). Default 4096.
    */
   readonly refreshPagesPerEpoch: number;
   /** Gains of the realized ÷ expected extra residual average, rising and falling. Defaults 0.1 and 0.02. */
@@ -89,7 +89,7 @@ export const DEFAULT_HOLD_BACK: HoldBackConfig = {
   maxHoldEpochs: 100,
   dirtyGain: 0.1,
   refreshEpochs: 16,
-  refreshPagesPerEpoch: 16384,
+  refreshPagesPerEpoch: 4096,
   calibrationGainUp: 0.1,
   calibrationGainDown: 0.02,
   pauseHeadroom: 0.9,
@@ -147,6 +147,9 @@ export class HoldBack {
   /** Per page, the last follow() that re-predicted it (once per epoch is enough). */
   private readonly redone: Uint32Array;
   private follows = 0;
+  private redo: Uint32Array<ArrayBuffer> = new Uint32Array(1024);
+  private q = new Float64Array(1024);
+  private duty = new Float64Array(1024);
 
   constructor(readonly predictor: RewritePredictor, pageCount: number, cfg: Partial<HoldBackConfig> = {}) {
     const c = { ...DEFAULT_HOLD_BACK, ...cfg };
@@ -198,12 +201,15 @@ export class HoldBack {
   private follow(inp: HoldBackInput): void {
     const stale = inp.stale;
     const size = stale.size;
-    const redo: number[] = [];
     const mark = ++this.follows;
+    const redone = this.redone;
+    let n = 0;
+    // Typed scratch, kept across epochs: a number[] of the same pages costs more than the predictions.
     const again = (p: number): void => {
-      if (this.redone[p] === mark) return;
-      this.redone[p] = mark;
-      redo.push(p);
+      if (redone[p] === mark) return;
+      redone[p] = mark;
+      if (n === this.redo.length) this.redo = growU32(this.redo, n + 1);
+      this.redo[n++] = p;
     };
     this.seen.sync(stale, again, (p) => {
       this.sendQ.remove(p);
@@ -217,19 +223,27 @@ export class HoldBack {
     if (this.cursor >= size) this.cursor = 0;
     forEachInRange(stale, this.cursor, this.cursor + slice, again);
     this.cursor += slice;
-    const pages = Uint32Array.from(redo);
-    const q = new Float64Array(pages.length);
+    if (n === 0) return;
+    const pages = this.redo.subarray(0, n);
+    if (this.q.length < n) this.q = new Float64Array(this.redo.length);
+    const q = this.q.subarray(0, n);
     this.predictor.probRewriteMany(pages, this.cfg.horizonEpochs, q);
-    const cand: number[] = [];
-    for (let i = 0; i < pages.length; i++) {
-      if (q[i] >= this.cfg.threshold) cand.push(i);
-      else this.place(pages[i], q[i], 0);
+    let nCand = 0;
+    const th = this.cfg.threshold;
+    for (let i = 0; i < n; i++) {
+      const p = pages[i];
+      if (q[i] >= th) {
+        // Candidates are packed at the front (i ≥ nCand): their duty is asked for all at once.
+        pages[nCand] = p;
+        q[nCand++] = q[i];
+      } else this.place(p, q[i], 0);
     }
-    if (cand.length === 0) return;
-    const candPages = Uint32Array.from(cand, (i) => pages[i]);
-    const duty = new Float64Array(cand.length);
+    if (nCand === 0) return;
+    const candPages = pages.subarray(0, nCand);
+    if (this.duty.length < nCand) this.duty = new Float64Array(this.redo.length);
+    const duty = this.duty.subarray(0, nCand);
     this.worthMany(candPages, duty);
-    for (let k = 0; k < cand.length; k++) this.place(candPages[k], q[cand[k]], duty[k]);
+    for (let k = 0; k < nCand; k++) this.place(candPages[k], q[k], duty[k]);
   }
 
   /** What holding each page is worth (its duty, or per cfg.worth the chance of a write next epoch if larger). */
@@ -347,6 +361,12 @@ function mergeByKey(a: Uint32Array, ka: Uint16Array, b: Uint32Array, kb: Uint16A
     else out[k] = b[j++];
   }
   return out;
+}
+
+function growU32(a: Uint32Array, need: number): Uint32Array<ArrayBuffer> {
+  const b = new Uint32Array(Math.max(need, a.length * 2));
+  b.set(a);
+  return b;
 }
 
 function sendBucket(q: number): number {

@@ -1,0 +1,50 @@
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { blackoutReport, longestGap, STALE_TAIL_MS } from '../../src/lab/blackout-client.ts';
+
+describe('blackout client: gap computation', () => {
+  it('finds the longest gap between answers and when it happened', () => {
+    assert.deepEqual(longestGap([1000, 1005, 1010, 1150, 1155, 1160]), { gapMs: 140, startMs: 1010, endMs: 1150 });
+  });
+  it('the first of equal gaps wins; fewer than two instants give none', () => {
+    assert.deepEqual(longestGap([0, 5, 10]), { gapMs: 5, startMs: 0, endMs: 5 });
+    assert.equal(longestGap([7]), null);
+    assert.equal(longestGap([]), null);
+  });
+  it('counts the tail up to the end of the observation', () => {
+    assert.deepEqual(longestGap([0, 5, 10], 500), { gapMs: 490, startMs: 10, endMs: 500 });
+    assert.deepEqual(longestGap([], 500), null);
+  });
+  it('refuses times that go back', () => {
+    assert.throws(() => longestGap([0, 10, 5]), /ascend/);
+  });
+});
+
+describe('blackout client: report', () => {
+  const base = { sent: 10, connectedAtMs: 0, intervalMs: 5 };
+  it('a connection that answered through a pause survived, and its gap is the pause', () => {
+    const r = blackoutReport({ ...base, times: [0, 5, 10, 180, 185], error: null, stoppedAtMs: 188 });
+    assert.equal(r.connectionSurvived, true);
+    assert.equal(r.longestGapMs, 170);
+    assert.equal(r.longestGapStartMs, 10);
+    assert.equal(r.answered, 5);
+    assert.equal(r.error, null);
+  });
+  it('a reset connection did not survive, whatever it answered', () => {
+    const r = blackoutReport({ ...base, times: [0, 5, 10, 15], error: 'connection error: ECONNRESET', stoppedAtMs: 20 });
+    assert.equal(r.connectionSurvived, false);
+    assert.match(r.error!, /ECONNRESET/);
+  });
+  it('a connection that went silent did not survive, and its gap runs to the stop', () => {
+    const stop = 10 + STALE_TAIL_MS + 1;
+    const r = blackoutReport({ ...base, times: [0, 5, 10], error: null, stoppedAtMs: stop });
+    assert.equal(r.connectionSurvived, false);
+    assert.equal(r.longestGapMs, stop - 10);
+    assert.match(r.error!, /no answer in the last/);
+  });
+  it('no answers at all: nothing survived', () => {
+    const r = blackoutReport({ ...base, times: [], error: null, stoppedAtMs: 100 });
+    assert.equal(r.connectionSurvived, false);
+    assert.equal(r.longestGapMs, null);
+  });
+});
