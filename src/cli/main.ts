@@ -67,7 +67,7 @@ export async function run(argv: string[], io: CommandIO = processIO): Promise<nu
       io.err(`presync ${name}: ${err.code}: ${err.message}\n${e instanceof Error && e.stack ? e.stack + '\n' : ''}`);
     }
     // Bad usage (a flag, a value, an unknown policy) is 2; anything else that stops a command is 1.
-    return err.code === ErrorCodes.BAD_ARGUMENT || err.code === ErrorCodes.BAD_POLICY ? 2 : 1;
+    return err.code === ErrorCodes.BAD_ARGUMENT || err.code === ErrorCodes.BAD_POLICY || err.code === ErrorCodes.QEMU_CMDLINE ? 2 : 1;
   }
 }
 

@@ -24,6 +24,8 @@ export const ErrorCodes = {
   LOCKED: 'PRESYNC_ERR_LOCKED',
   QMP: 'PRESYNC_ERR_QMP',
   QEMU: 'PRESYNC_ERR_QEMU',
+  /** A QEMU command line presync cannot start as a target (anonymous RAM, -incoming, …): bad usage, exit 2. */
+  QEMU_CMDLINE: 'PRESYNC_ERR_QEMU_CMDLINE',
   GUEST: 'PRESYNC_ERR_GUEST',
   /** The guest process exited (or its pid now names another process) during the migration. */
   GUEST_GONE: 'PRESYNC_ERR_GUEST_GONE',

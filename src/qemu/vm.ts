@@ -10,6 +10,7 @@ import type { QmpCommands } from './qmp-commands.ts';
 import { QmpClient, QmpCommandError } from './qmp.ts';
 import { isBool, isNonNegInt, isString } from './qmp-validate.ts';
 import { SerialLog } from './serial.ts';
+import { parseQemuArgv, presyncTargetArgs, qemuOptValue } from './command-line.ts';
 
 export type Accel = 'tcg' | 'kvm';
 
@@ -49,12 +50,37 @@ export interface LaunchOptions extends MachineSpec {
   commandPrefix?: string[];
   /** How long to wait for QMP to come up. */
   startTimeoutMs?: number;
+  /**
+   * The user's own QEMU command line (binary first), already checked by
+   * analyzeTargetCommandLine: started as given plus presync's QMP socket,
+   * `-incoming` and `-S`. The machine fields above then only describe it.
+   * Its serial log is the user's (`serialLog` is followed, never removed).
+   */
+  commandLine?: readonly string[];
 }
 
 export const RAM_BACKEND_ID = 'ram0';
 
 /** The QEMU command line for `opts` (pure; exported for inspection and for scripts). */
 export function buildQemuArgs(opts: LaunchOptions): string[] {
+  if (opts.commandLine) {
+    // The user's own command line: presync adds only its QMP socket, -incoming and -S.
+    const hasS = parseQemuArgv(opts.commandLine).options.some((o) => o.name === 'S');
+    return [...opts.commandLine.slice(1), ...presyncTargetArgs({ qmpSocket: opts.qmpSocket, incoming: opts.incoming, addS: opts.startPaused === true && !hasS }), ...(opts.extraArgs ?? [])];
+  }
+  const args = [...machineArgs(opts), '-qmp', `unix:${qemuOptValue(opts.qmpSocket)},server=on,wait=off`];
+  if (opts.incoming) args.push('-incoming', opts.incoming);
+  if (opts.startPaused) args.push('-S');
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  return args;
+}
+
+/**
+ * The machine presync builds from a spec (`presync qemu serve --kernel …`),
+ * without presync's own QMP socket, -incoming or -S: the same kind of
+ * command line a user gives after `--`.
+ */
+export function machineArgs(opts: MachineSpec & { serialLog: string }): string[] {
   if (!Number.isSafeInteger(opts.memBytes) || opts.memBytes <= 0 || opts.memBytes % (1 << 20) !== 0) {
     throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `memBytes must be a positive whole number of MiB, got ${opts.memBytes}`);
   }
@@ -71,21 +97,13 @@ export function buildQemuArgs(opts: LaunchOptions): string[] {
     // No default devices: no VGA RAM or NIC ROMs to move at switchover, no monitor on stdio.
     '-nodefaults', '-vga', 'none', '-display', 'none', '-no-user-config',
     '-serial', `file:${opts.serialLog}`,
-    '-qmp', `unix:${qemuOptValue(opts.qmpSocket)},server=on,wait=off`,
     '-kernel', opts.kernel,
   ];
   if (opts.initrd) args.push('-initrd', opts.initrd);
   if (opts.append) args.push('-append', opts.append);
-  if (opts.incoming) args.push('-incoming', opts.incoming);
-  if (opts.startPaused) args.push('-S');
-  if (opts.extraArgs) args.push(...opts.extraArgs);
   return args;
 }
 
-/** Commas inside a -object/-qmp value must be doubled. */
-function qemuOptValue(v: string): string {
-  return v.replaceAll(',', ',,');
-}
 
 export interface VmExit {
   code: number | null;
@@ -165,8 +183,9 @@ const STARTUP_EXIT_GRACE_MS = 2_000;
 export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   const args = buildQemuArgs(opts);
   await rm(opts.qmpSocket, { force: true });
-  await rm(opts.serialLog, { force: true });
-  const argv = [...(opts.commandPrefix ?? []), opts.qemuBinary ?? 'qemu-system-x86_64', ...args];
+  if (!opts.commandLine) await rm(opts.serialLog, { force: true });
+  const binary = opts.commandLine?.[0] ?? opts.qemuBinary ?? 'qemu-system-x86_64';
+  const argv = [...(opts.commandPrefix ?? []), binary, ...args];
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -182,7 +201,7 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   const spawnFailed = new Promise<never>((_, reject) => {
     child.once('error', (e) => {
       notStarted = true;
-      reject(new PresyncError(ErrorCodes.QEMU, `cannot start ${opts.qemuBinary ?? 'qemu-system-x86_64'}: ${e.message}`, { cause: e }));
+      reject(new PresyncError(ErrorCodes.QEMU, `cannot start ${binary}: ${e.message}`, { cause: e }));
     });
   });
   const startupExit = (ex: VmExit): PresyncError =>

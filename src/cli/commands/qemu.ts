@@ -5,7 +5,8 @@
  * attaches to the VM over QMP, syncs its RAM file, and drives QEMU's own
  * stream (device state only, x-ignore-shared) at the switchover.
  */
-import { basename, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { ErrorCodes, PresyncError } from '../../core/errors.ts';
 import { migrate } from '../../api/migrate.ts';
 import { AgentMetrics, serveMetrics } from '../../api/metrics.ts';
@@ -16,7 +17,8 @@ import type { MigrationResult } from '../../engine/source-session.ts';
 import { TargetAgent } from '../../engine/target-agent.ts';
 import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
-import { attachVm, RAM_BACKEND_ID, type Accel } from '../../qemu/vm.ts';
+import { analyzeTargetCommandLine, qemuOptValue } from '../../qemu/command-line.ts';
+import { attachVm, machineArgs, RAM_BACKEND_ID, type Accel, type LaunchOptions } from '../../qemu/vm.ts';
 import { formatAddress } from '../../transport/address.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { printMigrationEvents, scanFlag } from './migrate.ts';
@@ -26,8 +28,9 @@ import { resultJson } from './migrate.ts';
 import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
-  'presync qemu serve --listen HOST:PORT --image /dev/shm/FILE --secret-file F --qemu-listen HOST:PORT --kernel K [--initrd I] [--append A] ' +
-  '[--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET] [--metrics HOST:PORT] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]]';
+  'presync qemu serve --listen HOST:PORT --secret-file F --qemu-listen HOST:PORT [--metrics HOST:PORT] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]] TARGET, TARGET one of: ' +
+  '[--image /dev/shm/FILE] -- qemu-system-x86_64 ARGS… | --image /dev/shm/FILE --attach-qmp SOCKET [--machine TYPE] | ' +
+  '--image /dev/shm/FILE --kernel K [--initrd I] [--append A] [--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET]';
 const MIGRATE_USAGE =
   'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
   '[--launch-when-ready] [--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]';
@@ -61,7 +64,17 @@ function uriFromAddress(value: string | undefined, flag: string): string {
   return `tcp:${formatAddress(a)}`;
 }
 
-async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
+/** Flags that describe the machine: they go with presync building the command line, not with `--` or --attach-qmp. */
+const MACHINE_FLAGS = ['kernel', 'initrd', 'append', 'memory', 'machine', 'smp', 'accel', 'serial', 'qmp'] as const;
+
+/** How serve gets its target QEMU. */
+type TargetMode = 'flags' | 'command' | 'attach';
+
+async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
+  // Everything after `--` is the user's QEMU command line, not presync's flags.
+  const dd = argvAll.indexOf('--');
+  const argv = dd >= 0 ? argvAll.slice(0, dd) : argvAll;
+  const qemuCommand = dd >= 0 ? argvAll.slice(dd + 1) : undefined;
   const { values } = parseFlags(
     argv,
     {
@@ -69,6 +82,7 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
       image: { type: 'string' },
       'secret-file': { type: 'string' },
       'qemu-listen': { type: 'string' },
+      'attach-qmp': { type: 'string' },
       kernel: { type: 'string' },
       initrd: { type: 'string' },
       append: { type: 'string' },
@@ -88,65 +102,105 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
   );
   if (values.help) {
     io.out(
-      `${SERVE_USAGE}\n\nThe target agent for QEMU VMs: starts a target QEMU (-incoming defer, RAM = --image, a shared file in /dev/shm) listening on --qemu-listen,\n` +
-        `receives presync migrations into its RAM file, and confirms the handover once that QEMU runs the guest. The machine flags must match the source VM.\n` +
-        `After a failed attempt the target QEMU is restarted; after a successful one the agent stops listening and leaves the VM running.\n` +
+      `${SERVE_USAGE}\n\nThe target agent for QEMU VMs: receives presync migrations into the target QEMU's RAM file (a shared memory-backend-file, e.g. in /dev/shm),\n` +
+        `has that QEMU listen on --qemu-listen for the source QEMU's device state, and confirms the handover once it runs the guest. The target QEMU is one of:\n` +
+        `  -- qemu-system-x86_64 ARGS…  your own command line (the source VM's devices); presync adds only -incoming defer, -S and its own -qmp socket.\n` +
+        `                               Every RAM backend must be -object memory-backend-file,…,mem-path=FILE,share=on; the image is its mem-path\n` +
+        `                               (--image, if given, must be that file). Anonymous RAM, -incoming, -daemonize are refused (exit 2).\n` +
+        `  --attach-qmp SOCKET          a QEMU your launcher started with -incoming defer (and -S) and a QMP socket for presync; presync checks it\n` +
+        `                               (status inmigrate, RAM a shared file = --image, machine = --machine if given), sends stop (so it cannot run the\n` +
+        `                               guest on its own), migrate-set-capabilities and migrate-incoming, and never kills it.\n` +
+        `  --kernel K …                 presync builds the command line (kernel boot, no devices) from the machine flags.\n` +
+        `After a failed attempt a QEMU presync started is restarted; an attached one that the attempt reached is left to its launcher and serve\n` +
+        `exits 3 (1 if it went away, 4 if it may run the guest). After a successful attempt serve stops listening, leaves the VM running and exits 0.\n` +
         `A RAM file that was handed over (its .presync state file says valid) is refused: a VM may still run from it. --force overrides that.\n`,
     );
     return 0;
   }
-  if (!values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required (the target VM's RAM file, e.g. /dev/shm/vm-target.ram)\nusage: ${SERVE_USAGE}`);
-  if (!values.kernel) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--kernel is required (the same kernel the source VM booted)\nusage: ${SERVE_USAGE}`);
-  const accel = (values.accel ?? 'tcg') as Accel;
-  if (accel !== 'tcg' && accel !== 'kvm') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--accel must be tcg or kvm, got "${values.accel}"`);
+  const mode: TargetMode = qemuCommand !== undefined ? 'command' : values['attach-qmp'] !== undefined ? 'attach' : 'flags';
+  if (mode === 'command' && values['attach-qmp'] !== undefined) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--attach-qmp and a QEMU command line after -- are two ways to get the target QEMU; give one\nusage: ${SERVE_USAGE}`);
+  }
+  if (mode !== 'flags') {
+    for (const f of MACHINE_FLAGS) {
+      if (values[f] === undefined || (mode === 'attach' && f === 'machine')) continue;
+      throw new PresyncError(
+        ErrorCodes.BAD_ARGUMENT,
+        mode === 'command'
+          ? `--${f} does not go with a QEMU command line after --: put what it says in that command line`
+          : `--${f} does not go with --attach-qmp: the attached QEMU's launcher decides its machine`,
+      );
+    }
+  }
+  if (mode === 'flags' && !values.kernel) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `give the target QEMU: -- qemu-system-x86_64 ARGS…, --attach-qmp SOCKET, or --kernel (the same kernel the source VM booted)\nusage: ${SERVE_USAGE}`);
+  }
+  if (mode !== 'command' && !values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required (the target VM's RAM file, e.g. /dev/shm/vm-target.ram)\nusage: ${SERVE_USAGE}`);
   const listen = addressFlag(values.listen, 'listen');
   const qemuListen = uriFromAddress(values['qemu-listen'], 'qemu-listen');
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
-  const memBytes = parseMemory(values.memory);
-  const image = resolve(values.image);
-  const qmpSocket = `${image}.qmp`;
+  const force = values.force === true;
+  const launch = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const image = launch?.ram.kind === 'file' ? launch.ram.memPath : resolve(values.image!);
   const json = values.json === true;
   const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine({ ...obj, ts: new Date().toISOString() })) : io.err(`presync qemu serve: ${text}\n`));
   const metrics = values.metrics !== undefined ? new AgentMetrics() : undefined;
   const endpoint = metrics && values.metrics !== undefined ? await serveMetrics(values.metrics, metrics) : undefined;
   if (endpoint) say({ event: 'metrics', host: endpoint.host, port: endpoint.port }, `metrics on http://${endpoint.host}:${endpoint.port}/metrics`);
 
-  claimImageGeometry(image, { pageSize: 4096, pageCount: memBytes / 4096 }, { force: values.force === true });
-  const target = await QemuTarget.start({
-    launch: {
-      memBytes,
-      ram: { kind: 'file', memPath: image, share: true },
-      kernel: values.kernel,
-      ...(values.initrd ? { initrd: values.initrd } : {}),
-      ...(values.append ? { append: values.append } : {}),
-      machine: values.machine ?? 'pc',
-      smp: intFlag(values.smp, 'smp', 1, 1, 256),
-      accel,
-      qmpSocket,
-      serialLog: values.serial ? resolve(values.serial) : `${image}.serial`,
-      ...(values.qmp ? { extraArgs: ['-qmp', `unix:${resolve(values.qmp).replaceAll(',', ',,')},server=on,wait=off`] } : {}),
-    },
-    listenUri: qemuListen,
-    onEvent: (e) => {
-      if (e.event === 'qemu-ready') say(e, `target QEMU ${e.pid} waiting for the guest on ${e.uri}`);
-      else if (e.event === 'qemu-exited') say(e, `target QEMU ${e.pid} exited (code ${e.code}, signal ${e.signal})${e.expected ? '' : '; restarting it'}`);
-      else if (e.event === 'qemu-running') say(e, `target QEMU ${e.pid} runs the guest`);
-      else say(e, `target QEMU: ${e.error.code}: ${e.error.message}`);
-    },
-  });
-
   let finish!: (code: number) => void;
   const finished = new Promise<number>((r) => (finish = r));
-  let agent: TargetAgent | undefined;
-  agent = await TargetAgent.start({
+  let target: QemuTarget | undefined;
+  /** An attached QEMU that can take no more attempts: said once, and serve ends. */
+  let gaveUp = false;
+  const giveUp = (): void => {
+    const sp = target?.spoiled;
+    if (!sp || gaveUp) return;
+    gaveUp = true;
+    const code = sp.reason === 'in-doubt' ? 4 : sp.reason === 'gone' ? 1 : 3;
+    say({ event: 'target-spoiled', reason: sp.reason, error: sp.error.toJSON(), exitCode: code }, `${sp.error.code}: ${sp.error.message}`);
+    finish(code);
+  };
+  try {
+    if (launch) claimImageGeometry(image, { pageSize: 4096, pageCount: launch.memBytes / 4096 }, { force });
+    target = await QemuTarget.start({
+      ...(launch
+        ? { launch }
+        : {
+            attach: {
+              qmpSocket: resolve(values['attach-qmp']!),
+              image,
+              ...(values.machine !== undefined ? { machine: values.machine } : {}),
+              // Checked before presync changes anything in the attached QEMU.
+              onChecked: (d) => claimImageGeometry(image, { pageSize: 4096, pageCount: d.memBytes / 4096 }, { force }),
+            },
+          }),
+      listenUri: qemuListen,
+      onEvent: (e) => {
+        if (e.event === 'qemu-ready') say(e, e.pid === null ? `attached target QEMU waiting for the guest on ${e.uri}` : `target QEMU ${e.pid} waiting for the guest on ${e.uri}`);
+        else if (e.event === 'qemu-exited') {
+          if (e.pid === null) say(e, `lost the attached target QEMU's QMP connection${e.expected ? '' : '; its launcher must start a new one'}`);
+          else say(e, `target QEMU ${e.pid} exited (code ${e.code}, signal ${e.signal})${e.expected ? '' : '; restarting it'}`);
+          if (!e.expected) setImmediate(giveUp);
+        } else if (e.event === 'qemu-running') say(e, `target QEMU ${e.pid} runs the guest`);
+        else say(e, `target QEMU: ${e.error.code}: ${e.error.message}`);
+      },
+    });
+  } catch (e) {
+    await endpoint?.close();
+    throw e;
+  }
+  const t = target;
+
+  const agent = await TargetAgent.start({
     transport,
     listen,
     imagePath: image,
     secret,
     // The RAM file is created by the target QEMU itself, never by a previous migration.
     force: true,
-    hook: target.hook(),
+    hook: t.hook(),
     onEvent: (e) => {
       if (metrics) {
         if (e.event === 'phase') metrics.onPhase(e.phase);
@@ -158,19 +212,23 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
       else if (e.event === 'session-start') io.err(`presync qemu serve: session ${e.sessionId} from ${e.remote}, image ${e.imageId}${e.resume ? ' (resuming)' : ''}\n`);
       if (e.event !== 'session-end') return;
       if (e.outcome === 'handed-over') {
-        const vm = target.vm;
-        say({ event: 'handed-over', pid: vm?.pid ?? null, qmp: values.qmp ? resolve(values.qmp) : null, serial: vm?.options.serialLog ?? null, resumedAtMs: target.resumedAtMs }, `guest handed over; QEMU ${vm?.pid} runs it. No more migrations into ${image}.`);
+        const qmp = mode === 'attach' ? resolve(values['attach-qmp']!) : values.qmp ? resolve(values.qmp) : null;
+        const serial = launch && existsSync(launch.serialLog) ? launch.serialLog : null;
+        say({ event: 'handed-over', pid: t.pid, qmp, serial, resumedAtMs: t.resumedAtMs }, `guest handed over; ${t.pid === null ? 'the attached QEMU' : `QEMU ${t.pid}`} runs it. No more migrations into ${image}.`);
         // The image is now the running guest's memory: nothing may write it
         // any more. serve's job is done: it exits 0 (left to an emptying event
         // loop, Node would end it with 13, an unsettled top-level await).
         setImmediate(() => finish(0));
-      } else if (!target.handedOver) {
-        void restartIfTouched(target);
+      } else if (!t.handedOver) {
+        void t.afterFailedAttempt().then((r) => r === 'spoiled' && giveUp(), () => undefined);
       }
     },
   });
   const a = agent.address;
-  say({ event: 'listening', host: a.host, port: a.port, qemuUri: target.uri, image }, `listening on ${a.host}:${a.port}, target QEMU on ${target.uri}, image ${image}`);
+  say(
+    { event: 'listening', host: a.host, port: a.port, qemuUri: t.uri, image, mode, pid: t.pid },
+    `listening on ${a.host}:${a.port}, ${mode === 'attach' ? 'attached ' : ''}target QEMU on ${t.uri}, image ${image}`,
+  );
 
   const stop = () => finish(0);
   process.once('SIGINT', stop);
@@ -181,22 +239,57 @@ async function qemuServe(argv: string[], io: CommandIO, signal?: AbortSignal): P
   process.off('SIGTERM', stop);
   await agent.close();
   await endpoint?.close();
-  // A migrated guest keeps running after the agent exits; a QEMU still waiting is stopped.
-  await target.close();
+  // A migrated guest keeps running after the agent exits; a QEMU still waiting is stopped (an attached one is only let go).
+  await t.close();
   return code;
 }
 
-/** After a failed session: a QEMU whose incoming stream has started is no longer clean. */
-async function restartIfTouched(target: QemuTarget): Promise<void> {
-  const vm = target.vm;
-  if (!vm || vm.hasExited) return; // the exit watcher restarts it
-  try {
-    const info = await vm.qmp.execute('query-migrate');
-    if (info.status === undefined || info.status === 'none' || info.status === 'setup') return;
-  } catch {
-    /* unreachable QMP: restart */
+/**
+ * The target QEMU serve starts: the user's command line after `--`, or one
+ * built from the machine flags the same way; both checked by
+ * analyzeTargetCommandLine. The RAM backend's mem-path is the agent's image.
+ */
+function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): LaunchOptions {
+  let commandLine: string[];
+  if (mode === 'command') commandLine = qemuCommand!;
+  else {
+    const accel = (values.accel ?? 'tcg') as Accel;
+    if (accel !== 'tcg' && accel !== 'kvm') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--accel must be tcg or kvm, got "${values.accel}"`);
+    const image = resolve(values.image!);
+    const spec = {
+      memBytes: parseMemory(values.memory),
+      ram: { kind: 'file', memPath: image, share: true } as const,
+      kernel: values.kernel!,
+      ...(values.initrd ? { initrd: values.initrd } : {}),
+      ...(values.append ? { append: values.append } : {}),
+      machine: values.machine ?? 'pc',
+      smp: intFlag(values.smp, 'smp', 1, 1, 256),
+      accel,
+      serialLog: values.serial ? resolve(values.serial) : `${image}.serial`,
+    };
+    commandLine = ['qemu-system-x86_64', ...machineArgs(spec), ...(values.qmp ? ['-qmp', `unix:${qemuOptValue(resolve(values.qmp))},server=on,wait=off`] : [])];
   }
-  await target.restart().catch(() => undefined);
+  const cl = analyzeTargetCommandLine(commandLine);
+  if (cl.backends.length > 1) {
+    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `several RAM backends (${cl.backends.map((b) => b.id).join(', ')}) are not supported yet; give the guest one -object memory-backend-file and -machine memory-backend=ID`);
+  }
+  const backend = cl.backends[0];
+  const image = resolve(backend.memPath!);
+  if (values.image !== undefined && resolve(values.image) !== image) {
+    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `--image ${values.image} is not the RAM backend's mem-path ${backend.memPath}: presync syncs that file; leave --image out or make them the same`);
+  }
+  if (existsSync(image) && statSync(image).isDirectory()) {
+    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${backend.memPath} of RAM backend ${backend.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(backend.memPath!, 'vm.ram')}`);
+  }
+  return {
+    memBytes: cl.memBytes,
+    ram: { kind: 'file', memPath: image, share: true },
+    kernel: '',
+    ...(cl.machine !== undefined ? { machine: cl.machine } : {}),
+    qmpSocket: `${image}.qmp`,
+    serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
+    commandLine,
+  };
 }
 
 export interface QemuMigrationJson extends Record<string, unknown> {
