@@ -12,7 +12,7 @@ import { ControlServer } from '../engine/control.ts';
 import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
-import { RamImageReader } from '../guest/ram-image.ts';
+import { openSourceImage, type SourceSegment } from '../guest/segmented-reader.ts';
 import { MigrationProgressTracker, progressEvent, type MigrationProgress, type ProgressEvent } from '../engine/progress-tracker.ts';
 
 export type { ProgressEvent } from '../engine/progress-tracker.ts';
@@ -28,6 +28,12 @@ export type { MigrationResult, SourceStatus } from '../engine/source-session.ts'
 export interface MigrateOptions {
   /** The guest's RAM image (a file of pages; for QEMU a memory-backend-file). */
   readonly image: string;
+  /**
+   * The guest's RAM when it is several files (e.g. one QEMU memory-backend-file
+   * per NUMA node), in page order, the first being `image`: synced as one
+   * image. The lock is taken on `image`, one per migration.
+   */
+  readonly segments?: readonly SourceSegment[];
   /** The target agent, `host:port` or an address. */
   readonly to: string | TransportAddress;
   /** The secret both agents share (at least 16 bytes). */
@@ -282,7 +288,7 @@ export class Migration extends EventStream<MigrationEvent> {
       const launchAfter = o.launchAfter !== undefined ? toMs(o.launchAfter, 'launchAfter') : undefined;
       const transport = new RateLimitedTransport(o.transport ?? makeTransport(o.tls), this.limit);
       // Geometry comes from the image itself; open once to validate before connecting.
-      const probe = RamImageReader.open(o.image, pageSize);
+      const probe = openSourceImage(o.image, o.segments, pageSize);
       const geometry = probe.geometry;
       probe.close();
       const policy = createPolicy(o.policy ?? 'presync', { geometry, seed: 1 }, { downtimeLimitMs: this.downtimeLimitMs });
@@ -300,6 +306,7 @@ export class Migration extends EventStream<MigrationEvent> {
         to,
         secret,
         imagePath: o.image,
+        ...(o.segments !== undefined ? { segments: o.segments } : {}),
         pageSize,
         ...(o.imageId !== undefined ? { imageId: o.imageId } : {}),
         policy,

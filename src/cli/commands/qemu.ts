@@ -392,6 +392,8 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     // (No guest pid: a QEMU is never SIGSTOPped, so a dead agent's lock has nothing to SIGCONT.)
     const m = migrate({
       image: vm.memPath,
+      // Every RAM backend (e.g. one per NUMA node) in the one migration: QEMU skips them all (x-ignore-shared).
+      ...(vm.backends && vm.backends.length > 1 ? { segments: vm.backends.map((b) => ({ id: b.id, path: b.memPath })) } : {}),
       to,
       secret,
       controller: qemuController,
