@@ -12,7 +12,7 @@ import { ControlServer } from '../engine/control.ts';
 import { SourceLock } from '../engine/source-lock.ts';
 import { SourceMigration, type MigrationResult, type SourceEvent, type SourceStatus } from '../engine/source-session.ts';
 import { ImageOnlyController, ProcessController, type GuestController } from '../guest/controller.ts';
-import { RamImageReader } from '../guest/ram-image.ts';
+import { openSourceImage, type SourceSegment } from '../guest/segmented-reader.ts';
 import { MigrationProgressTracker, progressEvent, type MigrationProgress, type ProgressEvent } from '../engine/progress-tracker.ts';
 
 export type { ProgressEvent } from '../engine/progress-tracker.ts';
@@ -28,6 +28,12 @@ export type { MigrationResult, SourceStatus } from '../engine/source-session.ts'
 export interface MigrateOptions {
   /** The guest's RAM image (a file of pages; for QEMU a memory-backend-file). */
   readonly image: string;
+  /**
+   * The guest's RAM when it is several files (e.g. one QEMU memory-backend-file
+   * per NUMA node), in page order, the first being `image`: synced as one
+   * image. The lock is taken on `image`, one per migration.
+   */
+  readonly segments?: readonly SourceSegment[];
   /** The target agent, `host:port` or an address. */
   readonly to: string | TransportAddress;
   /** The secret both agents share (at least 16 bytes). */
@@ -239,7 +245,7 @@ export class Migration extends EventStream<MigrationEvent> {
       stalePages: s?.stalePages ?? 0,
       pageCount: s?.pageCount ?? 0,
       initialCopyDone: s?.initialCopyDone ?? false,
-      ready: p?.ready ?? false,
+      ready: (p?.ready ?? false) && (this.guarded?.launchBlocker?.() ?? null) === null,
       launched: this.launchRequested,
       launchWhenReady: this.whenReady,
       launchInMs: this.launchAtMs === null || s === undefined ? null : Math.max(0, Math.round(this.launchAtMs - s.elapsedMs)),
@@ -254,7 +260,8 @@ export class Migration extends EventStream<MigrationEvent> {
       this.lastProgress = p;
       this.metrics?.onProgress(p);
       this.publish(progressEvent(e.status, p));
-      if (this.whenReady && p.ready && e.status.phase === 'presync') this.launch();
+      // Ready means the guest's other state is ready too (a QEMU disk mirror in sync).
+      if (this.whenReady && p.ready && e.status.phase === 'presync' && (this.guarded?.launchBlocker?.() ?? null) === null) this.launch();
       return;
     }
     if (e.event === 'phase' && this.metrics) {
@@ -281,7 +288,7 @@ export class Migration extends EventStream<MigrationEvent> {
       const launchAfter = o.launchAfter !== undefined ? toMs(o.launchAfter, 'launchAfter') : undefined;
       const transport = new RateLimitedTransport(o.transport ?? makeTransport(o.tls), this.limit);
       // Geometry comes from the image itself; open once to validate before connecting.
-      const probe = RamImageReader.open(o.image, pageSize);
+      const probe = openSourceImage(o.image, o.segments, pageSize);
       const geometry = probe.geometry;
       probe.close();
       const policy = createPolicy(o.policy ?? 'presync', { geometry, seed: 1 }, { downtimeLimitMs: this.downtimeLimitMs });
@@ -299,6 +306,7 @@ export class Migration extends EventStream<MigrationEvent> {
         to,
         secret,
         imagePath: o.image,
+        ...(o.segments !== undefined ? { segments: o.segments } : {}),
         pageSize,
         ...(o.imageId !== undefined ? { imageId: o.imageId } : {}),
         policy,

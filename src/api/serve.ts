@@ -5,6 +5,7 @@
  */
 import { commandHook } from '../engine/handover-command.ts';
 import { TargetAgent } from '../engine/target-agent.ts';
+import type { SegmentFile } from '../core/image-layout.ts';
 import type { HandoverHook, TargetEvent } from '../engine/target-session.ts';
 import { parseAddress } from '../transport/address.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
@@ -19,6 +20,8 @@ export interface ServeOptions {
   readonly listen: string | TransportAddress;
   /** One image for every migration; exactly one of image and imageDir. */
   readonly image?: string;
+  /** One image of several files for every migration, by id (the source's segments must have these ids); instead of image. */
+  readonly segments?: readonly SegmentFile[];
   /** One image per identity, `imageDir/<image id>.img`. */
   readonly imageDir?: string;
   readonly secret: Uint8Array | string;
@@ -81,6 +84,7 @@ export class TargetServer extends EventStream<ServeEvent> {
       transport: o.transport ?? makeTransport(o.tls),
       listen: typeof o.listen === 'string' ? parseAddress(o.listen) : o.listen,
       ...(o.image !== undefined ? { imagePath: o.image } : {}),
+      ...(o.segments !== undefined ? { segments: o.segments } : {}),
       ...(o.imageDir !== undefined ? { imageDir: o.imageDir } : {}),
       secret: toSecret(o.secret),
       force: o.force === true,

@@ -1,6 +1,6 @@
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
-import type { TargetImage } from '../guest/target-image.ts';
+import type { TargetPages } from '../guest/segmented-target.ts';
 import type { Frame } from '../wire/frames.ts';
 import { decodePageBatch } from '../wire/pages.ts';
 import type { FrameChannel } from './frame-channel.ts';
@@ -18,7 +18,7 @@ export interface JoinableSession {
   /** The source's lineage: a stream of another lineage never joins. */
   readonly lineageId: string;
   readonly geometry: Geometry;
-  readonly image: TargetImage;
+  readonly image: TargetPages;
   /** Called after pages were written through a data stream (a verify must be redone). */
   onPagesWritten(): void;
 }

@@ -99,7 +99,8 @@ export class SourceLink {
     const sessionId = randomBytes(8).toString('hex');
     const extra: FrameChannel[] = [];
     try {
-      const hs = new ClientHandshake({ secret: o.secret, geometry: s.geometry, imageId: o.imageId, sessionId, lineageId: o.lineageId });
+      const segments = s.reader.segments;
+      const hs = new ClientHandshake({ secret: o.secret, geometry: s.geometry, imageId: o.imageId, sessionId, lineageId: o.lineageId, ...(segments ? { segments } : {}) });
       const result = await c.handshake(hs, { opening: hs.start(), timeoutMs: 10_000 });
       resumed = result.resume;
       this.summaryVerify = (result.capabilities & Capability.VERIFY_SUMMARY) !== 0;

@@ -2,6 +2,7 @@ import type { Accounting, MigrationMetrics } from '../core/accounting.ts';
 import type { Phase } from '../core/phase.ts';
 import type { MigrationPolicy } from '../core/types.ts';
 import type { GuestController } from '../guest/controller.ts';
+import type { SourceSegment } from '../guest/segmented-reader.ts';
 import type { Transport, TransportAddress } from '../transport/types.ts';
 
 /** What a source migration is given, what it reports while it runs, and what it returns (SourceMigration, source-session.ts). */
@@ -11,6 +12,12 @@ export interface MigrateOptions {
   readonly to: TransportAddress;
   readonly secret: Uint8Array;
   readonly imagePath: string;
+  /**
+   * The image's files when it is several (e.g. one QEMU RAM backend per NUMA
+   * node), in page order, the first at imagePath: synced as one image (one
+   * presync, one pause, one verify). One file or none: imagePath alone.
+   */
+  readonly segments?: readonly SourceSegment[];
   readonly pageSize?: number;
   /** Identity the target files the image under; default derived from the image's real path and size. */
   readonly imageId?: string;

@@ -5,7 +5,7 @@ import { channel } from 'node:diagnostics_channel';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { NetEstimator } from '../core/net-estimator.ts';
 import { PhaseMachine, type Phase } from '../core/phase.ts';
-import { RamImageReader } from '../guest/ram-image.ts';
+import { openSourceImage } from '../guest/segmented-reader.ts';
 import { initDigest } from '../native/page-digest.ts';
 import { checkLineageId, checkSecretStrength } from '../wire/handshake.ts';
 import { PageSender } from './page-sender.ts';
@@ -30,11 +30,15 @@ export type { MigrateOptions, MigrationResult, SourceEvent, SourceStatus } from 
 
 const events = channel('presync:source:event');
 
-export function defaultImageId(path: string): string {
+export function defaultImageId(path: string, more: readonly string[] = []): string {
   const real = realpathSync(path);
-  const size = statSync(real).size;
-  const h = createHash('sha256').update(`${real}\0${size}`).digest('hex').slice(0, 16);
-  return `${basename(real)}-${h}`;
+  const h = createHash('sha256').update(`${real}\0${statSync(real).size}`);
+  // The other files of a segmented image: each path and size (one file hashes as it always did).
+  for (const p of more) {
+    const r = realpathSync(p);
+    h.update(`\0${r}\0${statSync(r).size}`);
+  }
+  return `${basename(real)}-${h.digest('hex').slice(0, 16)}`;
 }
 
 /**
@@ -155,7 +159,7 @@ export class SourceMigration {
   /** The run's state, link, sender and the context the phases get. */
   private openRun(): SourceRun {
     const o = this.o;
-    const reader = RamImageReader.open(o.imagePath, o.pageSize ?? 4096);
+    const reader = openSourceImage(o.imagePath, o.segments, o.pageSize ?? 4096);
     const est = new NetEstimator({
       initialBandwidthBytesPerSec: o.bandwidthBytesPerSec ?? 125_000_000,
       windowSamples: 10,
@@ -172,7 +176,7 @@ export class SourceMigration {
         transport: o.transport,
         to: o.to,
         secret: o.secret,
-        imageId: o.imageId ?? defaultImageId(o.imagePath),
+        imageId: o.imageId ?? defaultImageId(o.imagePath, (o.segments ?? []).slice(1).map((x) => x.path)),
         lineageId: this.lineageId,
         streams: Math.max(1, Math.min(16, Math.floor(o.streams ?? 1))),
         reconnectAttempts: o.reconnectAttempts ?? 8,

@@ -4,7 +4,7 @@ import { NetEstimator } from '../core/net-estimator.ts';
 import { PageSet } from '../core/pageset.ts';
 import type { EpochDecision, Geometry } from '../core/types.ts';
 import { DirtyScanner } from '../guest/dirty-scanner.ts';
-import type { RamImageReader } from '../guest/ram-image.ts';
+import type { SourceImage } from '../guest/ram-image.ts';
 
 /** Pages and bytes one send put on the wire. */
 export interface Sent {
@@ -58,7 +58,7 @@ export class SourceState {
   aheadOfPause: AheadOfPause | undefined;
 
   constructor(
-    readonly reader: RamImageReader,
+    readonly reader: SourceImage,
     readonly est: NetEstimator,
   ) {
     this.geometry = reader.geometry;

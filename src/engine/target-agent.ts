@@ -4,6 +4,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { initDigest } from '../native/page-digest.ts';
 import type { Listener, Transport, TransportAddress } from '../transport/types.ts';
 import { imagePathInDir } from './image-dir.ts';
+import { layoutProblem, type SegmentFile } from '../core/image-layout.ts';
 import { checkSecretStrength } from '../wire/handshake.ts';
 import { runTargetSession, type HandoverHook, type TargetEvent } from './target-session.ts';
 import { SessionRegistry } from './data-streams.ts';
@@ -11,8 +12,14 @@ import { SessionRegistry } from './data-streams.ts';
 export interface TargetAgentOptions {
   readonly transport: Transport;
   readonly listen: TransportAddress;
-  /** One image for every migration; exactly one of imagePath and imageDir. */
+  /** One image for every migration; exactly one of imagePath (or segments) and imageDir. */
   readonly imagePath?: string;
+  /**
+   * One image of several files for every migration (e.g. the target QEMU's
+   * memory backends, by id): the source must send the same ids. Instead of
+   * imagePath (which, if given too, must be the first file).
+   */
+  readonly segments?: readonly SegmentFile[];
   /** One image per identity, `imageDir/<imageId>.img`; migrations of different images run side by side. */
   readonly imageDir?: string;
   readonly secret: Uint8Array;
@@ -48,8 +55,14 @@ export class TargetAgent {
   private constructor(private readonly o: TargetAgentOptions, private listener: Listener | undefined) {}
 
   static async start(o: TargetAgentOptions): Promise<TargetAgent> {
-    if ((o.imagePath === undefined) === (o.imageDir === undefined)) {
-      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'a target agent needs exactly one of imagePath and imageDir');
+    const imagePath = o.imagePath ?? o.segments?.[0]?.path;
+    if ((imagePath === undefined) === (o.imageDir === undefined)) {
+      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, 'a target agent needs exactly one of imagePath (or segments) and imageDir');
+    }
+    if (o.segments !== undefined) {
+      const why = layoutProblem(o.segments.map((s) => ({ id: s.id, pageCount: 1 })));
+      if (why) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `target segments: ${why}`);
+      if (imagePath !== o.segments[0].path) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `the image path ${imagePath} must be the first segment's (${o.segments[0].path})`);
     }
     checkSecretStrength(o.secret);
     const dir = o.imageDir;
@@ -73,7 +86,8 @@ export class TargetAgent {
       };
       const s = runTargetSession(conn, {
         onAuthenticated: settle,
-        imagePath: dir !== undefined ? (id: string) => imagePathInDir(dir, id) : o.imagePath!,
+        imagePath: dir !== undefined ? (id: string) => imagePathInDir(dir, id) : imagePath!,
+        ...(o.segments !== undefined ? { segments: o.segments } : {}),
         secret: o.secret,
         ...(o.force !== undefined ? { force: o.force } : {}),
         ...(o.hook ? { hook: o.hook } : {}),

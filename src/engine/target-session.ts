@@ -2,6 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { TargetImage, metaPath, type ImageMeta } from '../guest/target-image.ts';
+import { matchLayout, type SegmentFile, type SegmentSpec } from '../core/image-layout.ts';
+import { heldLayoutMeta, SegmentedTargetImage, type TargetPages } from '../guest/segmented-target.ts';
 import type { Connection } from '../transport/types.ts';
 import { DigestRunCollector, diffDigests, digestRunFrames, summaryMatches, verifyResponse } from '../wire/digest-runs.ts';
 import type { Frame } from '../wire/frames.ts';
@@ -28,6 +30,13 @@ export type TargetEvent =
 export interface TargetSessionOptions {
   /** The image file, or how to find it from the identity in the HELLO (multi-image agents). */
   readonly imagePath: string | ((imageId: string) => string);
+  /**
+   * The image's files when it is several (e.g. the target QEMU's memory
+   * backends): the source must send a layout of exactly these ids (and
+   * sizes, when given); each segment is written into the file of its id.
+   * Two or more; imagePath is then the first one's path.
+   */
+  readonly segments?: readonly SegmentFile[];
   readonly secret: Uint8Array;
   readonly force?: boolean;
   readonly handshakeTimeoutMs?: number;
@@ -56,7 +65,7 @@ export interface TargetSessionOptions {
  * verify re-reads the whole file anyway (recheckAll), this only keeps the
  * repair out of the pause.
  */
-function startReverify(image: TargetImage, o: TargetSessionOptions, active: () => boolean, report: (pages: number[]) => void): () => void {
+function startReverify(image: TargetPages, o: TargetSessionOptions, active: () => boolean, report: (pages: number[]) => void): () => void {
   const interval = o.reverify?.intervalMs ?? 20;
   // A pass over the image every ~128 slices (~2.6 s), whatever its size: the
   // pass also keeps the mapping the verify reads faulted in.
@@ -113,7 +122,7 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
   ch.setMaxFrameBytes(HANDSHAKE_MAX_FRAME_BYTES);
   const emit = o.onEvent ?? (() => undefined);
   const idle = o.idleTimeoutMs ?? 60_000;
-  let image: TargetImage | undefined;
+  let image: TargetPages | undefined;
   let sessionId = '?';
   let phase = 'handshake';
   let release: (() => void) | undefined;
@@ -138,12 +147,11 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
       phase = 'stream';
       return await serveDataStream(ch, o.sessions, result, idle);
     }
+    // A layout that does not fit this target's files is refused before any file is touched.
+    const files = targetFiles(result, imagePath, o.segments);
     if (o.claim) release = await o.claim(result.imageId, () => ch.destroy());
-    image = TargetImage.open(imagePath, result.geometry, result.imageId, {
-      force: o.force === true,
-      zeroFill: !result.resume,
-      ...(result.lineageId ? { lineageId: result.lineageId } : {}),
-    });
+    const openOpts = { force: o.force === true, zeroFill: !result.resume, ...(result.lineageId ? { lineageId: result.lineageId } : {}) };
+    image = files ? SegmentedTargetImage.open(files, result.geometry.pageSize, result.imageId, openOpts) : TargetImage.open(imagePath, result.geometry, result.imageId, openOpts);
     const opened = image;
     endStreams = o.sessions?.register(sessionId, {
       imageId: result.imageId,
@@ -256,6 +264,31 @@ export async function runTargetSession(conn: Connection, o: TargetSessionOptions
   }
 }
 
+/**
+ * The target's files in the source's page order when the source's image is
+ * several files (undefined for one file, written at imagePath). A source of
+ * several files to a one-file target, or the reverse, or other ids or sizes:
+ * PRESYNC_ERR_GEOMETRY saying what differs.
+ */
+function targetFiles(result: HandshakeResult, imagePath: string, segments: readonly SegmentFile[] | undefined): Array<SegmentFile & SegmentSpec> | undefined {
+  const mine = segments !== undefined && segments.length >= 2 ? segments : undefined;
+  const theirs = result.segments;
+  if (theirs === undefined && mine === undefined) return undefined;
+  if (theirs === undefined) {
+    throw new PresyncError(
+      ErrorCodes.GEOMETRY,
+      `the source's RAM is one file, this target has ${mine!.length} (${mine!.map((s) => s.id).join(', ')}); give both the same RAM backends`,
+    );
+  }
+  if (mine === undefined) {
+    throw new PresyncError(
+      ErrorCodes.GEOMETRY,
+      `the source's RAM is ${theirs.length} files (${theirs.map((s) => s.id).join(', ')}), this target has one (${imagePath}); give the target one RAM file per source segment with the same ids`,
+    );
+  }
+  return matchLayout(theirs, result.geometry.pageSize, mine);
+}
+
 /** A data stream of a session that is already running: it owns nothing, and its end is not a session's. */
 async function serveDataStream(ch: FrameChannel, sessions: NonNullable<TargetSessionOptions['sessions']>, result: HandshakeResult, idleMs: number): Promise<TargetEvent & { event: 'session-end' }> {
   await sessions.serveJoin(ch, result.sessionId, result.imageId, idleMs, undefined, result.lineageId);
@@ -295,7 +328,7 @@ async function acceptHandshake(ch: FrameChannel, o: TargetSessionOptions): Promi
     if (first.type !== 'hello') throw new PresyncError(ErrorCodes.PROTOCOL, `unexpected ${first.type} frame while the server handshake is await-hello`);
     imagePath = o.imagePath(first.imageId);
   }
-  const held = heldMeta(imagePath);
+  const held = o.segments !== undefined && o.segments.length >= 2 ? heldLayoutMeta(o.segments) : heldMeta(imagePath);
   const hs = new ServerHandshake({
     secret: o.secret,
     ...(held
@@ -347,7 +380,7 @@ class Verifier {
   ) {}
 
   /** Whether the image matched, once a request is complete (undefined while its runs are still coming). */
-  async answer(f: Extract<Frame, { type: 'verify-request' | 'verify-summary' }>, image: TargetImage): Promise<boolean | undefined> {
+  async answer(f: Extract<Frame, { type: 'verify-request' | 'verify-summary' }>, image: TargetPages): Promise<boolean | undefined> {
     const { ch, sessionId } = this;
     if (f.type === 'verify-summary') {
       await this.recheck(image);
@@ -368,7 +401,7 @@ class Verifier {
     return mism.length === 0;
   }
 
-  private async recheck(image: TargetImage): Promise<void> {
+  private async recheck(image: TargetPages): Promise<void> {
     const bad = await image.recheckAll();
     if (bad.length > 0) this.emit({ event: 'repair', sessionId: this.sessionId, pages: bad.length, during: 'verify' });
   }

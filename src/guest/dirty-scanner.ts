@@ -3,7 +3,7 @@ import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import { PageSet, type ReadonlyPageSet } from '../core/pageset.ts';
 import { digestPages, zeroPageDigest } from '../native/page-digest.ts';
 import { nativePageHash } from '../native/pagehash.ts';
-import type { RamImageReader } from './ram-image.ts';
+import type { SourceImage } from './ram-image.ts';
 
 /** Pages read per pread during a scan: large enough to amortise the syscall. */
 const SCAN_CHUNK_PAGES = 1024;
@@ -57,7 +57,7 @@ export class DirtyScanner {
   /** Pages found dirty by the last few scans: scanned every incremental scan. */
   private recent: PageSet[] = [];
 
-  constructor(private readonly image: RamImageReader, opts: DirtyScannerOptions = {}) {
+  constructor(private readonly image: SourceImage, opts: DirtyScannerOptions = {}) {
     this.digests = new BigUint64Array(image.geometry.pageCount);
     this.buf = Buffer.allocUnsafe(SCAN_CHUNK_PAGES * image.geometry.pageSize);
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(2, availableParallelism())));
@@ -139,7 +139,8 @@ export class DirtyScanner {
     const { pageSize } = this.image.geometry;
     const async = nativePageHash?.hashCompareAsync;
     while (from < to) {
-      const n = Math.min(MAPPED_CHUNK_PAGES, to - from);
+      // A chunk stops at the end of its file (a view never spans two).
+      const n = Math.min(MAPPED_CHUNK_PAGES, to - from, this.image.segmentEnd(from) - from);
       // A thread hop costs tens of µs: short runs are hashed right here.
       const v = async && n >= 256 ? this.image.view(from, n) : null;
       if (v) {
@@ -325,7 +326,7 @@ export class DirtyScanner {
   private scanRange(from: number, to: number, dirty: PageSet): void {
     const { pageSize } = this.image.geometry;
     while (from < to) {
-      const n = Math.min(MAPPED_CHUNK_PAGES, to - from);
+      const n = Math.min(MAPPED_CHUNK_PAGES, to - from, this.image.segmentEnd(from) - from);
       const v = nativePageHash ? this.image.view(from, n) : null;
       if (v) {
         // Holes are zero pages: reading them through the mapping would allocate them.

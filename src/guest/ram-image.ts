@@ -2,19 +2,21 @@ import { closeSync, fstatSync, openSync, readSync, constants as fsc } from 'node
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { Geometry } from '../core/types.ts';
 import { nativePageHash } from '../native/pagehash.ts';
+import type { SegmentSpec } from '../core/image-layout.ts';
 
 /**
- * Bytes per mapping segment: a power of two, so a chunk of a power-of-two
- * number of pages never straddles two segments, and below the 4 GiB limit
+ * Bytes per mapping window: a power of two, so a chunk of a power-of-two
+ * number of pages never straddles two windows, and below the 4 GiB limit
  * of one ArrayBuffer in Node 20.
  */
-const SEGMENT_BYTES = 1 << 30;
+const WINDOW_BYTES = 1 << 30;
 
-/**
- * Read-only view of a source RAM image (any file: a QEMU memory-backend-file
- * in /dev/shm, an application's state file). The source never writes it:
- * whatever happens to a migration, the guest's memory stays untouched.
- */
+export function checkPageSize(pageSize: number): void {
+  if (!Number.isInteger(pageSize) || pageSize < 512 || (pageSize & (pageSize - 1)) !== 0) {
+    throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `page size must be a power of two ≥ 512, got ${pageSize}`);
+  }
+}
+
 function sizeError(path: string, was: number, now: number): PresyncError {
   return new PresyncError(
     ErrorCodes.IMAGE_SIZE,
@@ -22,53 +24,81 @@ function sizeError(path: string, was: number, now: number): PresyncError {
   );
 }
 
-export class RamImageReader {
+/**
+ * What the engine reads a source image through: one file (RamImageReader) or
+ * several in one page space (SegmentedImageReader).
+ */
+export interface SourceImage {
+  /** The (first) file, for messages and the default image id. */
+  readonly path: string;
+  readonly geometry: Geometry;
+  /** The files' ids and sizes when the image is several files; absent for one. */
+  readonly segments?: readonly SegmentSpec[];
+  view(first: number, count: number): Uint8Array | null;
+  /** The first page after the file holding `page`: no view reaches past it. */
+  segmentEnd(page: number): number;
+  dataRuns(first: number, count: number): number[];
+  checkSize(): void;
+  allocatedBytes(): number;
+  readPages(first: number, count: number, into: Uint8Array): Uint8Array;
+  sizeErrorFrom(e: unknown): unknown;
+  close(): void;
+}
+
+/**
+ * Read-only view of a source RAM image (any file: a QEMU memory-backend-file
+ * in /dev/shm, an application's state file). The source never writes it:
+ * whatever happens to a migration, the guest's memory stays untouched.
+ */
+export class RamImageReader implements SourceImage {
   readonly geometry: Geometry;
   private fd: number;
-  /** Mapped segments (lazily), or null once mapping proved impossible. */
-  private segments: Array<Uint8Array | undefined> | null;
+  /** Mapped windows (lazily), or null once mapping proved impossible. */
+  private windows: Array<Uint8Array | undefined> | null;
 
   private constructor(readonly path: string, fd: number, geometry: Geometry) {
     this.fd = fd;
     this.geometry = geometry;
     // PRESYNC_NO_MMAP=1: read with pread only (e.g. to compare, or on a file that may shrink).
-    this.segments = nativePageHash?.mapFile && process.env.PRESYNC_NO_MMAP !== '1' ? [] : null;
+    this.windows = nativePageHash?.mapFile && process.env.PRESYNC_NO_MMAP !== '1' ? [] : null;
   }
 
   /**
    * A zero-copy view of pages [first, first+count) of the live image, or null
-   * when the image is not mapped or the range crosses a segment boundary.
+   * when the image is not mapped or the range crosses a mapping window's boundary.
    * The bytes change under the caller as the guest writes: copy before
    * trusting a digest of them to stay true.
    */
   view(first: number, count: number): Uint8Array | null {
-    if (this.segments === null || this.fd < 0) return null;
+    if (this.windows === null || this.fd < 0) return null;
     const { pageSize, pageCount } = this.geometry;
     if (first < 0 || count <= 0 || first + count > pageCount) return null;
     const start = first * pageSize;
     const end = start + count * pageSize;
-    const seg = Math.floor(start / SEGMENT_BYTES);
-    if (Math.floor((end - 1) / SEGMENT_BYTES) !== seg) return null;
-    let m = this.segments[seg];
+    const seg = Math.floor(start / WINDOW_BYTES);
+    if (Math.floor((end - 1) / WINDOW_BYTES) !== seg) return null;
+    let m = this.windows[seg];
     if (m === undefined) {
-      const off = seg * SEGMENT_BYTES;
-      const len = Math.min(SEGMENT_BYTES, pageCount * pageSize - off);
+      const off = seg * WINDOW_BYTES;
+      const len = Math.min(WINDOW_BYTES, pageCount * pageSize - off);
       try {
         m = new Uint8Array(nativePageHash!.mapFile!(this.fd, off, len));
       } catch {
-        this.segments = null;
+        this.windows = null;
         return null;
       }
-      this.segments[seg] = m;
+      this.windows[seg] = m;
     }
-    const base = seg * SEGMENT_BYTES;
+    const base = seg * WINDOW_BYTES;
     return m.subarray(start - base, end - base);
   }
 
+  segmentEnd(_page: number): number {
+    return this.geometry.pageCount;
+  }
+
   static open(path: string, pageSize = 4096): RamImageReader {
-    if (!Number.isInteger(pageSize) || pageSize < 512 || (pageSize & (pageSize - 1)) !== 0) {
-      throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `page size must be a power of two ≥ 512, got ${pageSize}`);
-    }
+    checkPageSize(pageSize);
     let fd: number;
     try {
       fd = openSync(path, fsc.O_RDONLY);
@@ -179,7 +209,7 @@ export class RamImageReader {
 
   close(): void {
     // Mappings are released when their views are collected; drop ours now.
-    if (this.segments) this.segments = [];
+    if (this.windows) this.windows = [];
     if (this.fd >= 0) {
       closeSync(this.fd);
       this.fd = -1;

@@ -15,6 +15,8 @@ export interface ImageMeta {
   readonly state: 'syncing' | 'valid' | 'invalid';
   /** The source's migration lineage that filled it (absent in sidecars before lineages existed). */
   readonly lineageId?: string;
+  /** Which file of an image of several this is (its id); absent for a one-file image. */
+  readonly segment?: string;
 }
 
 /** Pages per pread when re-reading the file: 1 MiB at 4 KiB pages. */
@@ -24,7 +26,7 @@ export function metaPath(imagePath: string): string {
   return `${imagePath}.presync`;
 }
 
-function readMeta(path: string): ImageMeta | null {
+export function readMeta(path: string): ImageMeta | null {
   const p = metaPath(path);
   if (!existsSync(p)) return null;
   try {
@@ -46,6 +48,10 @@ export interface OpenTargetOptions {
    * Done in place, only where a page is not zero already: the file may be mapped.
    */
   readonly zeroFill?: boolean;
+  /** This file is the segment of that id of an image of several (recorded in the sidecar). */
+  readonly segment?: string;
+  /** Where to keep the page digests: this file's slice of the whole image's table (default: a table of its own). */
+  readonly digests?: BigUint64Array;
 }
 
 /**
@@ -67,10 +73,13 @@ export class TargetImage {
     fd: number,
     state: ImageMeta['state'],
     readonly lineageId?: string,
+    private readonly segment?: string,
+    digests?: BigUint64Array,
   ) {
     this.fd = fd;
     this.metaState = state;
-    this.digests = new BigUint64Array(geometry.pageCount);
+    if (digests !== undefined && digests.length !== geometry.pageCount) throw new PresyncError(ErrorCodes.INTERNAL, `a digest table of ${digests.length} entries for ${geometry.pageCount} pages`);
+    this.digests = digests ?? new BigUint64Array(geometry.pageCount);
   }
 
   static open(path: string, geometry: Geometry, imageId: string, opts: OpenTargetOptions = {}): TargetImage {
@@ -112,7 +121,7 @@ export class TargetImage {
       if (e instanceof PresyncError) throw e;
       throw new PresyncError(ErrorCodes.IMAGE, `cannot size target image ${path}: ${(e as Error).message}`, { cause: e });
     }
-    const img = new TargetImage(path, geometry, imageId, fd, 'syncing', opts.lineageId);
+    const img = new TargetImage(path, geometry, imageId, fd, 'syncing', opts.lineageId, opts.segment, opts.digests);
     try {
       img.writeMeta('syncing');
     } catch (e) {
@@ -370,6 +379,7 @@ export class TargetImage {
       pageCount: this.geometry.pageCount,
       state,
       ...(this.lineageId ? { lineageId: this.lineageId } : {}),
+      ...(this.segment !== undefined ? { segment: this.segment } : {}),
     };
     try {
       writeFileAtomic(metaPath(this.path), JSON.stringify(meta) + '\n');

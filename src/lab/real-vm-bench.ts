@@ -13,10 +13,13 @@
  * NFS/Ceph); QEMU inactivates it on the source and activates it on the
  * target. `DiskMode` is where a non-shared mode (NBD + blockdev-mirror)
  * plugs in: it decides each side's -drive arguments and what a run copies.
+ *
+ * The target is started as users start it, `presync qemu serve -- qemu-system-x86_64
+ * ARGS…`; stock QEMU's target is the same command line without presync.
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
 import { makeResults, readResults, type ResultRun, type ResultsFile } from '../engine/results-file.ts';
 import { metaPath } from '../guest/target-image.ts';
@@ -25,7 +28,7 @@ import { qmpTimestampMs } from '../qemu/qemu-controller.ts';
 import type { QmpEvent } from '../qemu/qmp.ts';
 import { SerialLog } from '../qemu/serial.ts';
 import { stockMigrate, UNCAPPED_BANDWIDTH } from '../qemu/stock.ts';
-import { launchVm, matchingTargetOptions, type Accel, type LaunchOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
+import { buildQemuArgs, launchVm, matchingTargetOptions, type Accel, type LaunchOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { sleep } from '../transport/deadline.ts';
 import { BlackoutClient, blackoutClientScript, type BlackoutReport } from './blackout-client.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
@@ -48,6 +51,8 @@ export interface RealVmBenchOptions {
   readonly policy?: string;
   readonly disk?: DiskModeName;
   readonly stockBandwidthBytesPerSec?: number;
+  /** The client's TCP minimum RTO, ms (vm-network.ts); default the kernel's 200 ms. */
+  readonly clientRtoMinMs?: number;
   /** Which migrations to run; default both (the e2e test runs presync's only). */
   readonly kinds?: readonly RunKind[];
   readonly onProgress?: (line: string) => void;
@@ -88,7 +93,7 @@ export interface RealVmWorkloadSummary {
 export interface RealVmBenchResult {
   readonly network: string;
   readonly versions: string;
-  readonly options: { reps: number; memBytes: number; presyncForMs: number; accel: Accel; policy: string; disk: DiskModeName; stockBandwidthBytesPerSec: number; workloads: readonly string[] };
+  readonly options: { reps: number; memBytes: number; presyncForMs: number; accel: Accel; policy: string; disk: DiskModeName; stockBandwidthBytesPerSec: number; clientRtoMinMs: number | null; workloads: readonly string[] };
   readonly runs: RealVmRun[];
   readonly workloads: RealVmWorkloadSummary[];
 }
@@ -161,11 +166,18 @@ function failed(workload: string, kind: RunKind, rep: number, e: unknown, client
   };
 }
 
-/** How the target is started: the interim lab agent (real-vm-target.ts) with the target QEMU's launch options. */
+/**
+ * The target as users start it: `presync qemu serve … -- qemu-system-x86_64
+ * ARGS…` with the target QEMU's own command line (the source's devices, its
+ * own RAM file and tap); serve adds -incoming defer, -S and its QMP socket.
+ */
 function startTarget(ctx: Ctx, launch: LaunchOptions): JsonChild {
-  const script = join(dirname(CLI), '..', 'lab', 'real-vm-target.js');
-  const args = { launch, listenHost: ctx.net.link.addrB, qemuListen: `tcp:${ctx.net.link.addrB}:0`, secretFile: ctx.secretFile };
-  return new JsonChild([...ctx.net.exec(ctx.net.targetNs), process.execPath, script, JSON.stringify(args)], 'presync qemu serve (real VM)');
+  const host = ctx.net.link.addrB;
+  return new JsonChild(
+    [...ctx.net.exec(ctx.net.targetNs), process.execPath, CLI, 'qemu', 'serve', '--listen', `${host}:0`, '--secret-file', ctx.secretFile, '--qemu-listen', `${host}:0`, '--json',
+      '--', 'qemu-system-x86_64', ...buildQemuArgs({ ...launch, incoming: undefined })],
+    'presync qemu serve',
+  );
 }
 
 async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<RealVmRun> {
@@ -194,7 +206,8 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
     await waitHealthy(src);
     client = await startClient(ctx);
     const targetLaunch = matchingTargetOptions(s, {
-      memPath: dstRam, qmpSocket: `${dstRam}.qmp`, serialLog: dstSerialPath, extraArgs: [...disk.targetArgs, ...ctx.net.nicArgs('target')],
+      // The launcher's own QMP socket (serve adds presync's).
+      memPath: dstRam, qmpSocket: `${dstRam}.launcher.qmp`, serialLog: dstSerialPath, extraArgs: [...disk.targetArgs, ...ctx.net.nicArgs('target')],
     });
     serve = startTarget(ctx, targetLaunch);
     const listening = await serve.next((l) => l.event === 'listening', 120_000, 'listening line');
@@ -243,6 +256,7 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
         liveRounds: num(result.liveRounds),
         verified: result.verified === true,
         clientGapFromStopMs: report.longestGapStartMs !== null && stopAt !== null ? round1(report.longestGapStartMs - stopAt) : null,
+        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && resumedAt !== null ? round1(report.longestGapEndMs - resumedAt) : null,
       },
       client: report,
       disk: diskVerdict,
@@ -267,7 +281,7 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
     serve?.kill('SIGKILL');
     await dstSerial?.close();
     await src?.dispose().catch(() => undefined);
-    for (const f of [srcRam, dstRam, metaPath(dstRam), `${dstRam}.qmp`, ...disk.files]) rmSync(f, { force: true });
+    for (const f of [srcRam, dstRam, metaPath(dstRam), `${dstRam}.qmp`, `${dstRam}.launcher.qmp`, ...disk.files]) rmSync(f, { force: true });
   }
 }
 
@@ -324,6 +338,7 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
       detail: {
         iterations: r.iterations, totalTimeMs: r.totalTimeMs, mbps: r.mbps, ramTotal: r.ramTotal, maxBandwidthBytesPerSec: ctx.stockBandwidth,
         clientGapFromStopMs: report.longestGapStartMs !== null && st !== null ? round1(report.longestGapStartMs - st) : null,
+        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && rt !== null ? round1(report.longestGapEndMs - rt) : null,
       },
       series: [],
       client: report,
@@ -384,7 +399,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
   }
   const images = buildRealVm();
   const say = o.onProgress ?? (() => undefined);
-  const net = createVmNetwork({ rate: '1gbit' });
+  const net = createVmNetwork({ rate: '1gbit', ...(o.clientRtoMinMs !== undefined ? { clientRtoMinMs: o.clientRtoMinMs } : {}) });
   say(`network: ${net.description}`);
   const dir = mkdtempSync(join(tmpdir(), 'presync-real-vm-bench-'));
   const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'presync-real-vm-bench-'));
@@ -412,7 +427,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
   return {
     network: net.description,
     versions: images.versions,
-    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, accel: o.accel ?? 'tcg', policy: o.policy ?? 'presync', disk: diskMode, stockBandwidthBytesPerSec: stockBandwidth, workloads: [...o.workloads] },
+    options: { reps: o.reps, memBytes: o.memBytes, presyncForMs: o.presyncForMs, accel: o.accel ?? 'tcg', policy: o.policy ?? 'presync', disk: diskMode, stockBandwidthBytesPerSec: stockBandwidth, clientRtoMinMs: o.clientRtoMinMs ?? null, workloads: [...o.workloads] },
     runs,
     workloads: summarizeRealVm(o.workloads, runs),
   };
@@ -421,7 +436,7 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
 export function describeRealVmRun(r: RealVmRun): string {
   const head = `${r.workload} #${r.rep + 1} ${r.kind}`;
   const c = r.client;
-  const client = c ? `client gap ${c.longestGapMs} ms (${r.detail.clientGapFromStopMs ?? '?'} ms after STOP), ${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}` : 'no client report';
+  const client = c ? `client gap ${c.longestGapMs} ms (from ${r.detail.clientGapFromStopMs ?? '?'} ms after STOP to ${r.detail.clientAnswerAfterResumeMs ?? '?'} ms after RESUME), ${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}` : 'no client report';
   if (r.outcome !== 'done') return `${head}: ${r.outcome}: ${r.error?.code}: ${r.error?.message}; ${client}`;
   const extra = r.kind === 'presync'
     ? `; wait ${r.detail.launchWaitMs} + live rounds ${r.detail.liveRoundsMs} + pre-switchover ${r.detail.migrateToPreSwitchoverMs} + final ${r.detail.finalScanAndResidualMs} + verify ${r.detail.verifyMs} + device state ${r.detail.deviceStateMs} + target start ${r.detail.targetStartConfirmMs} ms`
@@ -440,6 +455,7 @@ export function realVmBenchJson(res: RealVmBenchResult): Record<string, unknown>
     accel: res.options.accel,
     presyncForMs: res.options.presyncForMs,
     policy: res.options.policy,
+    clientRtoMinMs: res.options.clientRtoMinMs,
     network: res.network,
   };
 }

@@ -51,7 +51,16 @@ export function tapNicArgs(tap: string, mac: string, id = GUEST_NETDEV_ID): stri
   return ['-netdev', `tap,id=${id},ifname=${tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=${id},mac=${mac}`];
 }
 
-export function createVmNetwork(o: ShapedLinkOptions = {}): VmNetwork {
+export interface VmNetworkOptions extends ShapedLinkOptions {
+  /**
+   * The client's TCP minimum retransmission timeout (`ip route … rto_min`),
+   * ms; default the kernel's (200 ms). A segment lost while the guest moves is
+   * resent only when it expires, so it bounds the blackout a TCP client sees.
+   */
+  readonly clientRtoMinMs?: number;
+}
+
+export function createVmNetwork(o: VmNetworkOptions = {}): VmNetwork {
   const why = netnsUnavailable();
   if (why) throw new PresyncError(ErrorCodes.INTERNAL, `cannot create network namespaces: ${why}`);
   const link = createShapedLink(o);
@@ -86,7 +95,7 @@ export function createVmNetwork(o: ShapedLinkOptions = {}): VmNetwork {
     guestCmdline: `presync.ip=${guestIp}/24`,
     description:
       `VM network 10.${x}.${y}.0/24 at layer 2: bridge ${bridge} with tap ${tap} in ${link.nsA} and in ${link.nsB}, the bridges joined by veth; ` +
-      `client ${clientIp} in ${clientNs} on ${link.nsA}'s bridge; guest ${guestIp} MAC ${mac}. Migration link: ${link.description}`,
+      `client ${clientIp} in ${clientNs} on ${link.nsA}'s bridge${o.clientRtoMinMs !== undefined ? ` (TCP rto_min ${o.clientRtoMinMs} ms)` : ''}; guest ${guestIp} MAC ${mac}. Migration link: ${link.description}`,
     exec: (ns) => ['ip', 'netns', 'exec', ns],
     nicArgs: () => tapNicArgs(tap, mac),
     close: () => {
@@ -122,6 +131,9 @@ export function createVmNetwork(o: ShapedLinkOptions = {}): VmNetwork {
     run(['ip', '-n', clientNs, 'addr', 'add', `${clientIp}/24`, 'dev', clientIn]);
     run(['ip', '-n', clientNs, 'link', 'set', 'lo', 'up']);
     run(['ip', '-n', clientNs, 'link', 'set', clientIn, 'up']);
+    if (o.clientRtoMinMs !== undefined) {
+      run(['ip', '-n', clientNs, 'route', 'replace', `10.${x}.${y}.0/24`, 'dev', clientIn, 'proto', 'kernel', 'scope', 'link', 'src', clientIp, 'rto_min', `${o.clientRtoMinMs}ms`]);
+    }
   } catch (e) {
     net.close();
     for (const d of [joinS, clientBr]) spawnSync('ip', ['link', 'del', d], { stdio: 'ignore' });

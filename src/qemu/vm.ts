@@ -234,12 +234,23 @@ export async function launchVm(opts: LaunchOptions): Promise<Vm> {
   return new Vm(child, qmp, new SerialLog(opts.serialLog), opts, exited, () => stderr);
 }
 
+/** A RAM backend of a running VM that presync can sync: a shared file. */
+export interface VmRamBackend {
+  readonly id: string;
+  /** Absolute path on the VM's host. */
+  readonly memPath: string;
+  readonly bytes: number;
+}
+
 /** What presync needs to know about a running VM, read over QMP. */
 export interface VmDescription {
+  /** The guest's RAM: every backend's size together. */
   memBytes: number;
-  /** The RAM file presync syncs; absolute path on the VM's host. */
+  /** The (first) RAM file presync syncs; absolute path on the VM's host. */
   memPath: string;
   backendId: string;
+  /** Every RAM backend, the machine's memory-backend first (absent in descriptions made by hand: the one at memPath). */
+  backends?: readonly VmRamBackend[];
   machine: string;
   smp: number;
   kernel: string;
@@ -270,32 +281,8 @@ export async function attachVm(qmpSocketPath: string, opts: { connectTimeoutMs?:
 }
 
 export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
-  const fix = `start QEMU with -object memory-backend-file,id=${RAM_BACKEND_ID},size=<ram>,mem-path=<file>,share=on -machine memory-backend=${RAM_BACKEND_ID}`;
-  const qomGet = async (path: string, property: string): Promise<QmpCommands['qom-get']['ret'] | undefined> => {
-    try {
-      return await qmp.execute('qom-get', { path, property });
-    } catch (e) {
-      if (e instanceof QmpCommandError) return undefined;
-      throw e;
-    }
-  };
-  const backendPath = await qomGet('/machine', 'memory-backend');
-  if (!isString(backendPath) || backendPath === '') {
-    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM is not a memory backend object; ${fix}`);
-  }
-  const backendId = backendPath.replace(/^\/objects\//, '');
-  const memdevs = await qmp.execute('query-memdev');
-  const dev = memdevs.find((m) => m.id === backendId);
-  const share = dev?.share ?? (await qomGet(backendPath, 'share'));
-  const memPath = await qomGet(backendPath, 'mem-path');
-  if (!isString(memPath) || memPath === '') {
-    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${backendId} is not a memory-backend-file; ${fix}`);
-  }
-  if (!isBool(share) || !share) {
-    throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${backendId} (${memPath}) is not shared, so its pages never reach the file; ${fix}`);
-  }
-  const size = dev?.size ?? (await qomGet(backendPath, 'size'));
-  if (!isNonNegInt(size) || size === 0) throw new PresyncError(ErrorCodes.QMP, `cannot read the size of RAM backend ${backendId}`);
+  const qomGet = qomGetter(qmp);
+  const backends = await ramBackends(qmp);
   const type = await qomGet('/machine', 'type');
   const smp = await qomGet('/machine', 'smp');
   const str = async (p: string) => {
@@ -310,9 +297,10 @@ export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
     if (!(e instanceof QmpCommandError)) throw e;
   }
   return {
-    memBytes: size,
-    memPath,
-    backendId,
+    memBytes: backends.reduce((n, b) => n + b.bytes, 0),
+    memPath: backends[0].memPath,
+    backendId: backends[0].id,
+    backends,
     machine: isString(type) ? type.replace(/-machine$/, '') : 'pc',
     smp: typeof smp === 'object' && smp !== null && !Array.isArray(smp) && isNonNegInt(smp.cpus) ? smp.cpus : 1,
     kernel: await str('kernel'),
@@ -320,6 +308,74 @@ export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
     append: await str('append'),
     accel,
   };
+}
+
+function qomGetter(qmp: QmpClient): (path: string, property: string) => Promise<QmpCommands['qom-get']['ret'] | undefined> {
+  return async (path, property) => {
+    try {
+      return await qmp.execute('qom-get', { path, property });
+    } catch (e) {
+      if (e instanceof QmpCommandError) return undefined;
+      throw e;
+    }
+  };
+}
+
+/** The -object option that gives QEMU a RAM backend presync can sync. */
+function fileBackendFix(id: string, bytes?: number): string {
+  return `-object memory-backend-file,id=${id},size=${bytes ?? '<ram>'},mem-path=/dev/shm/<file>,share=on`;
+}
+
+/**
+ * Every RAM backend of a running VM (query-memdev; the machine's
+ * memory-backend first, then the others, e.g. NUMA nodes' memdevs, in
+ * QEMU's order), each read with qom-get (type, mem-path, share). With
+ * x-ignore-shared QEMU skips every shared backend, so presync must sync all
+ * of them: a backend that is not a shared file (memory-backend-ram,
+ * memory-backend-memfd, share=off), or RAM outside any backend (QEMU's
+ * implicit pc.ram), is refused with PRESYNC_ERR_QEMU naming the option to add.
+ */
+export async function ramBackends(qmp: QmpClient): Promise<VmRamBackend[]> {
+  const qomGet = qomGetter(qmp);
+  const whole = `start QEMU with ${fileBackendFix(RAM_BACKEND_ID)} -machine memory-backend=${RAM_BACKEND_ID} (or one such backend per NUMA node, -numa node,memdev=ID)`;
+  const machineBackend = await qomGet('/machine', 'memory-backend');
+  const machineId = isString(machineBackend) ? machineBackend.replace(/^\/objects\//, '') : '';
+  const memdevs = await qmp.execute('query-memdev');
+  if (memdevs.length === 0) throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM is not a memory backend object (QEMU's own anonymous RAM); ${whole}`);
+  // The machine's backend first, the others by id: QEMU lists them in no useful order, and the target maps them by id anyway.
+  const others = memdevs.filter((m) => m.id !== machineId).sort((a, b) => ((a.id ?? '') < (b.id ?? '') ? -1 : (a.id ?? '') > (b.id ?? '') ? 1 : 0));
+  const ordered = [...memdevs.filter((m) => m.id === machineId), ...others];
+  const out: VmRamBackend[] = [];
+  for (const m of ordered) {
+    const id = m.id;
+    if (id === undefined || id === '') throw new PresyncError(ErrorCodes.QEMU, `the VM has a RAM backend without an id; give every -object memory-backend-file an id`);
+    const path = `/objects/${id}`;
+    const memPath = await qomGet(path, 'mem-path');
+    if (!isString(memPath) || memPath === '') {
+      const type = await qomGet(path, 'type');
+      const what = isString(type) ? `a ${type}` : 'anonymous memory';
+      // The machine's own RAM (plain -m makes an implicit memory-backend-ram, pc.ram) is fixed with a backend of presync's usual id.
+      const fix = id === machineId ? `start QEMU with ${fileBackendFix(RAM_BACKEND_ID, m.size)} -machine memory-backend=${RAM_BACKEND_ID}` : `replace it with ${fileBackendFix(id, m.size)}`;
+      throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${id} is ${what}, not a memory-backend-file presync can read; ${fix}`);
+    }
+    const share = m.share ?? (await qomGet(path, 'share'));
+    if (!isBool(share) || !share) {
+      throw new PresyncError(ErrorCodes.QEMU, `the VM's RAM backend ${id} (${memPath}) is not shared, so its pages never reach the file; add share=on: ${fileBackendFix(id, m.size).replace('/dev/shm/<file>', memPath)}`);
+    }
+    if (!isNonNegInt(m.size) || m.size === 0) throw new PresyncError(ErrorCodes.QMP, `cannot read the size of RAM backend ${id}`);
+    out.push({ id, memPath, bytes: m.size });
+  }
+  // RAM in no backend at all (neither -machine memory-backend nor NUMA memdevs): QEMU's implicit anonymous pc.ram.
+  const sizes = (await qmp.execute('query-memory-size-summary').catch((e: unknown) => {
+    if (e instanceof QmpCommandError) return undefined;
+    throw e;
+  })) as { 'base-memory'?: unknown } | undefined;
+  const base = sizes?.['base-memory'];
+  const inBackends = out.reduce((n, b) => n + b.bytes, 0);
+  if (isNonNegInt(base) && inBackends < base) {
+    throw new PresyncError(ErrorCodes.QEMU, `${base - inBackends} B of the VM's RAM is in no memory backend (QEMU's own anonymous RAM); ${whole}`);
+  }
+  return out;
 }
 
 /**
@@ -332,6 +388,9 @@ export function matchingTargetOptions(
   target: { memPath: string; qmpSocket: string; serialLog: string; accel?: Accel; qemuBinary?: string; extraArgs?: string[]; commandPrefix?: string[] },
 ): LaunchOptions {
   const isDesc = 'memPath' in source;
+  if (isDesc && source.backends && source.backends.length > 1) {
+    throw new PresyncError(ErrorCodes.QEMU, `the source VM has ${source.backends.length} RAM backends (${source.backends.map((b) => b.id).join(', ')}); start its target from a command line with the same backends (presync qemu serve -- qemu-system-x86_64 …)`);
+  }
   if (isDesc && source.backendId !== RAM_BACKEND_ID) {
     throw new PresyncError(ErrorCodes.QEMU, `the source's RAM backend is "${source.backendId}"; a matching target must use the same id, start the source with id=${RAM_BACKEND_ID}`);
   }

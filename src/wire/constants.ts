@@ -80,6 +80,8 @@ export const Capability = {
   REVERIFY: 1 << 20,
   /** HELLO only: a lineage id (str8) follows the sessionId. */
   LINEAGE: 1 << 21,
+  /** HELLO (and WELCOME): the image is several files; their ids and page counts follow the lineage id. */
+  SEGMENTS: 1 << 22,
 } as const;
 
 /** VERIFY_SUMMARY: SHA-256 of the digest table. */

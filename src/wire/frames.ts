@@ -1,3 +1,4 @@
+import type { SegmentSpec } from '../core/image-layout.ts';
 import type { PageEncodingCode, WirePhase } from './constants.ts';
 
 /** One page as carried on the wire: still encoded, not yet validated against an image. */
@@ -21,6 +22,8 @@ export interface HelloFrame {
   readonly nonce: Uint8Array;
   /** The source's migration lineage (random, hex); on the wire only with the LINEAGE capability bit. */
   readonly lineageId?: string;
+  /** The image's files in page order (ids and page counts summing to pageCount); on the wire only with the SEGMENTS bit. */
+  readonly segments?: readonly SegmentSpec[];
 }
 
 export interface ChallengeFrame {

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { ErrorCodes, PeerReportedError, PresyncError, type ErrorCode } from '../core/errors.ts';
+import type { SegmentSpec } from '../core/image-layout.ts';
 import type { Geometry } from '../core/types.ts';
 import { Capability, MAX_MESSAGE_BYTES, NONCE_BYTES, PROOF_BYTES, PROTOCOL_VERSION } from './constants.ts';
 import type { AuthFrame, ChallengeFrame, ErrorFrame, Frame, HelloFrame, WelcomeFrame } from './frames.ts';
@@ -38,6 +39,8 @@ export interface HandshakeResult {
   readonly resume: boolean;
   /** A data stream joining the session `sessionId` (multi-stream sync), not a session of its own. */
   readonly join: boolean;
+  /** The source image's files (ids and page counts), when it is several; absent for one file. */
+  readonly segments?: readonly SegmentSpec[];
 }
 
 export interface HandshakeStep {
@@ -145,7 +148,7 @@ function freshNonce(given: Uint8Array | undefined): Uint8Array {
 
 const CODEC_BITS = Capability.DEFLATE | Capability.LZ4 | Capability.ZSTD;
 /** Bits a server may grant: codecs, resume, multi-stream. */
-const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY;
+const GRANTABLE = CODEC_BITS | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY | Capability.SEGMENTS;
 
 export interface ClientHandshakeOptions {
   readonly secret: Uint8Array;
@@ -156,6 +159,8 @@ export interface ClientHandshakeOptions {
   readonly lineageId?: string;
   /** Default: the codecs this process can decode, plus RESUME. */
   readonly capabilities?: number;
+  /** The image's files in page order, when it is several (sent with the SEGMENTS bit; a one-file image sends none, as before). */
+  readonly segments?: readonly SegmentSpec[];
   /** Only for tests; a fresh random nonce otherwise. */
   readonly nonce?: Uint8Array;
 }
@@ -176,12 +181,14 @@ export class ClientHandshake {
   constructor(private readonly opts: ClientHandshakeOptions) {
     checkSecret(opts.secret);
     if (opts.lineageId !== undefined) checkLineageId(opts.lineageId);
-    const caps = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
+    const offered = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
+    const caps = opts.segments !== undefined ? offered | Capability.SEGMENTS : offered & ~Capability.SEGMENTS;
     this.helloFrame = {
       type: 'hello',
       version: PROTOCOL_VERSION,
       capabilities: opts.lineageId !== undefined ? caps | Capability.LINEAGE : caps & ~Capability.LINEAGE,
       ...(opts.lineageId !== undefined ? { lineageId: opts.lineageId } : {}),
+      ...(opts.segments !== undefined ? { segments: opts.segments } : {}),
       pageSize: opts.geometry.pageSize,
       pageCount: opts.geometry.pageCount,
       imageId: opts.imageId,
@@ -241,6 +248,9 @@ export class ClientHandshake {
         throw new PresyncError(ErrorCodes.PROTOCOL, 'the target does not accept joining data streams; use --streams 1');
       }
       if (join && frame.resume) throw new PresyncError(ErrorCodes.PROTOCOL, 'server resumes a joining data stream');
+      if (this.opts.segments !== undefined && (frame.capabilities & Capability.SEGMENTS) === 0) {
+        throw new PresyncError(ErrorCodes.VERSION, 'the target does not take an image of several files (its presync is older); upgrade the target agent');
+      }
       this.state = 'done';
       return {
         send: [],
@@ -253,6 +263,7 @@ export class ClientHandshake {
           lineageId: this.opts.lineageId ?? '',
           resume: frame.resume,
           join,
+          ...(this.opts.segments !== undefined ? { segments: this.opts.segments } : {}),
         },
       };
     }
@@ -286,7 +297,7 @@ export class ServerHandshake {
 
   constructor(private readonly opts: ServerHandshakeOptions) {
     checkSecret(opts.secret);
-    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY);
+    this.capabilities = opts.capabilities ?? (localCodecCapabilities() | Capability.RESUME | Capability.STREAMS | Capability.JOIN | Capability.VERIFY_SUMMARY | Capability.REVERIFY | Capability.SEGMENTS);
     this.nonce = freshNonce(opts.nonce);
   }
 
@@ -360,6 +371,7 @@ export class ServerHandshake {
           lineageId,
           resume,
           join,
+          ...(hello.segments !== undefined ? { segments: hello.segments } : {}),
         },
       };
     }

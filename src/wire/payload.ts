@@ -23,7 +23,11 @@ import {
   type FrameTypeCode,
   type PageEncodingCode,
 } from './constants.ts';
-import type { DigestRun, Frame, PageRecord, VerifyResponseFrame } from './frames.ts';
+import type { DigestRun, Frame, HelloFrame, PageRecord, VerifyResponseFrame } from './frames.ts';
+import { layoutProblem, type SegmentSpec } from '../core/image-layout.ts';
+
+/** Bytes of a segment id (a QEMU object id). */
+const MAX_SEGMENT_ID_BYTES = 64;
 
 /**
  * Frame payload (de)serialisation, one function pair per frame type. Decoding
@@ -127,6 +131,28 @@ function checkVerifyResponse(f: Pick<VerifyResponseFrame, 'match' | 'mismatchCou
   }
 }
 
+/** A HELLO's segment list, checked and encoded: count u8, then per segment id str8 and pageCount u32. */
+function encodeSegments(frame: HelloFrame): { ids: Uint8Array[]; pageCounts: number[]; bytes: number } {
+  const segs = frame.segments ?? [];
+  const why = layoutProblem(segs);
+  if (why) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `hello segments: ${why}`);
+  const sum = segs.reduce((n, s) => n + s.pageCount, 0);
+  if (sum !== frame.pageCount) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `hello segments hold ${sum} pages, the image ${frame.pageCount}`);
+  const ids = segs.map((s) => encodeStr(s.id, MAX_SEGMENT_ID_BYTES, 'segment id'));
+  return { ids, pageCounts: segs.map((s) => s.pageCount), bytes: 1 + ids.reduce((n, id) => n + 1 + id.length + 4, 0) };
+}
+
+function decodeSegments(r: Reader, pageCount: number): SegmentSpec[] {
+  const n = r.u8('segment count');
+  const segs: SegmentSpec[] = [];
+  for (let i = 0; i < n; i++) segs.push({ id: r.str8(MAX_SEGMENT_ID_BYTES, 'segment id'), pageCount: r.u32('segment pageCount') });
+  const why = layoutProblem(segs);
+  if (why) throw protocol(`hello segments: ${why}`);
+  const sum = segs.reduce((k, s) => k + s.pageCount, 0);
+  if (sum !== pageCount) throw protocol(`hello segments hold ${sum} pages, the image ${pageCount}`);
+  return segs;
+}
+
 /**
  * Serialises a frame's payload. PAGES returns its page payloads as views (no
  * copy), so the caller can write the parts with writev.
@@ -138,11 +164,16 @@ export function encodePayload(frame: Frame): Buffer[] {
       const image = encodeStr(frame.imageId, MAX_IMAGE_ID_BYTES, 'imageId');
       const session = encodeStr(frame.sessionId, MAX_SESSION_ID_BYTES, 'sessionId');
       const lineage = (frame.capabilities & Capability.LINEAGE) !== 0 ? encodeStr(frame.lineageId ?? '', MAX_LINEAGE_ID_BYTES, 'lineageId') : undefined;
-      const w = new Writer(4 + 2 + 4 + 4 + 4 + NONCE_BYTES + 2 + image.length + 2 + session.length + (lineage ? 1 + lineage.length : 0));
+      const segments = (frame.capabilities & Capability.SEGMENTS) !== 0 ? encodeSegments(frame) : undefined;
+      const w = new Writer(4 + 2 + 4 + 4 + 4 + NONCE_BYTES + 2 + image.length + 2 + session.length + (lineage ? 1 + lineage.length : 0) + (segments?.bytes ?? 0));
       w.u32(MAGIC, 'magic').u16(frame.version, 'version').u32(frame.capabilities, 'capabilities');
       w.u32(frame.pageSize, 'pageSize').u32(frame.pageCount, 'pageCount').bytes(frame.nonce);
       w.str(image, 2).str(session, 2);
       if (lineage) w.str(lineage, 1);
+      if (segments) {
+        w.u8(segments.ids.length, 'segment count');
+        segments.ids.forEach((id, i) => w.str(id, 1).u32(segments.pageCounts[i], 'segment pageCount'));
+      }
       return [w.done()];
     }
     case 'challenge': {
@@ -283,6 +314,7 @@ export function decodePayload(type: FrameTypeCode, payload: Uint8Array, geometry
       const sessionId = r.str16(MAX_SESSION_ID_BYTES, 'sessionId');
       f = { type: 'hello', version, capabilities, pageSize, pageCount, imageId, sessionId, nonce };
       if ((capabilities & Capability.LINEAGE) !== 0) f = { ...f, lineageId: r.str8(MAX_LINEAGE_ID_BYTES, 'lineageId') };
+      if ((capabilities & Capability.SEGMENTS) !== 0) f = { ...f, segments: decodeSegments(r, pageCount) };
       break;
     }
     case FrameType.CHALLENGE: {

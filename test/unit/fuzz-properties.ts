@@ -102,6 +102,13 @@ const digestRunArb = (geometry?: Geometry) =>
     }),
   );
 
+/** A layout of `pageCount` pages cut where `cuts` say (each cut inside the image, duplicates dropped). */
+function segmentsOf(pageCount: number, cuts: number[]): Array<{ id: string; pageCount: number }> {
+  const at = [...new Set(cuts.map((c) => c % pageCount).filter((c) => c > 0))].sort((a, b) => a - b);
+  const bounds = [0, ...at, pageCount];
+  return bounds.slice(1).map((end, i) => ({ id: `m${i}`, pageCount: end - bounds[i] }));
+}
+
 /** Any frame the encoder accepts; with a geometry, page indices and sizes fit it. */
 export function arbFrame(geometry?: Geometry): fc.Arbitrary<Frame> {
   return fc.oneof(
@@ -115,7 +122,10 @@ export function arbFrame(geometry?: Geometry): fc.Arbitrary<Frame> {
       sessionId: nastyString(128),
       nonce: bytes(32),
       lineageId: nastyString(64),
-    }).map(({ lineageId, ...f }) => ((f.capabilities & Capability.LINEAGE) !== 0 ? { ...f, lineageId } : f)),
+      cuts: fc.array(fc.integer({ min: 1, max: 0xfffffffe }), { maxLength: 4 }),
+    })
+      .map(({ lineageId, ...f }) => ((f.capabilities & Capability.LINEAGE) !== 0 ? { ...f, lineageId } : f))
+      .map(({ cuts, ...f }) => ((f.capabilities & Capability.SEGMENTS) !== 0 ? { ...f, segments: segmentsOf(f.pageCount, cuts) } : f)),
     fc.oneof(
       fc.record({ pageSize: fc.constant(0), pageCount: fc.constant(0) }),
       fc.record({ pageSize: pageSizeArb, pageCount: fc.integer({ min: 1, max: 0xffffffff }) }),

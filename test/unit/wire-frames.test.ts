@@ -24,6 +24,22 @@ function samples(): Frame[] {
       sessionId: 'sess-0001',
       nonce: bytes(32, 7),
     },
+    {
+      type: 'hello',
+      version: 1,
+      capabilities: Capability.RESUME | Capability.LINEAGE | Capability.SEGMENTS,
+      pageSize: 4096,
+      pageCount: 3 + 65536 + 1,
+      imageId: 'vm-42-numa',
+      sessionId: 'sess-0002',
+      nonce: bytes(32, 8),
+      lineageId: 'ab'.repeat(16),
+      segments: [
+        { id: 'm0', pageCount: 3 },
+        { id: 'ram-node1.x_y', pageCount: 65536 },
+        { id: 'm2', pageCount: 1 },
+      ],
+    },
     { type: 'challenge', version: 1, capabilities: Capability.LZ4, pageSize: 0, pageCount: 0, nonce: bytes(32, 1), proof: bytes(32, 2) },
     { type: 'challenge', version: 1, capabilities: 0, pageSize: 4096, pageCount: 10, nonce: bytes(32, 3), proof: bytes(32, 4) },
     { type: 'auth', proof: bytes(32, 9) },
@@ -191,6 +207,39 @@ describe('decoder rejects bad input', () => {
     expectError(() => decodeAll([rawFrame(FrameType.PHASE, Uint8Array.of(9))]), 'PRESYNC_ERR_PROTOCOL');
     expectError(() => decodeAll([rawFrame(FrameType.WELCOME, Uint8Array.of(0, 0, 0, 0, 2))]), 'PRESYNC_ERR_PROTOCOL');
     expectError(() => decodeAll([rawFrame(FrameType.ACK, Buffer.from('ffffffffffffffff', 'hex'))]), 'PRESYNC_ERR_PROTOCOL');
+  });
+
+  it('a HELLO segment layout that does not add up, repeats an id, is empty, truncated or followed by more is PROTOCOL', () => {
+    const f: Frame = {
+      type: 'hello', version: 1, capabilities: Capability.SEGMENTS, pageSize: 4096, pageCount: 4, imageId: 'i', sessionId: 's', nonce: bytes(32, 1),
+      segments: [{ id: 'm0', pageCount: 3 }, { id: 'm1', pageCount: 1 }],
+    };
+    const good = Buffer.from(encodeFrame(f).subarray(HEADER_BYTES));
+    assert.equal(decodeAll([rawFrame(FrameType.HELLO, good)]).length, 1);
+    // The tail: count u8, then (len u8, id, pageCount u32) per segment.
+    const tail = 1 + (1 + 2 + 4) * 2;
+    const head = good.subarray(0, good.length - tail);
+    const sumOff = Buffer.from(good);
+    sumOff.writeUInt32LE(2, sumOff.length - 4);
+    const dup = Buffer.from(good);
+    dup[dup.length - 5] = '0'.charCodeAt(0);
+    const tooBig = Buffer.from(good);
+    tooBig.writeUInt32LE(0xffffffff, tooBig.length - 4);
+    for (const [what, payload] of [
+      ['pages not adding up', sumOff],
+      ['a repeated id', dup],
+      ['a segment bigger than the image', tooBig],
+      ['no segment', Buffer.concat([head, Uint8Array.of(0)])],
+      ['truncated', good.subarray(0, good.length - 1)],
+      ['a trailing byte', Buffer.concat([good, Uint8Array.of(0)])],
+      ['the bit without a list', head],
+    ] as const) {
+      const e = expectError(() => decodeAll([rawFrame(FrameType.HELLO, payload)]), 'PRESYNC_ERR_PROTOCOL');
+      assert.ok(e.message.length > 0, what);
+    }
+    // A sender never builds one either.
+    expectError(() => encodeFrame({ ...f, segments: [{ id: 'm0', pageCount: 3 }] }), 'PRESYNC_ERR_BAD_ARGUMENT');
+    expectError(() => encodeFrame({ ...f, segments: [{ id: 'm0', pageCount: 2 }, { id: 'm0', pageCount: 2 }] }), 'PRESYNC_ERR_BAD_ARGUMENT');
   });
 
   it('refuses bad magic, invalid UTF-8 and over-long strings', () => {

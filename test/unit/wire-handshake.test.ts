@@ -189,3 +189,59 @@ describe('handshake', () => {
     assert.equal(errorFrame(new Error('boom')).code, 'PRESYNC_ERR_INTERNAL');
   });
 });
+
+describe('handshake: an image of several files (segment layout)', () => {
+  const segments = [
+    { id: 'm0', pageCount: 1000 },
+    { id: 'm1', pageCount: 24 },
+  ];
+
+  it('the layout travels in HELLO (SEGMENTS bit), the target grants it, both results carry it', () => {
+    const { client, server, log } = run(new ClientHandshake({ ...clientOpts, segments }), new ServerHandshake({ secret: SECRET }));
+    const hello = log[0];
+    assert.ok(hello.type === 'hello' && (hello.capabilities & Capability.SEGMENTS) !== 0);
+    assert.deepEqual(server.segments, segments);
+    assert.deepEqual(client.segments, segments);
+    assert.ok((server.capabilities & Capability.SEGMENTS) !== 0);
+    assert.deepEqual(client, server);
+  });
+
+  it('a one-file image sends no layout and no SEGMENTS bit (wire-compatible with older targets)', () => {
+    const { server, log } = run(new ClientHandshake({ ...clientOpts, capabilities: Capability.RESUME | Capability.SEGMENTS }), new ServerHandshake({ secret: SECRET }));
+    const hello = log[0];
+    assert.ok(hello.type === 'hello' && (hello.capabilities & Capability.SEGMENTS) === 0 && hello.segments === undefined);
+    assert.equal(server.segments, undefined);
+    assert.equal(server.capabilities & Capability.SEGMENTS, 0);
+  });
+
+  it('a target that does not grant SEGMENTS is refused by the source with VERSION (it would write one file)', () => {
+    const c = new ClientHandshake({ ...clientOpts, segments });
+    const s = new ServerHandshake({ secret: SECRET, capabilities: Capability.RESUME });
+    assert.throws(() => run(c, s), (e: unknown) => e instanceof PresyncError && e.code === 'PRESYNC_ERR_VERSION' && /several files/.test(e.message));
+  });
+
+  it('a layout not adding up to the image is refused before anything is sent', () => {
+    expectError(() => new ClientHandshake({ ...clientOpts, segments: [{ id: 'm0', pageCount: 1000 }] }), 'PRESYNC_ERR_BAD_ARGUMENT');
+    expectError(() => new ClientHandshake({ ...clientOpts, segments: [{ id: 'm0', pageCount: 1000 }, { id: 'm0', pageCount: 24 }] }), 'PRESYNC_ERR_BAD_ARGUMENT');
+  });
+
+  it('the layout is covered by the proofs: a HELLO whose layout was altered in flight fails AUTH', () => {
+    const c = new ClientHandshake({ ...clientOpts, segments });
+    const s = new ServerHandshake({ secret: SECRET });
+    const [hello] = wire(c.start().send);
+    assert.ok(hello.type === 'hello');
+    const altered = { ...hello, segments: [{ id: 'm0', pageCount: 24 }, { id: 'm1', pageCount: 1000 }] };
+    const challenge = wire(s.receive(altered).send);
+    assert.throws(() => c.receive(challenge[0]), (e: unknown) => e instanceof PresyncError && e.code === 'PRESYNC_ERR_AUTH');
+  });
+
+  it('a 32-segment layout with 64-byte ids fits the 4 KiB handshake frame limit', () => {
+    const big = Array.from({ length: 32 }, (_, i) => ({ id: `m${String(i).padStart(63, '0')}`, pageCount: 32 }));
+    const c = new ClientHandshake({ ...clientOpts, segments: big, lineageId: 'ab'.repeat(16) });
+    const [hello] = c.start().send;
+    assert.ok(encodeFrame(hello).length <= 4096, `${encodeFrame(hello).length} B`);
+    const { server } = run(new ClientHandshake({ ...clientOpts, segments: big }), new ServerHandshake({ secret: SECRET }));
+    assert.deepEqual(server.segments, big);
+  });
+});
+

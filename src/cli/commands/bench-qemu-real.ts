@@ -31,6 +31,8 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
   if (accel !== 'tcg' && accel !== 'kvm') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--accel must be tcg or kvm, got "${accel}"`);
   const presyncForMs = durationFlag(str(values['presync-for']), 'presync-for') ?? 15_000;
   if (presyncForMs < 1000) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--presync-for must be at least 1s (the first full copy needs time), got ${presyncForMs} ms`);
+  const rto = durationFlag(str(values['client-rto-min']), 'client-rto-min');
+  if (rto !== undefined && (rto < 1 || rto > 10_000)) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--client-rto-min must be between 1ms and 10s, got ${rto} ms`);
   const res = await runRealVmBench({
     workloads: listFlag(workloadList(str(values.workloads), shortWorkload), 'workloads', [...REAL_VM_WORKLOADS], ['text', 'movie']),
     reps: intFlag(str(values.reps), 'reps', 3, 1, 100),
@@ -38,13 +40,14 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
     presyncForMs,
     accel,
     disk: disk as DiskModeName,
+    ...(rto !== undefined ? { clientRtoMinMs: rto } : {}),
     stockBandwidthBytesPerSec: stockBandwidth,
     policy: listFlag(str(values.policy), 'policy', policyNames(), ['presync'])[0],
     onProgress: (line: string) => io.err(`bench qemu --vm real: ${line}\n`),
   });
   if (typeof values.out === 'string') writeResults(values.out, realVmBenchResults(res, `presync bench qemu ${argv.join(' ')}`.trim()));
   const o = res.options;
-  io.out(`presync bench qemu --vm real: ${o.memBytes / 2 ** 20} MiB real VM (${res.versions.split('\n')[0]}), ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, disk ${o.disk}, presync for ${o.presyncForMs / 1000} s before launch\n`);
+  io.out(`presync bench qemu --vm real: ${o.memBytes / 2 ** 20} MiB real VM (${res.versions.split('\n')[0]}), ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, disk ${o.disk}, client TCP rto_min ${o.clientRtoMinMs === null ? 'kernel default (200 ms)' : `${o.clientRtoMinMs} ms`}, presync for ${o.presyncForMs / 1000} s before launch\n`);
   io.out(`network: ${res.network}\n`);
   io.out(`medians; pause = source STOP → target RESUME (QMP); client gap = longest gap between echo answers seen from the client namespace\n\n`);
   io.out(

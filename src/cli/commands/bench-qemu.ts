@@ -19,7 +19,7 @@ import { benchQemuReal } from './bench-qemu-real.ts';
 
 const USAGE =
   'presync bench qemu [--reps N] [--json] [--workloads text,audio,movie|vim,flac,vpx,xz,sort,sqlite] [--memory 256M] [--presync-for 15s] [--link netns|shaper] ' +
-  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [--vm test|real [--disk shared]] [-o|--out FILE]';
+  '[--stock-bandwidth uncapped|32MiB] [--policy NAME] [--accel tcg|kvm] [--warmup N] [--vm test|real [--disk shared] [--client-rto-min DURATION]] [-o|--out FILE]';
 
 /** `32MiB`, `32MiB/s`, `1gbit`, `uncapped`: bytes/s for QEMU's max-bandwidth. */
 export function stockBandwidthFlag(value: string | undefined): number {
@@ -51,6 +51,7 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
       warmup: { type: 'string' },
       vm: { type: 'string' },
       disk: { type: 'string' },
+      'client-rto-min': { type: 'string' },
       out: { type: 'string', short: 'o' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -64,14 +65,15 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
         `downtime (source STOP → target RESUME, QMP timestamps) and bytes, and stock ÷ presync. --out writes presync-results/1 for presync report.\n` +
         `--stock-bandwidth 32MiB reproduces QEMU's 2012 default cap (the paper's era). See docs/qemu.md.\n` +
         `--vm real: the real VM instead (1 GiB, ext4 root on virtio-blk, virtio-net on a bridged tap; scripts/build-real-vm.sh) with a TCP client\n` +
-        `measuring the blackout it sees and the guest's disk writer checking its records; --disk shared (the default) opens one image on both sides.\n`,
+        `measuring the blackout it sees and the guest's disk writer checking its records; --disk shared (the default) opens one image on both sides.\n` +
+        `--client-rto-min 20ms lowers the client's TCP minimum retransmission timeout (default the kernel's 200 ms), which bounds the gap it sees.\n`,
     );
     return 0;
   }
   const vm = values.vm ?? 'test';
   if (vm !== 'test' && vm !== 'real') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--vm must be test or real, got "${vm}"`);
   if (vm === 'real') return benchQemuReal(values, argv, io, stockBandwidthFlag(values['stock-bandwidth']));
-  if (values.disk !== undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--disk needs --vm real (the test guest has no disk)');
+  if (values.disk !== undefined || values['client-rto-min'] !== undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--disk and --client-rto-min need --vm real (the test guest has no disk and no NIC)');
   const link = values.link ?? 'auto';
   if (link !== 'netns' && link !== 'shaper' && link !== 'auto') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--link must be netns or shaper, got "${link}"`);
   const accel = values.accel ?? 'tcg';
