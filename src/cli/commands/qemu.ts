@@ -466,7 +466,7 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     else {
       io.out(
         r.outcome === 'done'
-          ? `migrated: launch→running ${String(j.launchToRunningMs)} ms, downtime ${String(j.downtimeMs)} ms (QEMU), presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, QEMU stream ${j.qemu.transferredBytes === null ? "—" : formatBytes(j.qemu.transferredBytes)}, verified\n`
+          ? `migrated: launch→running ${String(j.launchToRunningMs)} ms, downtime ${String(j.downtimeMs)} ms (QEMU), presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, QEMU stream ${j.qemu.transferredBytes === null ? "—" : formatBytes(j.qemu.transferredBytes)}${diskSummary(j.qemu)}, verified\n`
           : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
       );
     }
@@ -500,6 +500,13 @@ function copyStorageFlags(
   const mode = values['copy-mode'] ?? 'background';
   if (mode !== 'background' && mode !== 'write-blocking') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--copy-mode must be background or write-blocking, got "${mode}"`);
   return { disks: names.length === 1 && names[0] === 'all' ? 'all' : names, nbd: parseNbdAddress(values.nbd, 'nbd'), copyMode: mode, verify: values['verify-disk'] === true, onEvent };
+}
+
+/** The disk part of the one-line summary: empty on shared storage. */
+function diskSummary(q: QemuSwitchoverFigures): string {
+  if (q.diskCompleteMs === null) return '';
+  const check = q.diskVerified === true ? `, disks equal (hashed in ${String(q.diskVerifyMs)} ms)` : '';
+  return `, disks mirrored ${q.diskBytes === null ? '—' : formatBytes(q.diskBytes)} (completed in ${q.diskCompleteMs} ms of the pause)${check}`;
 }
 
 function diskEventText(e: DiskMirrorEvent): string {
