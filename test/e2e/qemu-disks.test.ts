@@ -11,14 +11,17 @@
  * - failures mid-mirror and at pre-switchover leave the source running on
  *   its own disk, its records intact.
  *
- * The source agent runs through the CLI; the target (a QemuTarget with a disk
- * on its command line, and a TargetAgent) runs in this process, so the test
- * can compare the disk files at the moment both guests are stopped.
+ * The first cases run both agents through the CLI (`qemu serve --nbd-listen
+ * -- qemu-system-x86_64 …`, `qemu migrate --copy-storage`); the others run
+ * the source through the CLI and the target (a QemuTarget with a disk on its
+ * command line, and a TargetAgent) in this process, so the test can compare
+ * the disk files at the moment both guests are stopped, or fail the handover.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI } from '../../src/lab/cli-entry.ts';
@@ -26,7 +29,7 @@ import { TargetAgent } from '../../src/engine/target-agent.ts';
 import type { HandoverHook } from '../../src/engine/target-session.ts';
 import { claimImageGeometry, QemuTarget, type QemuTargetEvent } from '../../src/qemu/qemu-target.ts';
 import { SerialLog } from '../../src/qemu/serial.ts';
-import { matchingTargetOptions, type Vm } from '../../src/qemu/vm.ts';
+import { machineArgs, matchingTargetOptions, type Vm } from '../../src/qemu/vm.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import { Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
 
@@ -131,10 +134,19 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     return { src, presyncQmp, target, agent, events, dstDisk, dstSerial: dstPaths.serialLog, nbdPort, secretFile };
   }
 
-  function migrate(r: Rig, extra: string[]): { child: ChildProcess; done: Promise<{ code: number | null; result: Record<string, unknown>; lines: Record<string, unknown>[]; stderr: string }> } {
+  /** Where `qemu migrate` finds the source VM and the target. */
+  interface Ends {
+    presyncQmp: string;
+    secretFile: string;
+    agentPort: number;
+    qemuUri: string;
+  }
+  const ends = (r: Rig): Ends => ({ presyncQmp: r.presyncQmp, secretFile: r.secretFile, agentPort: r.agent.address.port, qemuUri: r.target.uri });
+
+  function migrate(r: Ends, extra: string[]): { child: ChildProcess; done: Promise<{ code: number | null; result: Record<string, unknown>; lines: Record<string, unknown>[]; stderr: string }> } {
     const child = spawn(
       process.execPath,
-      [CLI, 'qemu', 'migrate', '--qmp', r.presyncQmp, '--to', `127.0.0.1:${r.agent.address.port}`, '--qemu-uri', r.target.uri, '--secret-file', r.secretFile, '--json', ...extra],
+      [CLI, 'qemu', 'migrate', '--qmp', r.presyncQmp, '--to', `127.0.0.1:${r.agentPort}`, '--qemu-uri', r.qemuUri, '--secret-file', r.secretFile, '--json', ...extra],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PRESYNC_LOCK_DIR: join(lab.dir, 'locks') } },
     );
     children.push(child);
@@ -167,6 +179,89 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     assert.ok(!nodes.some((n) => n.startsWith('presync-')), `no presync node left: ${nodes.join(', ')}`);
   }
 
+  /** `qemu serve --nbd-listen -- qemu-system-x86_64 …` for a source spec, with its own disk file; its JSON lines. */
+  async function serveCli(name: string, spec: ReturnType<typeof lab.spec>, nbdPort: number, secretFile: string) {
+    const dstDisk = join(lab.dir, `${name}-dst.raw`);
+    writeFileSync(dstDisk, '');
+    execFileSync('truncate', ['-s', String(DISK_BYTES), dstDisk]);
+    const dstSerial = join(lab.dir, `${name}-dst.serial`);
+    const command = ['qemu-system-x86_64', ...machineArgs({ ...spec, ram: { kind: 'file', memPath: join(lab.shm, `${name}-dst.ram`), share: true }, serialLog: dstSerial }), ...diskArgs(dstDisk)];
+    const serve = spawn(process.execPath, [CLI, 'qemu', 'serve', '--listen', '127.0.0.1:0', '--secret-file', secretFile, '--qemu-listen', '127.0.0.1:0', '--nbd-listen', `127.0.0.1:${nbdPort}`, '--json', '--', ...command], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(serve);
+    const lines: Record<string, unknown>[] = [];
+    const waiters = new Set<() => void>();
+    createInterface({ input: serve.stdout! }).on('line', (l) => {
+      if (!l.startsWith('{')) return;
+      lines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const w of [...waiters]) w();
+    });
+    const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 90_000) =>
+      new Promise<Record<string, unknown>>((res, rej) => {
+        const t = setTimeout(() => rej(new Error(`serve: timed out; lines: ${JSON.stringify(lines).slice(0, 2000)}`)), timeoutMs);
+        const check = (): void => {
+          const hit = lines.find(pred);
+          if (!hit) return;
+          clearTimeout(t);
+          waiters.delete(check);
+          res(hit);
+        };
+        waiters.add(check);
+        check();
+      });
+    const exited = new Promise<number | null>((r) => serve.once('exit', (c) => r(c)));
+    closers.push(async () => {
+      if (serve.exitCode === null) serve.kill('SIGTERM');
+      await exited;
+    });
+    return { serve, lines, next, exited, dstDisk, dstSerial };
+  }
+
+  it('through both CLIs: qemu serve --nbd-listen -- qemu-system-x86_64 … and qemu migrate --copy-storage all --verify-disk; the guest writes on from the target disk', async (t) => {
+    const spec = { ...lab.spec({ name: 'cli-src', memMiB: 128, guestMem: '16M', workload: 'text' }), initrd };
+    const srcDisk = join(lab.dir, 'cli-src.raw');
+    writeFileSync(srcDisk, '');
+    execFileSync('truncate', ['-s', String(DISK_BYTES), srcDisk]);
+    const presyncQmp = `${lab.paths('cli-src').qmpSocket}-presync`;
+    const src = await lab.launch(spec, 'cli-src', { extraArgs: ['-qmp', `unix:${presyncQmp},server=on,wait=off`, ...diskArgs(srcDisk)] });
+    await waitHealthy(src);
+    await waitDiskPast(src.serial, 10);
+    const secretFile = join(lab.dir, 'cli.secret');
+    writeFileSync(secretFile, `${SECRET}\n`);
+    const nbdPort = await freePort();
+    const sv = await serveCli('cli', spec, nbdPort, secretFile);
+    const listening = await sv.next((l) => l.event === 'listening');
+    assert.equal(listening.nbd, `127.0.0.1:${nbdPort}`);
+    const ready = await sv.next((l) => l.event === 'qemu-ready');
+    assert.deepEqual(ready.disks, ['disk0']);
+    const targetPid = listening.pid as number;
+    closers.push(async () => {
+      try {
+        process.kill(targetPid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    });
+    const r: Ends = { presyncQmp, secretFile, agentPort: listening.port as number, qemuUri: String(listening.qemuUri) };
+    const { code, result, stderr } = await migrate(r, ['--copy-storage', 'all', '--nbd', String(listening.nbd), '--verify-disk', '--launch-when-ready']).done;
+    t.diagnostic(`result: ${JSON.stringify(result)}`);
+    assert.equal(result.outcome, 'done', stderr);
+    assert.equal(code, 0);
+    assert.equal((result.qemu as Record<string, unknown>).diskVerified, true);
+    const verified = await sv.next((l) => l.event === 'disk-verified');
+    assert.deepEqual(verified.disks, ['disk0']);
+    await sv.next((l) => l.event === 'handed-over');
+    assert.equal(await sv.exited, 0);
+    await src.exited;
+    const lastSrc = Math.max(...diskLines(src.serial).seqs);
+    const dst = new SerialLog(sv.dstSerial);
+    closers.push(() => dst.close());
+    await waitDiskPast(dst, lastSrc + 20);
+    assert.deepEqual(diskLines(dst).bad, []);
+    assert.deepEqual(diskLines(src.serial).bad, []);
+  });
+
   it('non-shared disk: mirrored from presync start, completed in the pause; the target disk equals the source disk bit for bit with both guests stopped', async (t) => {
     let compared: { equal: boolean; bytes: number } | undefined;
     const r = await rig('copy', {
@@ -181,7 +276,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
         },
       }),
     });
-    const m = migrate(r, ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']);
+    const m = migrate(ends(r), ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']);
     const { code, result, lines, stderr } = await m.done;
     t.diagnostic(`result: ${JSON.stringify(result)}`);
     assert.equal(result.outcome, 'done', stderr);
@@ -220,7 +315,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
         },
       }),
     });
-    const { code, result, stderr } = await migrate(r, ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']).done;
+    const { code, result, stderr } = await migrate(ends(r), ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']).done;
     assert.equal(result.outcome, 'rolled-back', stderr);
     assert.equal(code, 3);
     assert.match((result.error as { message: string }).message, /PRESYNC_ERR_DISK_VERIFY: the target's disks differ from the source's: disk0: contents differ/);
@@ -230,7 +325,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
 
   it('shared disk: both QEMUs open the same image; the guest goes on writing it from the target', async (t) => {
     const r = await rig('shared', { shared: true });
-    const { code, result, stderr } = await migrate(r, ['--launch-after', '3s']).done;
+    const { code, result, stderr } = await migrate(ends(r), ['--launch-after', '3s']).done;
     t.diagnostic(`result: ${JSON.stringify(result)}`);
     assert.equal(result.outcome, 'done', stderr);
     assert.equal(code, 0);
@@ -252,7 +347,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
         },
       }),
     });
-    const { code, result, stderr } = await migrate(r, ['--launch-after', '3s']).done;
+    const { code, result, stderr } = await migrate(ends(r), ['--launch-after', '3s']).done;
     assert.equal(result.outcome, 'rolled-back', stderr);
     assert.equal(code, 3);
     await assertSourceRunsOn(r);
@@ -260,7 +355,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
 
   it('non-shared disk: the target QEMU (its NBD server) dies mid-mirror; rolled back with PRESYNC_ERR_DISK_MIRROR, the source runs on its intact disk', async () => {
     const r = await rig('mid', { shared: false });
-    const m = migrate(r, ['--copy-storage', 'disk0', '--nbd', `127.0.0.1:${r.nbdPort}`, '--launch-after', '60s']);
+    const m = migrate(ends(r), ['--copy-storage', 'disk0', '--nbd', `127.0.0.1:${r.nbdPort}`, '--launch-after', '60s']);
     // Once the mirror runs, the target QEMU goes away.
     for (let i = 0; i < 200 && (await r.src.qmp.execute('query-block-jobs')).length === 0; i++) await new Promise((res) => setTimeout(res, 50));
     await r.target.vm!.kill();
@@ -277,7 +372,7 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     const off = r.src.qmp.onEvent((ev) => {
       if (ev.event === 'MIGRATION' && ev.data.status === 'pre-switchover') void first.kill();
     });
-    const { code, result, stderr } = await migrate(r, ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--launch-when-ready']).done;
+    const { code, result, stderr } = await migrate(ends(r), ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--launch-when-ready']).done;
     off();
     assert.equal(result.outcome, 'rolled-back', stderr);
     assert.equal(code, 3);
