@@ -418,11 +418,14 @@ export async function checkAttachedTarget(qmp: QmpClient, a: AttachTarget): Prom
     throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} already has an incoming migration (${mig.status ?? 'listening'}): start it with -incoming defer and leave migrate-incoming to presync`);
   }
   const d = await describeVm(qmp);
-  if (!isAbsolute(d.memPath)) {
-    throw new PresyncError(ErrorCodes.QEMU, `the RAM backend ${d.backendId} of the QEMU on ${a.qmpSocket} has a relative mem-path (${d.memPath}); give it an absolute one so presync knows which file it is`);
+  for (const b of d.backends ?? [{ id: d.backendId, memPath: d.memPath }]) {
+    if (!isAbsolute(b.memPath)) {
+      throw new PresyncError(ErrorCodes.QEMU, `the RAM backend ${b.id} of the QEMU on ${a.qmpSocket} has a relative mem-path (${b.memPath}); give it an absolute one so presync knows which file it is`);
+    }
   }
   if (resolve(d.memPath) !== resolve(a.image)) {
-    throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} has its RAM in ${d.memPath}, not in --image ${a.image}: they must be the same file`);
+    const several = (d.backends?.length ?? 1) > 1 ? ` (its first RAM backend, ${d.backendId}: the machine's memory-backend, else the first by id)` : '';
+    throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} has its RAM in ${d.memPath}${several}, not in --image ${a.image}: they must be the same file`);
   }
   if (a.machine !== undefined && d.machine !== a.machine) {
     throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} is machine ${d.machine}, not --machine ${a.machine}: both ends must run the same machine type`);

@@ -174,6 +174,49 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
     }
   });
 
+  it('serve -- … with two NUMA nodes, each its own RAM file: both synced as one image, the guest goes on', async () => {
+    const g = lab.spec({ name: 'numa', memMiB: 128, guestMem: '32M', workload: 'audio' });
+    const numaArgs = (ram0: string, ram1: string, serial: string): string[] => [
+      'qemu-system-x86_64', '-accel', 'tcg', '-machine', 'pc-i440fx-7.2', '-m', '128M', '-smp', '1',
+      '-object', `memory-backend-file,id=node0,size=64M,mem-path=${ram0},share=on`,
+      '-object', `memory-backend-file,id=node1,size=64M,mem-path=${ram1},share=on`,
+      '-numa', 'node,nodeid=0,cpus=0,memdev=node0', '-numa', 'node,nodeid=1,memdev=node1',
+      '-nodefaults', '-vga', 'none', '-display', 'none', '-no-user-config', '-serial', `file:${serial}`,
+      '-kernel', g.kernel, '-initrd', g.initrd!, '-append', g.append!, ...EXTRA_DEVICES,
+    ];
+    const sp = lab.paths('numa-src');
+    const presyncQmp = `${sp.qmpSocket}-presync`;
+    const srcRams = [join(lab.shm, 'numa-src0.ram'), join(lab.shm, 'numa-src1.ram')];
+    const src = await launchVm({ ...g, qmpSocket: sp.qmpSocket, serialLog: sp.serialLog, commandLine: numaArgs(srcRams[0], srcRams[1], sp.serialLog), extraArgs: ['-qmp', `unix:${presyncQmp},server=on,wait=off`] });
+    lab.vms.push(src);
+    await waitHealthy(src);
+    const dstRams = [join(lab.shm, 'numa-dst0.ram'), join(lab.shm, 'numa-dst1.ram')];
+    const dstSerial = join(lab.dir, 'numa-dst.serial');
+    const serve = spawn(process.execPath, [CLI, 'qemu', 'serve', '--listen', '127.0.0.1:0', '--secret-file', secret, '--qemu-listen', '127.0.0.1:0', '--json', '--', ...numaArgs(dstRams[0], dstRams[1], dstSerial)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(serve);
+    const out = jsonLines(serve);
+    const listening = await out.next((l) => l.event === 'listening');
+    assert.deepEqual(listening.ram, [{ id: 'node0', path: dstRams[0], bytes: 64 << 20 }, { id: 'node1', path: dstRams[1], bytes: 64 << 20 }]);
+    const targetPid = listening.pid as number;
+    strayPids.push(targetPid);
+    const result = await migrateTo(presyncQmp, listening);
+    // Both files crossed presync's connection: far more than one node's worth of the guest's buffer would need.
+    assert.ok((result.presyncBytes as number) > 0);
+    await out.next((l) => l.event === 'handed-over');
+    assert.equal(await exitOf(serve), 0);
+    await src.exited;
+    await src.serial.flush();
+    const dst = new SerialLog(dstSerial);
+    try {
+      await assertContinues(dst, src.serial, Math.max(...heartbeats(src.serial)));
+    } finally {
+      await dst.close();
+      process.kill(targetPid, 'SIGKILL');
+    }
+  });
+
   it('serve --attach-qmp: a QEMU the launcher started (without -S) is checked, held and driven, and left running', async () => {
     const { spec, src, presyncQmp } = await sourceVm('at-src');
     const p = lab.paths('at-dst');

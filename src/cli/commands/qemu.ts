@@ -19,6 +19,7 @@ import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
 import { analyzeTargetCommandLine, qemuOptValue } from '../../qemu/command-line.ts';
 import { attachVm, machineArgs, RAM_BACKEND_ID, type Accel, type LaunchOptions } from '../../qemu/vm.ts';
+import type { SegmentFile } from '../../core/image-layout.ts';
 import { parseNbdAddress, type CopyMode, type DiskMirrorEvent } from '../../qemu/disk-mirror.ts';
 import { formatAddress } from '../../transport/address.ts';
 import { intFlag, parseFlags } from '../args.ts';
@@ -146,8 +147,14 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
   const force = values.force === true;
-  const launch = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const planned = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const launch = planned?.launch;
   const image = launch?.ram.kind === 'file' ? launch.ram.memPath : resolve(values.image!);
+  /** The RAM files, one per backend (an attached QEMU's are known once it is checked). */
+  let segments: SegmentFile[] = planned?.segments ?? [];
+  const claim = (): void => {
+    for (const seg of segments) claimImageGeometry(seg.path, { pageSize: 4096, pageCount: seg.bytes! / 4096 }, { force });
+  };
   const json = values.json === true;
   const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine({ ...obj, ts: new Date().toISOString() })) : io.err(`presync qemu serve: ${text}\n`));
   const metrics = values.metrics !== undefined ? new AgentMetrics() : undefined;
@@ -168,7 +175,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
     finish(code);
   };
   try {
-    if (launch) claimImageGeometry(image, { pageSize: 4096, pageCount: launch.memBytes / 4096 }, { force });
+    if (launch) claim();
     target = await QemuTarget.start({
       ...(launch
         ? { launch }
@@ -178,7 +185,10 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
               image,
               ...(values.machine !== undefined ? { machine: values.machine } : {}),
               // Checked before presync changes anything in the attached QEMU.
-              onChecked: (d) => claimImageGeometry(image, { pageSize: 4096, pageCount: d.memBytes / 4096 }, { force }),
+              onChecked: (d) => {
+                segments = (d.backends ?? [{ id: d.backendId, memPath: d.memPath, bytes: d.memBytes }]).map((b) => ({ id: b.id, path: b.memPath, bytes: b.bytes }));
+                claim();
+              },
             },
           }),
       listenUri: qemuListen,
@@ -205,6 +215,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
     transport,
     listen,
     imagePath: image,
+    ...(segments.length > 1 ? { segments } : {}),
     secret,
     // The RAM file is created by the target QEMU itself, never by a previous migration.
     force: true,
@@ -236,7 +247,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   });
   const a = agent.address;
   say(
-    { event: 'listening', host: a.host, port: a.port, qemuUri: t.uri, image, mode, pid: t.pid, nbd: nbdListen ? `${nbdListen.host}:${nbdListen.port}` : null },
+    { event: 'listening', host: a.host, port: a.port, qemuUri: t.uri, image, ram: segments.map((g) => ({ id: g.id, path: g.path, bytes: g.bytes })), mode, pid: t.pid, nbd: nbdListen ? `${nbdListen.host}:${nbdListen.port}` : null },
     `listening on ${a.host}:${a.port}, ${mode === 'attach' ? 'attached ' : ''}target QEMU on ${t.uri}, image ${image}${nbdListen ? `, disks over NBD on ${nbdListen.host}:${nbdListen.port}` : ''}`,
   );
 
@@ -259,7 +270,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
  * built from the machine flags the same way; both checked by
  * analyzeTargetCommandLine. The RAM backend's mem-path is the agent's image.
  */
-function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): LaunchOptions {
+function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): { launch: LaunchOptions; segments: SegmentFile[] } {
   let commandLine: string[];
   if (mode === 'command') commandLine = qemuCommand!;
   else {
@@ -280,25 +291,30 @@ function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof 
     commandLine = ['qemu-system-x86_64', ...machineArgs(spec), ...(values.qmp ? ['-qmp', `unix:${qemuOptValue(resolve(values.qmp))},server=on,wait=off`] : [])];
   }
   const cl = analyzeTargetCommandLine(commandLine);
-  if (cl.backends.length > 1) {
-    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `several RAM backends (${cl.backends.map((b) => b.id).join(', ')}) are not supported yet; give the guest one -object memory-backend-file and -machine memory-backend=ID`);
-  }
+  // Several backends (NUMA nodes, DIMMs) are one segmented image, the first backend's file its name.
+  const segments: SegmentFile[] = cl.backends.map((b) => ({ id: b.id, path: resolve(b.memPath!), bytes: b.size! }));
   const backend = cl.backends[0];
-  const image = resolve(backend.memPath!);
+  const image = segments[0].path;
   if (values.image !== undefined && resolve(values.image) !== image) {
     throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `--image ${values.image} is not the RAM backend's mem-path ${backend.memPath}: presync syncs that file; leave --image out or make them the same`);
   }
-  if (existsSync(image) && statSync(image).isDirectory()) {
-    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${backend.memPath} of RAM backend ${backend.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(backend.memPath!, 'vm.ram')}`);
+  for (const [i, seg] of segments.entries()) {
+    if (existsSync(seg.path) && statSync(seg.path).isDirectory()) {
+      const b = cl.backends[i];
+      throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${b.memPath} of RAM backend ${b.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(b.memPath!, 'vm.ram')}`);
+    }
   }
   return {
-    memBytes: cl.memBytes,
-    ram: { kind: 'file', memPath: image, share: true },
-    kernel: '',
-    ...(cl.machine !== undefined ? { machine: cl.machine } : {}),
-    qmpSocket: `${image}.qmp`,
-    serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
-    commandLine,
+    launch: {
+      memBytes: cl.memBytes,
+      ram: { kind: 'file', memPath: image, share: true },
+      kernel: '',
+      ...(cl.machine !== undefined ? { machine: cl.machine } : {}),
+      qmpSocket: `${image}.qmp`,
+      serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
+      commandLine,
+    },
+    segments,
   };
 }
 
