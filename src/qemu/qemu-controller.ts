@@ -143,8 +143,26 @@ export class QemuGuestController implements GuestController {
       throw new PresyncError(ErrorCodes.BUSY, `the source VM is already migrating (status ${info.status})`);
     }
     await setCapabilities(this.qmp, SOURCE_CAPABILITIES);
-    if (this.o.copyStorage && !this.disks) this.disks = await DiskMirror.start(this.qmp, this.o.copyStorage);
+    const cs = this.o.copyStorage;
+    if (cs && !this.disks) {
+      this.disks = await DiskMirror.start(this.qmp, {
+        ...cs,
+        onEvent: (e) => {
+          if (e.event === 'disk-mirror-ready' && cs.verify === true) this.#warmDisks();
+          cs.onEvent?.(e);
+        },
+      });
+    }
     this.#prepared = true;
+  }
+
+  /**
+   * --verify-disk: one read of each disk while presync runs, so the hash in
+   * the pause finds it in the page cache (a hole read for the first time cost
+   * ~2 ms/MiB here, cached ~0.15). Costs page cache the size of the disks.
+   */
+  #warmDisks(): void {
+    for (const p of this.disks?.plans ?? []) void digestDiskFileAsync(p.disk.key, p.disk.file).catch(() => undefined);
   }
 
   /** Why the switchover cannot start yet (a disk mirror not ready), or null. */
