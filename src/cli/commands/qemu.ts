@@ -17,6 +17,8 @@ import type { MigrationResult } from '../../engine/source-session.ts';
 import { TargetAgent } from '../../engine/target-agent.ts';
 import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
+import { claimSegments, targetSegments } from '../../qemu/ram-segments.ts';
+import type { SegmentFile } from '../../core/image-layout.ts';
 import { analyzeTargetCommandLine, qemuOptValue } from '../../qemu/command-line.ts';
 import { attachVm, machineArgs, RAM_BACKEND_ID, type Accel, type LaunchOptions } from '../../qemu/vm.ts';
 import { formatAddress } from '../../transport/address.ts';
@@ -141,7 +143,10 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
   const force = values.force === true;
-  const launch = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const launched = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const launch = launched?.launch;
+  /** Several RAM backends: one segment each, by id (an attached QEMU's are known once it is checked). */
+  let segments = launched?.segments;
   const image = launch?.ram.kind === 'file' ? launch.ram.memPath : resolve(values.image!);
   const json = values.json === true;
   const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine({ ...obj, ts: new Date().toISOString() })) : io.err(`presync qemu serve: ${text}\n`));
@@ -163,7 +168,8 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
     finish(code);
   };
   try {
-    if (launch) claimImageGeometry(image, { pageSize: 4096, pageCount: launch.memBytes / 4096 }, { force });
+    if (launch && segments) claimSegments(segments, { force });
+    else if (launch) claimImageGeometry(image, { pageSize: 4096, pageCount: launch.memBytes / 4096 }, { force });
     target = await QemuTarget.start({
       ...(launch
         ? { launch }
@@ -173,7 +179,11 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
               image,
               ...(values.machine !== undefined ? { machine: values.machine } : {}),
               // Checked before presync changes anything in the attached QEMU.
-              onChecked: (d) => claimImageGeometry(image, { pageSize: 4096, pageCount: d.memBytes / 4096 }, { force }),
+              onChecked: (d) => {
+                segments = targetSegments(d.backends ?? []);
+                if (segments) claimSegments(segments, { force });
+                else claimImageGeometry(image, { pageSize: 4096, pageCount: d.memBytes / 4096 }, { force });
+              },
             },
           }),
       listenUri: qemuListen,
@@ -196,7 +206,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   const agent = await TargetAgent.start({
     transport,
     listen,
-    imagePath: image,
+    ...(segments ? { segments } : { imagePath: image }),
     secret,
     // The RAM file is created by the target QEMU itself, never by a previous migration.
     force: true,
@@ -249,7 +259,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
  * built from the machine flags the same way; both checked by
  * analyzeTargetCommandLine. The RAM backend's mem-path is the agent's image.
  */
-function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): LaunchOptions {
+function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): { launch: LaunchOptions; segments?: SegmentFile[] } {
   let commandLine: string[];
   if (mode === 'command') commandLine = qemuCommand!;
   else {
@@ -270,18 +280,19 @@ function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof 
     commandLine = ['qemu-system-x86_64', ...machineArgs(spec), ...(values.qmp ? ['-qmp', `unix:${qemuOptValue(resolve(values.qmp))},server=on,wait=off`] : [])];
   }
   const cl = analyzeTargetCommandLine(commandLine);
-  if (cl.backends.length > 1) {
-    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `several RAM backends (${cl.backends.map((b) => b.id).join(', ')}) are not supported yet; give the guest one -object memory-backend-file and -machine memory-backend=ID`);
-  }
+  // Several backends (NUMA nodes, a second backend) are all synced, each as the segment of its id; the first is the image.
   const backend = cl.backends[0];
   const image = resolve(backend.memPath!);
   if (values.image !== undefined && resolve(values.image) !== image) {
     throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `--image ${values.image} is not the RAM backend's mem-path ${backend.memPath}: presync syncs that file; leave --image out or make them the same`);
   }
-  if (existsSync(image) && statSync(image).isDirectory()) {
-    throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${backend.memPath} of RAM backend ${backend.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(backend.memPath!, 'vm.ram')}`);
+  for (const b of cl.backends) {
+    if (existsSync(resolve(b.memPath!)) && statSync(resolve(b.memPath!)).isDirectory()) {
+      throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${b.memPath} of RAM backend ${b.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(b.memPath!, 'vm.ram')}`);
+    }
   }
-  return {
+  const segments = targetSegments(cl.backends.map((b) => ({ id: b.id, memPath: b.memPath!, bytes: b.size! })));
+  const launch: LaunchOptions = {
     memBytes: cl.memBytes,
     ram: { kind: 'file', memPath: image, share: true },
     kernel: '',
@@ -290,6 +301,7 @@ function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof 
     serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
     commandLine,
   };
+  return { launch, ...(segments ? { segments } : {}) };
 }
 
 export interface QemuMigrationJson extends Record<string, unknown> {
