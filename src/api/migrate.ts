@@ -245,7 +245,7 @@ export class Migration extends EventStream<MigrationEvent> {
       stalePages: s?.stalePages ?? 0,
       pageCount: s?.pageCount ?? 0,
       initialCopyDone: s?.initialCopyDone ?? false,
-      ready: p?.ready ?? false,
+      ready: (p?.ready ?? false) && (this.guarded?.launchBlocker?.() ?? null) === null,
       launched: this.launchRequested,
       launchWhenReady: this.whenReady,
       launchInMs: this.launchAtMs === null || s === undefined ? null : Math.max(0, Math.round(this.launchAtMs - s.elapsedMs)),
@@ -260,7 +260,8 @@ export class Migration extends EventStream<MigrationEvent> {
       this.lastProgress = p;
       this.metrics?.onProgress(p);
       this.publish(progressEvent(e.status, p));
-      if (this.whenReady && p.ready && e.status.phase === 'presync') this.launch();
+      // Ready means the guest's other state is ready too (a QEMU disk mirror in sync).
+      if (this.whenReady && p.ready && e.status.phase === 'presync' && (this.guarded?.launchBlocker?.() ?? null) === null) this.launch();
       return;
     }
     if (e.event === 'phase' && this.metrics) {

@@ -13,6 +13,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'qemu migrate': [
     'presync qemu migrate --qmp /run/vm.qmp --to target:7070 --qemu-uri tcp:target:7071 --secret-file secret --launch-after 30s',
     'presync qemu migrate --qmp /run/vm.qmp --to target:7070 --qemu-uri tcp:target:7071 --secret-file secret \\\n    --control /run/presync.sock --metrics 127.0.0.1:9464 --json &\n  presync launch --control /run/presync.sock --when-ready',
+    '# disks not on shared storage: mirrored into the target\'s NBD exports (qemu serve --nbd-listen 0.0.0.0:7072) from the start\n  presync qemu migrate --qmp /run/vm.qmp --to target:7070 --qemu-uri tcp:target:7071 --secret-file secret \\\n    --copy-storage all --nbd target:7072 --verify-disk --launch-when-ready',
   ],
   report: ['presync bench paper --quick -o paper.json && presync report paper.json -o report.html', 'presync report run1.json run2.json -o report.html --png charts/'],
   trace: ['presync trace record --image /dev/shm/app.img --epoch 100ms --duration 60s -o t.jsonl.gz', 'presync trace replay t.jsonl.gz --policy presync,presync-naive -o r.json'],

@@ -34,6 +34,10 @@ export const ErrorCodes = {
   ABORTED: 'PRESYNC_ERR_ABORTED',
   HANDOVER_IN_DOUBT: 'PRESYNC_ERR_HANDOVER_IN_DOUBT',
   HANDOVER_HOOK: 'PRESYNC_ERR_HANDOVER_HOOK',
+  /** A disk mirror (non-shared storage) failed or could not start; the source keeps its disk. */
+  DISK_MIRROR: 'PRESYNC_ERR_DISK_MIRROR',
+  /** The target's disk differs from the source's at the switchover (--verify-disk). */
+  DISK_VERIFY: 'PRESYNC_ERR_DISK_VERIFY',
   INTERNAL: 'PRESYNC_ERR_INTERNAL',
 } as const;
 

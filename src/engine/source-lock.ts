@@ -367,6 +367,9 @@ export class SourceLock {
       },
       release: () => inner.release(),
       isAlive: () => inner.isAlive(),
+      ...(inner.launchBlocker ? { launchBlocker: () => inner.launchBlocker?.() ?? null } : {}),
+      ...(inner.failure ? { failure: () => inner.failure?.() ?? null } : {}),
+      ...(inner.deviceState ? { deviceState: inner.deviceState } : {}),
     };
   }
 

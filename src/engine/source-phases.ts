@@ -176,9 +176,12 @@ async function sendOrReconnect(r: SourceRun, d: EpochDecision): Promise<Sent> {
 /** Presync epochs until launch. */
 export async function runPresync(r: SourceRun): Promise<void> {
   const loop: PresyncLoop = { lastEpochStart: -1, nextScan: undefined };
-  while (r.launchedAt() < 0) {
+  // A launch asked for while the controller is not ready (a disk mirror still copying) waits, presync going on.
+  while (r.launchedAt() < 0 || (r.o.controller.launchBlocker?.() ?? null) !== null) {
     if (r.stopRequested()) throw new PresyncError(ErrorCodes.ABORTED, 'stopped before launch');
     if (!r.o.controller.isAlive()) throw new PresyncError(ErrorCodes.GUEST_GONE, `the guest (${r.o.controller.kind}) is gone: it exited during presync; nothing was handed over`);
+    const failed = r.o.controller.failure?.() ?? null;
+    if (failed) throw failed;
     await presyncEpoch(r, loop);
   }
   if (loop.nextScan) {
@@ -393,8 +396,9 @@ export async function verify(r: SourceRun): Promise<void> {
  */
 export async function commitDeviceState(r: SourceRun): Promise<void> {
   const { o, link } = r;
-  if (o.deviceState) {
-    const state = await o.deviceState();
+  const deviceState = o.deviceState ?? o.controller.deviceState;
+  if (deviceState) {
+    const state = await deviceState();
     const chunk = 1 << 20;
     for (let off = 0; off === 0 || off < state.length; off += chunk) {
       await link.control.send({ type: 'device-state', totalLength: state.length, offset: off, data: state.subarray(off, off + chunk) });

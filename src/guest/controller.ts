@@ -47,6 +47,15 @@ export interface GuestController {
   /** The guest now runs on the target: stop the source copy for good. */
   release(): Promise<void>;
   isAlive(): boolean;
+  /**
+   * Why the switchover cannot start yet (e.g. a QEMU disk mirror not yet
+   * ready), or null. A launch asked for meanwhile waits, presync going on.
+   */
+  launchBlocker?(): string | null;
+  /** A failure outside the RAM copy that must end the migration with a rollback (e.g. a disk mirror failed), or null. */
+  failure?(): PresyncError | null;
+  /** Bytes carried to the target's handover hook with the device state (e.g. disk digests to compare), taken while paused. */
+  deviceState?: () => Promise<Uint8Array>;
 }
 
 /** A RAM image with no process attached: nothing to pause, for images at rest or tests. */

@@ -46,6 +46,37 @@ export function longestGap(answerTimesMs: readonly number[], endMs?: number): Ga
   return best;
 }
 
+/**
+ * Every gap between consecutive answer times (and the tail to `endMs`) of at
+ * least `minMs`, longest first, at most `max` of them.
+ */
+export function gapsOver(answerTimesMs: readonly number[], minMs: number, endMs?: number, max = 200): Gap[] {
+  const t = endMs === undefined ? answerTimesMs : [...answerTimesMs, endMs];
+  const out: Gap[] = [];
+  for (let i = 1; i < t.length; i++) {
+    const g = t[i] - t[i - 1];
+    if (g >= minMs) out.push({ gapMs: g, startMs: t[i - 1], endMs: t[i] });
+  }
+  return out.sort((a, b) => b.gapMs - a.gapMs).slice(0, max);
+}
+
+/**
+ * The longest of `gaps` that overlaps the interval [fromMs, toMs] (the
+ * migration's pause: source STOP to target RESUME): the blackout the client
+ * saw because of the move, as opposed to a stall at another time. Null if no
+ * gap overlaps it.
+ */
+export function gapAcross(gaps: readonly Gap[], fromMs: number, toMs: number): Gap | null {
+  let best: Gap | null = null;
+  for (const g of gaps) {
+    if (g.startMs <= toMs && g.endMs >= fromMs && (best === null || g.gapMs > best.gapMs)) best = g;
+  }
+  return best;
+}
+
+/** Gaps shorter than this are not listed in a report (`gaps`): a healthy connection answers every interval. */
+export const LISTED_GAP_MIN_MS = 20;
+
 export interface BlackoutReport {
   readonly sent: number;
   readonly answered: number;
@@ -53,6 +84,8 @@ export interface BlackoutReport {
   readonly longestGapMs: number | null;
   readonly longestGapStartMs: number | null;
   readonly longestGapEndMs: number | null;
+  /** Every gap of at least LISTED_GAP_MIN_MS (longest first, at most 200): to find the one across the pause. */
+  readonly gaps: Gap[];
   /** No reset or close, every answer correct and in order, and still answering when stopped. */
   readonly connectionSurvived: boolean;
   /** What broke the connection or the order, if anything. */
@@ -77,6 +110,7 @@ export function blackoutReport(o: { sent: number; times: readonly number[]; erro
     longestGapMs: gap === null ? null : Math.round(gap.gapMs * 10) / 10,
     longestGapStartMs: gap?.startMs ?? null,
     longestGapEndMs: gap?.endMs ?? null,
+    gaps: gapsOver(o.times, LISTED_GAP_MIN_MS, o.stoppedAtMs),
     connectionSurvived: o.error === null && o.times.length >= 2 && stillAnswering,
     error: o.error ?? (o.times.length > 0 && !stillAnswering ? `no answer in the last ${Math.round(o.stoppedAtMs - last!)} ms` : null),
     connectedAtMs: o.connectedAtMs,

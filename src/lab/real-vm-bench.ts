@@ -30,7 +30,7 @@ import { SerialLog } from '../qemu/serial.ts';
 import { stockMigrate, UNCAPPED_BANDWIDTH } from '../qemu/stock.ts';
 import { buildQemuArgs, launchVm, matchingTargetOptions, type Accel, type LaunchOptions, type MachineSpec, type Vm } from '../qemu/vm.ts';
 import { sleep } from '../transport/deadline.ts';
-import { BlackoutClient, blackoutClientScript, type BlackoutReport } from './blackout-client.ts';
+import { BlackoutClient, blackoutClientScript, gapAcross, type BlackoutReport } from './blackout-client.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
 import { CLI } from './cli-entry.ts';
 import { median, switchoverBreakdown, type QemuBenchRun, type RunKind } from './qemu-bench.ts';
@@ -61,6 +61,13 @@ export interface RealVmBenchOptions {
 export interface RealVmRun extends QemuBenchRun {
   /** What the client in the third namespace saw; null if it never ran. */
   readonly client: BlackoutReport | null;
+  /**
+   * The client-seen blackout of the move: the longest gap between answers
+   * that overlaps the pause (source STOP → target RESUME), ms; null if
+   * unknown. The client's longest gap overall (`client.longestGapMs`) may be
+   * a stall at another time.
+   */
+  readonly clientGapMs: number | null;
   /** The disk writer's check on the target; null if the migration did not complete. */
   readonly disk: DiskVerdict | null;
   /** Disk bytes copied by the migration (0 with shared storage). */
@@ -74,8 +81,12 @@ export interface RealVmWorkloadSummary {
   ratio: number | null;
   presyncDowntimeMsMedian: number | null;
   stockDowntimeMsMedian: number | null;
+  /** The gap across the pause (RealVmRun.clientGapMs). */
   presyncClientGapMsMedian: number | null;
   stockClientGapMsMedian: number | null;
+  /** The client's longest gap over the whole run, wherever it was. */
+  presyncClientLongestGapMsMedian: number | null;
+  stockClientLongestGapMsMedian: number | null;
   /** Every presync run's client connection survived. */
   connectionSurvived: boolean;
   stockConnectionSurvived: boolean;
@@ -157,12 +168,26 @@ async function judge(src: Vm, dstSerial: SerialLog, client: BlackoutClient): Pro
   return { guest, disk, report };
 }
 
+/** The gap across the pause, and where it lay against STOP and RESUME. */
+function acrossPause(report: BlackoutReport, stopAt: number | null, resumedAt: number | null): { clientGapMs: number | null; detail: Record<string, number | null> } {
+  const g = stopAt !== null && resumedAt !== null ? gapAcross(report.gaps, stopAt, resumedAt) : null;
+  return {
+    clientGapMs: g === null ? null : round1(g.gapMs),
+    detail: {
+      clientGapFromStopMs: g !== null && stopAt !== null ? round1(g.startMs - stopAt) : null,
+      clientAnswerAfterResumeMs: g !== null && resumedAt !== null ? round1(g.endMs - resumedAt) : null,
+      clientLongestGapMs: report.longestGapMs,
+      clientLongestGapFromStopMs: report.longestGapStartMs !== null && stopAt !== null ? round1(report.longestGapStartMs - stopAt) : null,
+    },
+  };
+}
+
 function failed(workload: string, kind: RunKind, rep: number, e: unknown, client: BlackoutReport | null = null): RealVmRun {
   const err = toPresyncError(e);
   return {
     workload, kind, rep, outcome: 'failed', error: { code: err.code, message: err.message },
     launchToRunningMs: null, downtimeMs: null, qemuDowntimeMs: null, bytes: 0, presyncBytes: 0, finalBytes: 0, qemuStreamBytes: 0,
-    guest: null, detail: {}, series: [], client, disk: null, diskBytes: 0,
+    guest: null, detail: {}, series: [], client, clientGapMs: null, disk: null, diskBytes: 0,
   };
 }
 
@@ -242,6 +267,7 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
     client = undefined;
     const stopAt = num(q.sourceStopAtMs);
     const resumedAt = num(handed.resumedAtMs);
+    const across = acrossPause(report, stopAt, resumedAt);
     return {
       workload, kind: 'presync', rep, outcome: 'done', error: null, ...base,
       launchToRunningMs: num(result.launchToRunningMs),
@@ -255,10 +281,10 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
         residualPagesAtLaunch: num(result.residualPagesAtLaunch),
         liveRounds: num(result.liveRounds),
         verified: result.verified === true,
-        clientGapFromStopMs: report.longestGapStartMs !== null && stopAt !== null ? round1(report.longestGapStartMs - stopAt) : null,
-        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && resumedAt !== null ? round1(report.longestGapEndMs - resumedAt) : null,
+        ...across.detail,
       },
       client: report,
+      clientGapMs: across.clientGapMs,
       disk: diskVerdict,
       diskBytes: 0,
     };
@@ -328,6 +354,7 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
     client = undefined;
     const st = stopAt as number | null;
     const rt = resumedAt as number | null;
+    const across = acrossPause(report, st, rt);
     return {
       workload, kind: 'stock', rep, outcome: 'done', error: null,
       launchToRunningMs: round1(r.launchToRunningMs),
@@ -337,11 +364,11 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
       guest,
       detail: {
         iterations: r.iterations, totalTimeMs: r.totalTimeMs, mbps: r.mbps, ramTotal: r.ramTotal, maxBandwidthBytesPerSec: ctx.stockBandwidth,
-        clientGapFromStopMs: report.longestGapStartMs !== null && st !== null ? round1(report.longestGapStartMs - st) : null,
-        clientAnswerAfterResumeMs: report.longestGapEndMs !== null && rt !== null ? round1(report.longestGapEndMs - rt) : null,
+        ...across.detail,
       },
       series: [],
       client: report,
+      clientGapMs: across.clientGapMs,
       disk: diskVerdict,
       diskBytes: 0,
     };
@@ -371,8 +398,10 @@ export function summarizeRealVm(workloads: readonly string[], runs: readonly Rea
       ratio: pl !== null && sl !== null && pl > 0 ? Math.round((sl / pl) * 100) / 100 : null,
       presyncDowntimeMsMedian: round1(median(done('presync').map((r) => r.downtimeMs))),
       stockDowntimeMsMedian: round1(median(done('stock').map((r) => r.downtimeMs))),
-      presyncClientGapMsMedian: round1(median(done('presync').map((r) => r.client?.longestGapMs ?? null))),
-      stockClientGapMsMedian: round1(median(done('stock').map((r) => r.client?.longestGapMs ?? null))),
+      presyncClientGapMsMedian: round1(median(done('presync').map((r) => r.clientGapMs))),
+      stockClientGapMsMedian: round1(median(done('stock').map((r) => r.clientGapMs))),
+      presyncClientLongestGapMsMedian: round1(median(done('presync').map((r) => r.client?.longestGapMs ?? null))),
+      stockClientLongestGapMsMedian: round1(median(done('stock').map((r) => r.client?.longestGapMs ?? null))),
       connectionSurvived: all('presync', (r) => r.client?.connectionSurvived === true),
       stockConnectionSurvived: all('stock', (r) => r.client?.connectionSurvived === true),
       diskVerified: all('presync', (r) => r.disk?.ok === true),
@@ -436,7 +465,11 @@ export async function runRealVmBench(o: RealVmBenchOptions): Promise<RealVmBench
 export function describeRealVmRun(r: RealVmRun): string {
   const head = `${r.workload} #${r.rep + 1} ${r.kind}`;
   const c = r.client;
-  const client = c ? `client gap ${c.longestGapMs} ms (from ${r.detail.clientGapFromStopMs ?? '?'} ms after STOP to ${r.detail.clientAnswerAfterResumeMs ?? '?'} ms after RESUME), ${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}` : 'no client report';
+  const longest = c && c.longestGapMs !== r.clientGapMs ? `; longest gap ${c.longestGapMs} ms, ${r.detail.clientLongestGapFromStopMs ?? '?'} ms after STOP` : '';
+  const client = c
+    ? `client gap across the pause ${r.clientGapMs ?? '?'} ms (from ${r.detail.clientGapFromStopMs ?? '?'} ms after STOP to ${r.detail.clientAnswerAfterResumeMs ?? '?'} ms after RESUME${longest}), ` +
+      `${c.answered}/${c.sent} answered, connection ${c.connectionSurvived ? 'survived' : `LOST: ${c.error}`}`
+    : 'no client report';
   if (r.outcome !== 'done') return `${head}: ${r.outcome}: ${r.error?.code}: ${r.error?.message}; ${client}`;
   const extra = r.kind === 'presync'
     ? `; wait ${r.detail.launchWaitMs} + live rounds ${r.detail.liveRoundsMs} + pre-switchover ${r.detail.migrateToPreSwitchoverMs} + final ${r.detail.finalScanAndResidualMs} + verify ${r.detail.verifyMs} + device state ${r.detail.deviceStateMs} + target start ${r.detail.targetStartConfirmMs} ms`
@@ -482,7 +515,8 @@ export function realVmBenchResults(res: RealVmBenchResult, createdBy: string): R
       qemuDowntimeMs: r.qemuDowntimeMs,
       qemuStreamBytes: r.qemuStreamBytes,
       bytes: r.bytes,
-      clientGapMs: r.client?.longestGapMs ?? null,
+      clientGapMs: r.clientGapMs,
+      clientLongestGapMs: r.client?.longestGapMs ?? null,
       connectionSurvived: r.client?.connectionSurvived === true,
       diskVerified: r.disk?.ok === true,
       diskCheck: r.disk?.reason || (r.disk ? 'ok' : 'not checked'),

@@ -11,9 +11,16 @@
  *             rolls back before it ever sends HANDOVER
  *   release() quit the source QEMU (or leave it stopped in postmigrate)
  *   resume()  migrate_cancel + cont: the guest goes on here
+ *
+ * With non-shared disks (`copyStorage`), prepare() also starts a mirror of
+ * each disk into the target's NBD exports (src/qemu/disk-mirror.ts); the
+ * launch waits until every mirror is ready, pause() completes them once the
+ * vCPUs are stopped (a named step, `disk-mirror-complete`, timed in the
+ * figures), and resume() cancels whatever is still running.
  */
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { GuestController } from '../guest/controller.ts';
+import { DiskMirror, digestDiskFile, encodeDiskDigests, type DiskMirrorOptions } from './disk-mirror.ts';
 import type { MigrationInfo } from './qmp-commands.ts';
 import type { QmpClient, QmpEvent } from './qmp.ts';
 import { completedFigures, continueSwitchover, rollbackSource, setCapabilities, startMigrate, waitMigrationCompleted, waitPreSwitchover } from './switchover.ts';
@@ -29,6 +36,11 @@ export interface QemuControllerOptions {
   readonly completeTimeoutMs?: number;
   /** How long the vCPUs typically run on after `migrate`, ms (see pauseLagMs). Default QEMU_PAUSE_LAG_MS. */
   readonly pauseLagMs?: number;
+  /** Non-shared storage: mirror these disks into the target's NBD exports from prepare() on. */
+  readonly copyStorage?: DiskMirrorOptions & {
+    /** Hash each copied disk with the guest stopped and have the target compare before it runs (--verify-disk). */
+    readonly verify?: boolean;
+  };
 }
 
 /**
@@ -57,6 +69,16 @@ export interface QemuSwitchoverFigures {
   migrateToStopMs: number | null;
   /** From migrate-continue to `completed`, ms. */
   continueToCompletedMs: number | null;
+  /** Non-shared disks: from the start of presync until every mirror was ready, ms. */
+  diskReadyMs: number | null;
+  /** Non-shared disks: completing the mirrors with the vCPUs stopped, ms (inside the pause). */
+  diskCompleteMs: number | null;
+  /** Non-shared disks: bytes the mirrors copied to the target (QEMU's job offsets). */
+  diskBytes: number | null;
+  /** --verify-disk: hashing the source's disks with the vCPUs stopped, ms (inside the pause; the target hashes its own too). */
+  diskVerifyMs: number | null;
+  /** --verify-disk: the target found its disks equal to the source's before it ran the guest (a mismatch rolls back). */
+  diskVerified: boolean | null;
 }
 
 export function qmpTimestampMs(ev: QmpEvent): number {
@@ -65,7 +87,13 @@ export function qmpTimestampMs(ev: QmpEvent): number {
 
 /** Capabilities both ends need; the target side is set by QemuTarget. */
 export const SOURCE_CAPABILITIES = { 'x-ignore-shared': true, 'pause-before-switchover': true, 'return-path': true, events: true } as const;
-export const TARGET_CAPABILITIES = { 'x-ignore-shared': true, 'return-path': true, events: true } as const;
+/**
+ * late-block-activate: the target takes its disks over only at `cont`, not
+ * when the stream has loaded; presync's target waits (-S) until HANDOVER,
+ * and a source that rolls back in between must be able to re-activate a
+ * shared image (the target holding it active would keep its write lock).
+ */
+export const TARGET_CAPABILITIES = { 'x-ignore-shared': true, 'return-path': true, events: true, 'late-block-activate': true } as const;
 
 export class QemuGuestController implements GuestController {
   readonly kind = 'qemu';
@@ -79,7 +107,15 @@ export class QemuGuestController implements GuestController {
     migrateToPreSwitchoverMs: null,
     migrateToStopMs: null,
     continueToCompletedMs: null,
+    diskReadyMs: null,
+    diskCompleteMs: null,
+    diskBytes: null,
+    diskVerifyMs: null,
+    diskVerified: null,
   };
+  /** The disk mirrors, once prepare() started them. */
+  disks: DiskMirror | undefined;
+  #diskDigests: Uint8Array = new Uint8Array(0);
   #stopOff: (() => void) | undefined;
   #completed: MigrationInfo | undefined;
   #prepared = false;
@@ -89,6 +125,7 @@ export class QemuGuestController implements GuestController {
       throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `target QEMU uri must look like tcp:HOST:PORT, got "${o.targetUri}"`);
     }
     this.pauseLagMs = o.pauseLagMs ?? QEMU_PAUSE_LAG_MS;
+    this.deviceState = o.copyStorage?.verify === true ? () => Promise.resolve(this.#diskDigests) : undefined;
   }
 
   /**
@@ -104,8 +141,24 @@ export class QemuGuestController implements GuestController {
       throw new PresyncError(ErrorCodes.BUSY, `the source VM is already migrating (status ${info.status})`);
     }
     await setCapabilities(this.qmp, SOURCE_CAPABILITIES);
+    if (this.o.copyStorage && !this.disks) this.disks = await DiskMirror.start(this.qmp, this.o.copyStorage);
     this.#prepared = true;
   }
+
+  /** Why the switchover cannot start yet (a disk mirror not ready), or null. */
+  launchBlocker(): string | null {
+    const d = this.disks;
+    if (!d || d.ready) return null;
+    return `waiting for the disk mirrors to be ready (${d.jobs.map((j) => `${j.jobId} ${j.len > 0 ? Math.floor((100 * j.offset) / j.len) : 0}%`).join(', ')})`;
+  }
+
+  /** A failure that must end the migration (a disk mirror failed), or null. */
+  failure(): PresyncError | null {
+    return this.disks?.failure ?? null;
+  }
+
+  /** --verify-disk: the source's disk digests, taken in pause(); sent to the target with the device state. */
+  readonly deviceState: (() => Promise<Uint8Array>) | undefined;
 
   async pause(): Promise<void> {
     if (!this.#prepared) await this.prepare();
@@ -122,6 +175,19 @@ export class QemuGuestController implements GuestController {
     const st = await this.qmp.execute('query-status');
     // pre-switchover is only reached with the vCPUs stopped; anything else means the RAM may still change.
     if (st.running) throw new PresyncError(ErrorCodes.QEMU, 'QEMU reports pre-switchover but the source vCPUs still run');
+    if (this.disks) await this.#completeDisks(this.disks);
+  }
+
+  /** Step `disk-mirror-complete`: with the vCPUs stopped, end each mirror without pivot; then, if asked, hash the disks. */
+  async #completeDisks(d: DiskMirror): Promise<void> {
+    this.figures.diskReadyMs = d.figures.readyMs;
+    await d.complete(this.o.completeTimeoutMs ?? 30_000);
+    this.figures.diskCompleteMs = d.figures.completeMs;
+    this.figures.diskBytes = d.figures.bytes;
+    if (this.o.copyStorage?.verify !== true) return;
+    const t0 = performance.now();
+    this.#diskDigests = encodeDiskDigests(d.plans.map((p) => digestDiskFile(p.disk.key, p.disk.file)));
+    this.figures.diskVerifyMs = Math.round((performance.now() - t0) * 10) / 10;
   }
 
   async resume(): Promise<void> {
@@ -133,6 +199,8 @@ export class QemuGuestController implements GuestController {
     // has not sent when it rolls back: the guest is safe to resume here.
     await rollbackSource(this.qmp, 30_000, { targetHeldPaused: this.#completed !== undefined });
     this.#completed = undefined;
+    // The guest runs again on its own disk (it never pivoted); a mirror still running is stopped.
+    await this.disks?.cancel();
   }
 
   async commit(): Promise<void> {
@@ -155,6 +223,9 @@ export class QemuGuestController implements GuestController {
     this.#stopOff?.();
     this.#stopOff = undefined;
     if (!this.#completed) throw new PresyncError(ErrorCodes.BAD_PHASE, 'release() before the QEMU migration completed');
+    // The target compares the digests before it runs the guest and refuses on a mismatch: a confirmed handover means they matched.
+    if (this.#diskDigests.length > 0) this.figures.diskVerified = true;
+    this.disks?.dispose();
     // QEMU fills in its times just after reporting completed; asked again
     // here, after the handover, so that the pause never waits for them.
     if (!((this.#completed.totalTimeMs ?? 0) > 0)) this.#takeFigures(await completedFigures(this.qmp, this.#completed).catch(() => this.#completed!));

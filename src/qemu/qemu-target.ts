@@ -25,6 +25,7 @@ import { writeFileAtomic } from '../guest/atomic-file.ts';
 import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import { QmpClient, type QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
+import { compareDiskDigests, decodeDiskDigests, digestDiskFile, startNbdExports, stopNbdExports, type NbdAddress, type VmDisk } from './disk-mirror.ts';
 import { describeVm, launchVm, type LaunchOptions, type Vm, type VmDescription } from './vm.ts';
 import { sleep } from '../transport/deadline.ts';
 
@@ -37,6 +38,8 @@ export interface QemuTargetOptions {
   readonly listenUri: string;
   /** How long the hook waits for the target to run after HANDOVER, ms. Default 30 000. */
   readonly runTimeoutMs?: number;
+  /** Non-shared storage: serve the target's writable disks over NBD here while waiting, for the source's mirrors. */
+  readonly nbd?: { readonly listen: NbdAddress; readonly disks?: readonly string[] | 'all' };
   readonly onEvent?: (e: QemuTargetEvent) => void;
 }
 
@@ -60,7 +63,8 @@ export interface Spoiled {
 }
 
 export type QemuTargetEvent =
-  | { event: 'qemu-ready'; pid: number | null; uri: string; attempt: number }
+  | { event: 'qemu-ready'; pid: number | null; uri: string; attempt: number; nbd: string | null; disks: string[] }
+  | { event: 'disk-verified'; disks: string[]; ms: number }
   | { event: 'qemu-exited'; pid: number | null; code: number | null; signal: string | null; expected: boolean }
   | { event: 'qemu-running'; pid: number; resumedAtMs: number | null }
   | { event: 'qemu-error'; error: { code: string; message: string } };
@@ -103,6 +107,7 @@ export class QemuTarget {
   #closing = false;
   #restarting: Promise<void> | undefined;
   #resumedAtMs: number | null = null;
+  #exported: VmDisk[] = [];
   /** Attach mode: why the attached QEMU can take no more attempts. */
   #spoiled: Spoiled | undefined;
 
@@ -166,13 +171,14 @@ export class QemuTarget {
     const vm = await launchVm({ ...this.o.launch!, incoming: 'defer', startPaused: true });
     try {
       this.#uri = await listenIncoming(vm.qmp, this.o.listenUri);
+      await this.#exportDisks(vm.qmp);
     } catch (e) {
       await vm.dispose().catch(() => undefined);
       throw e;
     }
     this.#vm = vm;
     this.#watchResume(vm.qmp);
-    this.o.onEvent?.({ event: 'qemu-ready', pid: vm.pid, uri: this.#uri, attempt: this.#attempt });
+    this.o.onEvent?.({ event: 'qemu-ready', pid: vm.pid, uri: this.#uri, attempt: this.#attempt, ...this.#nbdInfo() });
     void vm.exited.then((ex) => {
       const expected = this.#closing || this.#vm !== vm;
       this.o.onEvent?.({ event: 'qemu-exited', pid: vm.pid, code: ex.code, signal: ex.signal, expected });
@@ -191,18 +197,28 @@ export class QemuTarget {
       // commits the device state before HANDOVER). Only the hook runs it.
       await qmp.execute('stop');
       this.#uri = await listenIncoming(qmp, this.o.listenUri);
+      await this.#exportDisks(qmp);
     } catch (e) {
       qmp.close();
       throw e;
     }
     this.#attached = qmp;
     this.#watchResume(qmp);
-    this.o.onEvent?.({ event: 'qemu-ready', pid: null, uri: this.#uri, attempt: this.#attempt });
+    this.o.onEvent?.({ event: 'qemu-ready', pid: null, uri: this.#uri, attempt: this.#attempt, ...this.#nbdInfo() });
     void qmp.closed.then((reason) => {
       const expected = this.#closing || this.#handedOver;
       if (!expected) this.#spoiled ??= { reason: 'gone', error: new PresyncError(ErrorCodes.QEMU, `the attached target QEMU went away (${reason.message}); its launcher must start a new one`) };
       this.o.onEvent?.({ event: 'qemu-exited', pid: null, code: null, signal: null, expected });
     });
+  }
+
+  /** --nbd-listen: the waiting QEMU serves its writable disks over NBD for the source's mirrors. */
+  async #exportDisks(qmp: QmpClient): Promise<void> {
+    if (this.o.nbd) this.#exported = await startNbdExports(qmp, this.o.nbd.listen, this.o.nbd.disks ?? 'all');
+  }
+
+  #nbdInfo(): { nbd: string | null; disks: string[] } {
+    return { nbd: this.o.nbd ? `${this.o.nbd.listen.host}:${this.o.nbd.listen.port}` : null, disks: this.#exported.map((d) => d.key) };
   }
 
   #watchResume(qmp: QmpClient): void {
@@ -290,12 +306,12 @@ export class QemuTarget {
   /** The hook the target agent calls after verifying the image: resolves once this QEMU runs the guest. */
   hook(): HandoverHook {
     return {
-      start: async () => {
+      start: async ({ deviceState }) => {
         if (this.#restarting) await this.#restarting;
         const qmp = this.qmp;
         if (this.#spoiled || !qmp || qmp.isClosed || this.#vm?.hasExited) throw new PresyncError(ErrorCodes.HANDOVER_HOOK, 'the target QEMU is not running; it cannot take the guest');
         try {
-          await startIncomingGuest(qmp, this.o.runTimeoutMs ?? 30_000);
+          await startIncomingGuest(qmp, this.o.runTimeoutMs ?? 30_000, () => this.#beforeCont(qmp, deviceState));
         } catch (e) {
           const err = toPresyncError(e, ErrorCodes.QEMU);
           // The source resumes its guest on this answer: this QEMU must not
@@ -311,6 +327,25 @@ export class QemuTarget {
         this.o.onEvent?.({ event: 'qemu-running', pid: this.pid ?? -1, resumedAtMs: this.#resumedAtMs });
       },
     };
+  }
+
+  /**
+   * The guest is about to run here: nothing may write its disks over NBD any
+   * more, and with --verify-disk the source's digests (taken with its vCPUs
+   * stopped, after its mirrors completed) must match this side's disks.
+   */
+  async #beforeCont(qmp: QmpClient, deviceState: Uint8Array): Promise<void> {
+    if (this.o.nbd) await stopNbdExports(qmp);
+    const want = decodeDiskDigests(deviceState);
+    if (!want) return;
+    const t0 = performance.now();
+    const mine = want.map((w) => {
+      const d = this.#exported.find((x) => x.key === w.key);
+      return d ? digestDiskFile(d.key, d.file) : { key: w.key, bytes: -1, sha256: '' };
+    });
+    const diff = compareDiskDigests(want, mine);
+    if (diff.length > 0) throw new PresyncError(ErrorCodes.DISK_VERIFY, `the target's disks differ from the source's: ${diff.join('; ')}`);
+    this.o.onEvent?.({ event: 'disk-verified', disks: want.map((w) => w.key), ms: Math.round((performance.now() - t0) * 10) / 10 });
   }
 
   /**
@@ -357,11 +392,14 @@ export async function checkAttachedTarget(qmp: QmpClient, a: AttachTarget): Prom
     throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} already has an incoming migration (${mig.status ?? 'listening'}): start it with -incoming defer and leave migrate-incoming to presync`);
   }
   const d = await describeVm(qmp);
-  if (!isAbsolute(d.memPath)) {
-    throw new PresyncError(ErrorCodes.QEMU, `the RAM backend ${d.backendId} of the QEMU on ${a.qmpSocket} has a relative mem-path (${d.memPath}); give it an absolute one so presync knows which file it is`);
+  for (const b of d.backends ?? [{ id: d.backendId, memPath: d.memPath }]) {
+    if (!isAbsolute(b.memPath)) {
+      throw new PresyncError(ErrorCodes.QEMU, `the RAM backend ${b.id} of the QEMU on ${a.qmpSocket} has a relative mem-path (${b.memPath}); give it an absolute one so presync knows which file it is`);
+    }
   }
   if (resolve(d.memPath) !== resolve(a.image)) {
-    throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} has its RAM in ${d.memPath}, not in --image ${a.image}: they must be the same file`);
+    const several = (d.backends?.length ?? 1) > 1 ? ` (its first RAM backend, ${d.backendId}: the machine's memory-backend, else the first by id)` : '';
+    throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} has its RAM in ${d.memPath}${several}, not in --image ${a.image}: they must be the same file`);
   }
   if (a.machine !== undefined && d.machine !== a.machine) {
     throw new PresyncError(ErrorCodes.QEMU, `the QEMU on ${a.qmpSocket} is machine ${d.machine}, not --machine ${a.machine}: both ends must run the same machine type`);

@@ -1,7 +1,8 @@
 /**
  * The QMP commands presync uses, with their argument and return types as of
  * QEMU 7.2 (qapi/migration.json, qapi/run-state.json, qapi/machine.json,
- * qapi/qom.json), and a validator per return value.
+ * qapi/qom.json, qapi/block-core.json, qapi/block-export.json), and a
+ * validator per return value.
  */
 import {
   bad,
@@ -126,6 +127,59 @@ export interface QmpCommands {
   quit: { args: undefined; ret: Record<string, never> };
   'query-memdev': { args: undefined; ret: MemdevInfo[] };
   'qom-get': { args: { path: string; property: string }; ret: Json };
+  // Block devices, jobs and NBD (qapi/block-core.json, qapi/block-export.json, QEMU 7.2).
+  'query-block': { args: undefined; ret: BlockInfo[] };
+  'query-block-jobs': { args: undefined; ret: BlockJobInfo[] };
+  'blockdev-add': { args: BlockdevAddNbd; ret: Record<string, never> };
+  'blockdev-del': { args: { 'node-name': string }; ret: Record<string, never> };
+  'blockdev-mirror': { args: BlockdevMirrorArgs; ret: Record<string, never> };
+  'block-job-cancel': { args: { device: string; force?: boolean }; ret: Record<string, never> };
+  'nbd-server-start': { args: { addr: { type: 'inet'; data: { host: string; port: string } }; 'max-connections'?: number }; ret: Record<string, never> };
+  'nbd-server-stop': { args: undefined; ret: Record<string, never> };
+  'block-export-add': { args: { type: 'nbd'; id: string; 'node-name': string; writable: boolean; name: string }; ret: Record<string, never> };
+  'block-export-del': { args: { id: string; mode?: 'safe' | 'hard' }; ret: Record<string, never> };
+}
+
+/** One entry of query-block: a BlockBackend (a -drive, or a device's backend with -blockdev). */
+export interface BlockInfo {
+  /** The BlockBackend name (-drive id=...); '' for a -blockdev attached to a device. */
+  device: string;
+  qdev: string | undefined;
+  /** The top node, when a medium is inserted. */
+  inserted: { nodeName: string; file: string; ro: boolean; drv: string } | undefined;
+}
+
+export type BlockJobStatus = 'undefined' | 'created' | 'running' | 'paused' | 'ready' | 'standby' | 'waiting' | 'pending' | 'aborting' | 'concluded' | 'null';
+
+export interface BlockJobInfo {
+  type: string;
+  /** The job id. */
+  device: string;
+  len: number;
+  offset: number;
+  ready: boolean;
+  status: BlockJobStatus;
+  error: string | undefined;
+}
+
+/** blockdev-add for an NBD client node (BlockdevOptionsNbd). */
+export interface BlockdevAddNbd {
+  driver: 'nbd';
+  'node-name': string;
+  server: { type: 'inet'; host: string; port: string };
+  export: string;
+}
+
+export interface BlockdevMirrorArgs {
+  'job-id': string;
+  device: string;
+  target: string;
+  sync: 'full' | 'top' | 'none';
+  'copy-mode'?: 'background' | 'write-blocking';
+  'on-source-error'?: 'report' | 'stop' | 'enospc' | 'ignore';
+  'on-target-error'?: 'report' | 'stop' | 'enospc' | 'ignore';
+  'auto-finalize'?: boolean;
+  'auto-dismiss'?: boolean;
 }
 
 export type QmpCommandName = keyof QmpCommands;
@@ -219,6 +273,40 @@ function memdevs(v: unknown): MemdevInfo[] {
   });
 }
 
+function blockInfos(v: unknown): BlockInfo[] {
+  const w = 'query-block';
+  return expectArray(v, w).map((b) => {
+    const o = expectObject(b, w);
+    let inserted: BlockInfo['inserted'];
+    if ('inserted' in o) {
+      const i = expectObject(o.inserted, `${w} inserted`);
+      inserted = {
+        nodeName: field(i, 'node-name', w, isString, 'a string'),
+        file: field(i, 'file', w, isString, 'a string'),
+        ro: field(i, 'ro', w, isBool, 'a boolean'),
+        drv: field(i, 'drv', w, isString, 'a string'),
+      };
+    }
+    return { device: field(o, 'device', w, isString, 'a string'), qdev: optField(o, 'qdev', w, isString, 'a string'), inserted };
+  });
+}
+
+function blockJobs(v: unknown): BlockJobInfo[] {
+  const w = 'query-block-jobs';
+  return expectArray(v, w).map((j) => {
+    const o = expectObject(j, w);
+    return {
+      type: field(o, 'type', w, isString, 'a string'),
+      device: field(o, 'device', w, isString, 'a string'),
+      len: field(o, 'len', w, isNonNegInt, 'a non-negative integer'),
+      offset: field(o, 'offset', w, isNonNegInt, 'a non-negative integer'),
+      ready: field(o, 'ready', w, isBool, 'a boolean'),
+      status: field(o, 'status', w, isString, 'a string') as BlockJobStatus,
+      error: optField(o, 'error', w, isString, 'a string'),
+    };
+  });
+}
+
 type Validators = { [K in QmpCommandName]: (v: unknown) => QmpCommands[K]['ret'] };
 
 export const returnValidators: Validators = {
@@ -238,6 +326,16 @@ export const returnValidators: Validators = {
   quit: emptyReturn('quit'),
   'query-memdev': memdevs,
   'qom-get': (v) => v as Json,
+  'query-block': blockInfos,
+  'query-block-jobs': blockJobs,
+  'blockdev-add': emptyReturn('blockdev-add'),
+  'blockdev-del': emptyReturn('blockdev-del'),
+  'blockdev-mirror': emptyReturn('blockdev-mirror'),
+  'block-job-cancel': emptyReturn('block-job-cancel'),
+  'nbd-server-start': emptyReturn('nbd-server-start'),
+  'nbd-server-stop': emptyReturn('nbd-server-stop'),
+  'block-export-add': emptyReturn('block-export-add'),
+  'block-export-del': emptyReturn('block-export-del'),
 };
 
 export function isKnownCommand(cmd: string): cmd is QmpCommandName {

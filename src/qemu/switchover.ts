@@ -168,11 +168,12 @@ export async function waitTargetRunning(qmp: QmpClient, timeoutMs = DEFAULT_TIME
 
 /**
  * Target started with -S: waits until the incoming stream has been loaded
- * (runstate leaves `inmigrate`), then `cont`, then until the vCPUs run.
+ * (runstate leaves `inmigrate`), then `beforeCont` (e.g. stop serving the
+ * disks over NBD, compare them), then `cont`, then until the vCPUs run.
  * A QEMU whose incoming migration fails exits, which rejects through the
  * closed connection.
  */
-export async function startIncomingGuest(qmp: QmpClient, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+export async function startIncomingGuest(qmp: QmpClient, timeoutMs = DEFAULT_TIMEOUT_MS, beforeCont?: () => Promise<void>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const st = await qmp.execute('query-status');
@@ -181,6 +182,7 @@ export async function startIncomingGuest(qmp: QmpClient, timeoutMs = DEFAULT_TIM
     if (Date.now() > deadline) throw new PresyncError(ErrorCodes.TIMEOUT, `the target QEMU is still loading the incoming migration after ${timeoutMs} ms`);
     await sleep(5);
   }
+  await beforeCont?.();
   await qmp.execute('cont');
   await waitTargetRunning(qmp, Math.max(1000, deadline - Date.now()));
 }

@@ -15,8 +15,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { CLI } from '../../src/lab/cli-entry.ts';
+import { createPolicy } from '../../src/core/policies/registry.ts';
+import { SourceMigration } from '../../src/engine/source-session.ts';
+import { QemuGuestController } from '../../src/qemu/qemu-controller.ts';
+import { QemuTarget, type QemuTargetEvent } from '../../src/qemu/qemu-target.ts';
 import { SerialLog } from '../../src/qemu/serial.ts';
-import { launchVm, machineArgs, type MachineSpec, type Vm } from '../../src/qemu/vm.ts';
+import { attachVm, launchVm, machineArgs, type MachineSpec, type Vm } from '../../src/qemu/vm.ts';
+import { FaultProxy } from '../../src/transport/fault-proxy.ts';
+import { TcpTransport } from '../../src/transport/tcp.ts';
 import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
 
 const SECRET = 'qemu-modes-e2e-secret-0123456789abcdef';
@@ -168,6 +174,49 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
     }
   });
 
+  it('serve -- … with two NUMA nodes, each its own RAM file: both synced as one image, the guest goes on', async () => {
+    const g = lab.spec({ name: 'numa', memMiB: 128, guestMem: '32M', workload: 'audio' });
+    const numaArgs = (ram0: string, ram1: string, serial: string): string[] => [
+      'qemu-system-x86_64', '-accel', 'tcg', '-machine', 'pc-i440fx-7.2', '-m', '128M', '-smp', '1',
+      '-object', `memory-backend-file,id=node0,size=64M,mem-path=${ram0},share=on`,
+      '-object', `memory-backend-file,id=node1,size=64M,mem-path=${ram1},share=on`,
+      '-numa', 'node,nodeid=0,cpus=0,memdev=node0', '-numa', 'node,nodeid=1,memdev=node1',
+      '-nodefaults', '-vga', 'none', '-display', 'none', '-no-user-config', '-serial', `file:${serial}`,
+      '-kernel', g.kernel, '-initrd', g.initrd!, '-append', g.append!, ...EXTRA_DEVICES,
+    ];
+    const sp = lab.paths('numa-src');
+    const presyncQmp = `${sp.qmpSocket}-presync`;
+    const srcRams = [join(lab.shm, 'numa-src0.ram'), join(lab.shm, 'numa-src1.ram')];
+    const src = await launchVm({ ...g, qmpSocket: sp.qmpSocket, serialLog: sp.serialLog, commandLine: numaArgs(srcRams[0], srcRams[1], sp.serialLog), extraArgs: ['-qmp', `unix:${presyncQmp},server=on,wait=off`] });
+    lab.vms.push(src);
+    await waitHealthy(src);
+    const dstRams = [join(lab.shm, 'numa-dst0.ram'), join(lab.shm, 'numa-dst1.ram')];
+    const dstSerial = join(lab.dir, 'numa-dst.serial');
+    const serve = spawn(process.execPath, [CLI, 'qemu', 'serve', '--listen', '127.0.0.1:0', '--secret-file', secret, '--qemu-listen', '127.0.0.1:0', '--json', '--', ...numaArgs(dstRams[0], dstRams[1], dstSerial)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(serve);
+    const out = jsonLines(serve);
+    const listening = await out.next((l) => l.event === 'listening');
+    assert.deepEqual(listening.ram, [{ id: 'node0', path: dstRams[0], bytes: 64 << 20 }, { id: 'node1', path: dstRams[1], bytes: 64 << 20 }]);
+    const targetPid = listening.pid as number;
+    strayPids.push(targetPid);
+    const result = await migrateTo(presyncQmp, listening);
+    // Both files crossed presync's connection: far more than one node's worth of the guest's buffer would need.
+    assert.ok((result.presyncBytes as number) > 0);
+    await out.next((l) => l.event === 'handed-over');
+    assert.equal(await exitOf(serve), 0);
+    await src.exited;
+    await src.serial.flush();
+    const dst = new SerialLog(dstSerial);
+    try {
+      await assertContinues(dst, src.serial, Math.max(...heartbeats(src.serial)));
+    } finally {
+      await dst.close();
+      process.kill(targetPid, 'SIGKILL');
+    }
+  });
+
   it('serve --attach-qmp: a QEMU the launcher started (without -S) is checked, held and driven, and left running', async () => {
     const { spec, src, presyncQmp } = await sourceVm('at-src');
     const p = lab.paths('at-dst');
@@ -255,5 +304,88 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
     const spoiled = await out.next((l) => l.event === 'target-spoiled');
     assert.equal(spoiled.reason, 'gone');
     assert.equal(stderr, '', 'no stack trace, nothing on stderr in --json mode');
+  });
+  it('--attach-qmp: the connection breaks after the device state, before HANDOVER; the attached QEMU (no -S) never ran the guest, serve exits 3 and leaves it to its launcher', async () => {
+    const { spec, src, presyncQmp } = await sourceVm('atf-src');
+    const p = lab.paths('atf-dst');
+    const presyncSock = `${p.qmpSocket}-presync`;
+    const dst = await launchVm({ ...spec, ram: { kind: 'file', memPath: p.memPath, share: true }, qmpSocket: p.qmpSocket, serialLog: p.serialLog, incoming: 'defer', extraArgs: ['-qmp', `unix:${presyncSock},server=on,wait=off`, ...EXTRA_DEVICES] });
+    lab.vms.push(dst);
+    const serve = spawn(process.execPath, [CLI, 'qemu', 'serve', '--listen', '127.0.0.1:0', '--secret-file', secret, '--qemu-listen', '127.0.0.1:0', '--image', p.memPath, '--attach-qmp', presyncSock, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(serve);
+    const out = jsonLines(serve);
+    const listening = await out.next((l) => l.event === 'listening');
+    const vm = await attachVm(presyncQmp);
+    const proxy = await FaultProxy.start({ upstream: { host: '127.0.0.1', port: listening.port as number } });
+    try {
+      let targetStatusAfterCommit = '';
+      let lastSrc = -1;
+      class CutAfterCommit extends QemuGuestController {
+        override async commit(): Promise<void> {
+          await super.commit();
+          // QEMU's stream is complete: without -S the attached QEMU would start the guest now, unless presync's `stop` held it.
+          targetStatusAfterCommit = (await dst.qmp.execute('query-status')).status;
+          await src.serial.flush();
+          lastSrc = Math.max(...heartbeats(src.serial));
+          proxy.cutAll('reset');
+          // Let the source see the reset before it sends HANDOVER: a HANDOVER written into a dying socket would be in doubt, not rolled back.
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+      const controller = new CutAfterCommit(vm.qmp, { targetUri: String(listening.qemuUri) });
+      const m = new SourceMigration({
+        transport: new TcpTransport(),
+        to: proxy.address,
+        secret: Buffer.from(SECRET),
+        imagePath: vm.memPath,
+        policy: createPolicy('presync', { geometry: { pageSize: 4096, pageCount: vm.memBytes / 4096 }, seed: 1 }),
+        controller,
+        epochMs: 100,
+        reconnectAttempts: 0,
+      });
+      setTimeout(() => m.launch(), 3000);
+      const r = await m.run();
+      assert.equal(r.outcome, 'rolled-back', JSON.stringify(r.error));
+      assert.notEqual(targetStatusAfterCommit, 'running', 'the attached QEMU must not run the guest before HANDOVER');
+      assert.equal(await exitOf(serve), 3);
+      const spoiled = await out.next((l) => l.event === 'target-spoiled');
+      assert.equal(spoiled.reason, 'attempt-failed');
+      assert.equal(dst.hasExited, false, 'serve did not kill the QEMU it did not start');
+      assert.equal((await dst.qmp.execute('query-status')).running, false, 'the attached QEMU still holds the guest paused');
+      assert.equal((await vm.qmp.execute('query-status')).running, true, 'the source guest runs after the rollback');
+      const ok = await src.serial.waitForLine(/^OK (\d+)/, 30_000, src.serial.nextIndex);
+      assert.ok(Number(ok.match[1]) > lastSrc, 'the source guest makes progress');
+      assert.deepEqual(failures(src.serial), []);
+    } finally {
+      await proxy.close();
+      vm.qmp.close();
+    }
+  });
+
+  it('a target QEMU started from the user\'s command line that dies is started again from the same command line', async () => {
+    const spec = lab.spec({ name: 'rs' });
+    const p = lab.paths('rs-dst');
+    const commandLine = ['qemu-system-x86_64', ...machineArgs({ ...spec, ram: { kind: 'file', memPath: p.memPath, share: true }, serialLog: p.serialLog }), ...EXTRA_DEVICES];
+    const events: QemuTargetEvent[] = [];
+    const target = await QemuTarget.start({
+      launch: { ...spec, ram: { kind: 'file', memPath: p.memPath, share: true }, qmpSocket: p.qmpSocket, serialLog: p.serialLog, commandLine },
+      listenUri: 'tcp:127.0.0.1:0',
+      onEvent: (e) => events.push(e),
+    });
+    try {
+      const first = target.vm!;
+      await first.kill();
+      const deadline = Date.now() + 30_000;
+      while (!(target.vm && target.vm !== first && !target.vm.hasExited) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const second = target.vm!;
+      assert.ok(second && second !== first, JSON.stringify(events));
+      const argv = readFileSync(`/proc/${second.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      assert.deepEqual(argv, [...commandLine, '-qmp', `unix:${p.qmpSocket},server=on,wait=off`, '-incoming', 'defer', '-S']);
+      assert.equal((await second.qmp.execute('query-status')).status, 'inmigrate');
+    } finally {
+      await target.close();
+    }
   });
 });

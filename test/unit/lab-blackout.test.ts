@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { blackoutReport, longestGap, STALE_TAIL_MS } from '../../src/lab/blackout-client.ts';
+import { blackoutReport, gapAcross, gapsOver, longestGap, STALE_TAIL_MS } from '../../src/lab/blackout-client.ts';
 
 describe('blackout client: gap computation', () => {
   it('finds the longest gap between answers and when it happened', () => {
@@ -46,5 +46,26 @@ describe('blackout client: report', () => {
     const r = blackoutReport({ ...base, times: [], error: null, stoppedAtMs: 100 });
     assert.equal(r.connectionSurvived, false);
     assert.equal(r.longestGapMs, null);
+  });
+});
+
+describe('blackout client: the gap across the pause', () => {
+  // A stall at 100-400 (not the migration), the pause at 1000-1100, answers back at 1230.
+  const times = [0, 5, 100, 400, 405, 1000, 1230, 1235];
+  it('lists the gaps over a floor, longest first, tail included', () => {
+    assert.deepEqual(gapsOver(times, 50).map((g) => g.gapMs), [595, 300, 230, 95]);
+    assert.deepEqual(gapsOver(times, 50, 2000).map((g) => g.gapMs), [765, 595, 300, 230, 95]);
+    assert.equal(gapsOver(times, 50, undefined, 2).length, 2);
+  });
+  it('picks the longest gap overlapping the pause, not the longest overall', () => {
+    const gaps = gapsOver(times, 50);
+    assert.deepEqual(gapAcross(gaps, 1010, 1100), { gapMs: 230, startMs: 1000, endMs: 1230 });
+    // A pause that starts inside one gap and ends in the next: the longer one.
+    assert.deepEqual(gapAcross(gaps, 350, 1050), { gapMs: 595, startMs: 405, endMs: 1000 });
+    assert.equal(gapAcross(gaps, 1300, 1400), null);
+  });
+  it('a report lists its gaps', () => {
+    const r = blackoutReport({ sent: 8, times, error: null, connectedAtMs: 0, stoppedAtMs: 1240, intervalMs: 5 });
+    assert.deepEqual(r.gaps.map((g) => g.gapMs), [595, 300, 230, 95]); // 5 ms between answers is not a gap
   });
 });

@@ -49,7 +49,7 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
   const o = res.options;
   io.out(`presync bench qemu --vm real: ${o.memBytes / 2 ** 20} MiB real VM (${res.versions.split('\n')[0]}), ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, disk ${o.disk}, client TCP rto_min ${o.clientRtoMinMs === null ? 'kernel default (200 ms)' : `${o.clientRtoMinMs} ms`}, presync for ${o.presyncForMs / 1000} s before launch\n`);
   io.out(`network: ${res.network}\n`);
-  io.out(`medians; pause = source STOP → target RESUME (QMP); client gap = longest gap between echo answers seen from the client namespace\n\n`);
+  io.out(`medians; pause = source STOP → target RESUME (QMP); client gap = the longest gap between echo answers, seen from the client namespace, that overlaps the pause\n\n`);
   io.out(
     formatTable(
       ['workload', 'presync launch→run ms', 'stock launch→run ms', 'ratio', 'presync pause ms', 'stock pause ms', 'presync client gap ms', 'stock client gap ms', 'connection', 'presync bytes', 'stock bytes', 'disk', 'presync guest', 'stock guest'],

@@ -17,10 +17,10 @@ import type { MigrationResult } from '../../engine/source-session.ts';
 import { TargetAgent } from '../../engine/target-agent.ts';
 import { QemuGuestController, type QemuSwitchoverFigures } from '../../qemu/qemu-controller.ts';
 import { claimImageGeometry, QemuTarget } from '../../qemu/qemu-target.ts';
-import { claimSegments, targetSegments } from '../../qemu/ram-segments.ts';
-import type { SegmentFile } from '../../core/image-layout.ts';
 import { analyzeTargetCommandLine, qemuOptValue } from '../../qemu/command-line.ts';
 import { attachVm, machineArgs, RAM_BACKEND_ID, type Accel, type LaunchOptions } from '../../qemu/vm.ts';
+import type { SegmentFile } from '../../core/image-layout.ts';
+import { parseNbdAddress, type CopyMode, type DiskMirrorEvent } from '../../qemu/disk-mirror.ts';
 import { formatAddress } from '../../transport/address.ts';
 import { intFlag, parseFlags } from '../args.ts';
 import { printMigrationEvents, scanFlag } from './migrate.ts';
@@ -30,12 +30,12 @@ import { resultJson } from './migrate.ts';
 import { migrationExitCode, rollbackOnSignals } from '../migration-exit.ts';
 
 const SERVE_USAGE =
-  'presync qemu serve --listen HOST:PORT --secret-file F --qemu-listen HOST:PORT [--metrics HOST:PORT] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]] TARGET, TARGET one of: ' +
+  'presync qemu serve --listen HOST:PORT --secret-file F --qemu-listen HOST:PORT [--nbd-listen HOST:PORT] [--metrics HOST:PORT] [--force] [--json] [--tls-cert F --tls-key F [--tls-ca F]] TARGET, TARGET one of: ' +
   '[--image /dev/shm/FILE] -- qemu-system-x86_64 ARGS… | --image /dev/shm/FILE --attach-qmp SOCKET [--machine TYPE] | ' +
   '--image /dev/shm/FILE --kernel K [--initrd I] [--append A] [--memory 256M] [--machine pc] [--smp N] [--accel tcg|kvm] [--serial FILE] [--qmp SOCKET]';
 const MIGRATE_USAGE =
   'presync qemu migrate --qmp SOCKET --to HOST:PORT --qemu-uri tcp:HOST:PORT --secret-file F [--policy NAME] [--launch-after DURATION | --control SOCKET] ' +
-  '[--launch-when-ready] [--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]';
+  '[--launch-when-ready] [--copy-storage all|DISK,… --nbd HOST:PORT [--copy-mode background|write-blocking] [--verify-disk]] [--bandwidth RATE] [--epoch DURATION] [--downtime-limit DURATION] [--codec none|deflate|lz4] [--streams N] [--scan auto|full|incremental] [--leave-stopped] [--metrics HOST:PORT [--metrics-linger DURATION]] [-o|--out FILE] [--json]';
 
 export async function qemuCommand(argv: string[], io: CommandIO, signal?: AbortSignal): Promise<number> {
   const [sub, ...rest] = argv;
@@ -94,6 +94,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
       accel: { type: 'string' },
       serial: { type: 'string' },
       qmp: { type: 'string' },
+      'nbd-listen': { type: 'string' },
       metrics: { type: 'string' },
       force: { type: 'boolean' },
       json: { type: 'boolean' },
@@ -115,7 +116,9 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
         `  --kernel K …                 presync builds the command line (kernel boot, no devices) from the machine flags.\n` +
         `After a failed attempt a QEMU presync started is restarted; an attached one that the attempt reached is left to its launcher and serve\n` +
         `exits 3 (1 if it went away, 4 if it may run the guest). After a successful attempt serve stops listening, leaves the VM running and exits 0.\n` +
-        `A RAM file that was handed over (its .presync state file says valid) is refused: a VM may still run from it. --force overrides that.\n`,
+        `A RAM file that was handed over (its .presync state file says valid) is refused: a VM may still run from it. --force overrides that.\n` +
+        `--nbd-listen HOST:PORT: non-shared storage. The waiting target QEMU serves its writable disks over NBD (writable, one export per disk, named by\n` +
+        `its -drive id or -blockdev node name) for the source's "qemu migrate --copy-storage --nbd HOST:PORT", and stops serving them before the guest runs.\n`,
     );
     return 0;
   }
@@ -140,14 +143,18 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   if (mode !== 'command' && !values.image) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--image PATH is required (the target VM's RAM file, e.g. /dev/shm/vm-target.ram)\nusage: ${SERVE_USAGE}`);
   const listen = addressFlag(values.listen, 'listen');
   const qemuListen = uriFromAddress(values['qemu-listen'], 'qemu-listen');
+  const nbdListen = values['nbd-listen'] !== undefined ? parseNbdAddress(values['nbd-listen'], 'nbd-listen') : undefined;
   const secret = readSecret(values['secret-file']);
   const { transport } = transportFromFlags(values);
   const force = values.force === true;
-  const launched = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
-  const launch = launched?.launch;
-  /** Several RAM backends: one segment each, by id (an attached QEMU's are known once it is checked). */
-  let segments = launched?.segments;
+  const planned = mode === 'attach' ? undefined : targetLaunch(mode, values, qemuCommand);
+  const launch = planned?.launch;
   const image = launch?.ram.kind === 'file' ? launch.ram.memPath : resolve(values.image!);
+  /** The RAM files, one per backend (an attached QEMU's are known once it is checked). */
+  let segments: SegmentFile[] = planned?.segments ?? [];
+  const claim = (): void => {
+    for (const seg of segments) claimImageGeometry(seg.path, { pageSize: 4096, pageCount: seg.bytes! / 4096 }, { force });
+  };
   const json = values.json === true;
   const say = (obj: Record<string, unknown>, text: string) => (json ? io.out(jsonLine({ ...obj, ts: new Date().toISOString() })) : io.err(`presync qemu serve: ${text}\n`));
   const metrics = values.metrics !== undefined ? new AgentMetrics() : undefined;
@@ -168,8 +175,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
     finish(code);
   };
   try {
-    if (launch && segments) claimSegments(segments, { force });
-    else if (launch) claimImageGeometry(image, { pageSize: 4096, pageCount: launch.memBytes / 4096 }, { force });
+    if (launch) claim();
     target = await QemuTarget.start({
       ...(launch
         ? { launch }
@@ -180,15 +186,17 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
               ...(values.machine !== undefined ? { machine: values.machine } : {}),
               // Checked before presync changes anything in the attached QEMU.
               onChecked: (d) => {
-                segments = targetSegments(d.backends ?? []);
-                if (segments) claimSegments(segments, { force });
-                else claimImageGeometry(image, { pageSize: 4096, pageCount: d.memBytes / 4096 }, { force });
+                segments = (d.backends ?? [{ id: d.backendId, memPath: d.memPath, bytes: d.memBytes }]).map((b) => ({ id: b.id, path: b.memPath, bytes: b.bytes }));
+                claim();
               },
             },
           }),
       listenUri: qemuListen,
+      ...(nbdListen ? { nbd: { listen: nbdListen } } : {}),
       onEvent: (e) => {
-        if (e.event === 'qemu-ready') say(e, e.pid === null ? `attached target QEMU waiting for the guest on ${e.uri}` : `target QEMU ${e.pid} waiting for the guest on ${e.uri}`);
+        const disks = e.event === 'qemu-ready' && e.nbd ? `, serving disks ${e.disks.join(', ')} over NBD on ${e.nbd}` : '';
+        if (e.event === 'qemu-ready') say(e, e.pid === null ? `attached target QEMU waiting for the guest on ${e.uri}${disks}` : `target QEMU ${e.pid} waiting for the guest on ${e.uri}${disks}`);
+        else if (e.event === 'disk-verified') say(e, `disks ${e.disks.join(', ')} equal the source's (${e.ms} ms to hash)`);
         else if (e.event === 'qemu-exited') {
           if (e.pid === null) say(e, `lost the attached target QEMU's QMP connection${e.expected ? '' : '; its launcher must start a new one'}`);
           else say(e, `target QEMU ${e.pid} exited (code ${e.code}, signal ${e.signal})${e.expected ? '' : '; restarting it'}`);
@@ -206,7 +214,8 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   const agent = await TargetAgent.start({
     transport,
     listen,
-    ...(segments ? { segments } : { imagePath: image }),
+    imagePath: image,
+    ...(segments.length > 1 ? { segments } : {}),
     secret,
     // The RAM file is created by the target QEMU itself, never by a previous migration.
     force: true,
@@ -236,8 +245,8 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
   });
   const a = agent.address;
   say(
-    { event: 'listening', host: a.host, port: a.port, qemuUri: t.uri, image, mode, pid: t.pid },
-    `listening on ${a.host}:${a.port}, ${mode === 'attach' ? 'attached ' : ''}target QEMU on ${t.uri}, image ${image}`,
+    { event: 'listening', host: a.host, port: a.port, qemuUri: t.uri, image, ram: segments.map((g) => ({ id: g.id, path: g.path, bytes: g.bytes })), mode, pid: t.pid, nbd: nbdListen ? `${nbdListen.host}:${nbdListen.port}` : null },
+    `listening on ${a.host}:${a.port}, ${mode === 'attach' ? 'attached ' : ''}target QEMU on ${t.uri}, image ${image}${nbdListen ? `, disks over NBD on ${nbdListen.host}:${nbdListen.port}` : ''}`,
   );
 
   const stop = () => finish(0);
@@ -259,7 +268,7 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
  * built from the machine flags the same way; both checked by
  * analyzeTargetCommandLine. The RAM backend's mem-path is the agent's image.
  */
-function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): { launch: LaunchOptions; segments?: SegmentFile[] } {
+function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof MACHINE_FLAGS)[number] | 'image', string>>, qemuCommand: string[] | undefined): { launch: LaunchOptions; segments: SegmentFile[] } {
   let commandLine: string[];
   if (mode === 'command') commandLine = qemuCommand!;
   else {
@@ -280,28 +289,31 @@ function targetLaunch(mode: 'flags' | 'command', values: Partial<Record<(typeof 
     commandLine = ['qemu-system-x86_64', ...machineArgs(spec), ...(values.qmp ? ['-qmp', `unix:${qemuOptValue(resolve(values.qmp))},server=on,wait=off`] : [])];
   }
   const cl = analyzeTargetCommandLine(commandLine);
-  // Several backends (NUMA nodes, a second backend) are all synced, each as the segment of its id; the first is the image.
+  // Several backends (NUMA nodes, DIMMs) are one segmented image, the first backend's file its name.
+  const segments: SegmentFile[] = cl.backends.map((b) => ({ id: b.id, path: resolve(b.memPath!), bytes: b.size! }));
   const backend = cl.backends[0];
-  const image = resolve(backend.memPath!);
+  const image = segments[0].path;
   if (values.image !== undefined && resolve(values.image) !== image) {
     throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `--image ${values.image} is not the RAM backend's mem-path ${backend.memPath}: presync syncs that file; leave --image out or make them the same`);
   }
-  for (const b of cl.backends) {
-    if (existsSync(resolve(b.memPath!)) && statSync(resolve(b.memPath!)).isDirectory()) {
+  for (const [i, seg] of segments.entries()) {
+    if (existsSync(seg.path) && statSync(seg.path).isDirectory()) {
+      const b = cl.backends[i];
       throw new PresyncError(ErrorCodes.QEMU_CMDLINE, `mem-path ${b.memPath} of RAM backend ${b.id} is a directory, where QEMU would make a nameless file presync cannot open; give a file path, e.g. ${join(b.memPath!, 'vm.ram')}`);
     }
   }
-  const segments = targetSegments(cl.backends.map((b) => ({ id: b.id, memPath: b.memPath!, bytes: b.size! })));
-  const launch: LaunchOptions = {
-    memBytes: cl.memBytes,
-    ram: { kind: 'file', memPath: image, share: true },
-    kernel: '',
-    ...(cl.machine !== undefined ? { machine: cl.machine } : {}),
-    qmpSocket: `${image}.qmp`,
-    serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
-    commandLine,
+  return {
+    launch: {
+      memBytes: cl.memBytes,
+      ram: { kind: 'file', memPath: image, share: true },
+      kernel: '',
+      ...(cl.machine !== undefined ? { machine: cl.machine } : {}),
+      qmpSocket: `${image}.qmp`,
+      serialLog: cl.serialFile !== undefined ? resolve(cl.serialFile) : `${image}.serial`,
+      commandLine,
+    },
+    segments,
   };
-  return { launch, ...(segments ? { segments } : {}) };
 }
 
 export interface QemuMigrationJson extends Record<string, unknown> {
@@ -339,6 +351,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       'downtime-limit': { type: 'string' },
       'leave-stopped': { type: 'boolean' },
       'launch-when-ready': { type: 'boolean' },
+      'copy-storage': { type: 'string' },
+      nbd: { type: 'string' },
+      'copy-mode': { type: 'string' },
+      'verify-disk': { type: 'boolean' },
       metrics: { type: 'string' },
       'metrics-linger': { type: 'string' },
       out: { type: 'string', short: 'o' },
@@ -353,7 +369,10 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
       `${MIGRATE_USAGE}\n\nThe source agent for a running QEMU VM (its RAM a shared memory-backend-file, id=${RAM_BACKEND_ID}): pre-synchronizes the RAM file to the\n` +
         `target agent (--to) until launch, then migrates QEMU to the target QEMU (--qemu-uri, printed by "presync qemu serve") with x-ignore-shared,\n` +
         `stops at pre-switchover, copies the rest, verifies, lets QEMU move the device state, and quits the source QEMU (--leave-stopped keeps it).\n` +
-        `Policies: ${policyNames().join(', ')} (default presync).\n`,
+        `Policies: ${policyNames().join(', ')} (default presync).\n` +
+        `Disks on shared storage need nothing. Non-shared: --copy-storage all (every writable disk) or DISK,… (-drive ids / -blockdev node names)\n` +
+        `mirrors them into the target's NBD exports (--nbd HOST:PORT, from "qemu serve --nbd-listen") from the start; the launch waits until every mirror\n` +
+        `is ready; the mirrors complete in the pause. --verify-disk hashes both sides' disks with the guest stopped (costs pause time) and refuses a mismatch.\n`,
     );
     return 0;
   }
@@ -376,9 +395,13 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
   const bandwidth = bandwidthFlag(values.bandwidth);
   if (values.metrics !== undefined) addressFlag(values.metrics, 'metrics');
 
+  const copyStorage = copyStorageFlags(values, (e) => (values.json ? io.out(jsonLine({ ...e, ts: new Date().toISOString() })) : io.err(`presync: ${diskEventText(e)}\n`)));
+
   const vm = await attachVm(values.qmp);
+  let qemuController: QemuGuestController | undefined;
+  let finished = false;
   try {
-    const qemuController = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit' });
+    qemuController = new QemuGuestController(vm.qmp, { targetUri, afterRelease: values['leave-stopped'] ? 'stopped' : 'quit', ...(copyStorage ? { copyStorage } : {}) });
     await qemuController.prepare();
     const phaseAtMs: Record<string, number> = {};
     // One migration per VM: the lock sits beside its RAM file, as for `presync migrate`.
@@ -443,15 +466,51 @@ async function qemuMigrate(argv: string[], io: CommandIO): Promise<number> {
     else {
       io.out(
         r.outcome === 'done'
-          ? `migrated: launch→running ${String(j.launchToRunningMs)} ms, downtime ${String(j.downtimeMs)} ms (QEMU), presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, QEMU stream ${j.qemu.transferredBytes === null ? "—" : formatBytes(j.qemu.transferredBytes)}, verified\n`
+          ? `migrated: launch→running ${String(j.launchToRunningMs)} ms, downtime ${String(j.downtimeMs)} ms (QEMU), presync ${formatBytes(r.presyncBytes)}, final ${formatBytes(r.finalBytes)}, QEMU stream ${j.qemu.transferredBytes === null ? "—" : formatBytes(j.qemu.transferredBytes)}${diskSummary(j.qemu)}, verified\n`
           : `${r.outcome}: ${r.error?.code}: ${r.error?.message}\n`,
       );
     }
     const code = migrationExitCode(r);
     // The engine did not finish after a second signal: whatever it still holds must not keep the process alive.
     if (forced) setTimeout(() => process.exit(code), 200).unref();
+    finished = r.outcome === 'done' || r.outcome === 'in-doubt';
     return code;
   } finally {
+    // A migration that failed before its pause (or never started) leaves no mirror running on the source.
+    if (!finished) await qemuController?.disks?.cancel().catch(() => undefined);
     vm.qmp.close();
   }
+}
+
+/** --copy-storage / --nbd / --copy-mode / --verify-disk → the controller's disk-mirror options, or undefined for shared storage. */
+function copyStorageFlags(
+  values: { 'copy-storage'?: string; nbd?: string; 'copy-mode'?: string; 'verify-disk'?: boolean },
+  onEvent: (e: DiskMirrorEvent) => void,
+): { disks: 'all' | string[]; nbd: { host: string; port: number }; copyMode: CopyMode; verify: boolean; onEvent: (e: DiskMirrorEvent) => void } | undefined {
+  const cs = values['copy-storage'];
+  if (cs === undefined) {
+    for (const f of ['nbd', 'copy-mode', 'verify-disk'] as const) {
+      if (values[f] !== undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--${f} needs --copy-storage all|DISK,… (disks on shared storage need no copy)`);
+    }
+    return undefined;
+  }
+  const names = cs.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (names.length === 0) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--copy-storage must be "all" or a comma-separated list of disk names (-drive ids or -blockdev node names)');
+  if (values.nbd === undefined) throw new PresyncError(ErrorCodes.BAD_ARGUMENT, '--copy-storage needs --nbd HOST:PORT, the NBD address "presync qemu serve --nbd-listen" serves the target\'s disks on');
+  const mode = values['copy-mode'] ?? 'background';
+  if (mode !== 'background' && mode !== 'write-blocking') throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `--copy-mode must be background or write-blocking, got "${mode}"`);
+  return { disks: names.length === 1 && names[0] === 'all' ? 'all' : names, nbd: parseNbdAddress(values.nbd, 'nbd'), copyMode: mode, verify: values['verify-disk'] === true, onEvent };
+}
+
+/** The disk part of the one-line summary: empty on shared storage. */
+function diskSummary(q: QemuSwitchoverFigures): string {
+  if (q.diskCompleteMs === null) return '';
+  const check = q.diskVerified === true ? `, disks equal (hashed in ${String(q.diskVerifyMs)} ms)` : '';
+  return `, disks mirrored ${q.diskBytes === null ? '—' : formatBytes(q.diskBytes)} (completed in ${q.diskCompleteMs} ms of the pause)${check}`;
+}
+
+function diskEventText(e: DiskMirrorEvent): string {
+  if (e.event === 'disk-mirror-started') return `mirroring disks ${e.disks.map((d) => `${d.key} (${d.file})`).join(', ')} to NBD ${e.nbd}; the launch waits until they are ready`;
+  if (e.event === 'disk-mirror-ready') return `disk mirrors ready after ${e.readyMs} ms (${formatBytes(e.bytes)} copied); guest writes are now copied as they happen`;
+  return `disk mirror failed: ${e.error.code}: ${e.error.message}`;
 }
