@@ -143,12 +143,17 @@ describe('two NUMA nodes, each a memory-backend-file', { skip: qemuMissing, time
     step('target listening');
     const migrate = spawn(
       process.execPath,
-      [CLI, 'qemu', 'migrate', '--qmp', `${lab.paths('numa-src').qmpSocket}-presync`, '--to', `127.0.0.1:${t.listening.port}`, '--qemu-uri', String(t.listening.qemuUri), '--secret-file', secret, '--launch-after', '4s', '--leave-stopped', '--json'],
+      [CLI, 'qemu', 'migrate', '--qmp', `${lab.paths('numa-src').qmpSocket}-presync`, '--to', `127.0.0.1:${t.listening.port}`, '--qemu-uri', String(t.listening.qemuUri), '--secret-file', secret, '--launch-after', '4s', '--json'],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.push(migrate);
     const mout = jsonLines(migrate);
-    const code = await exitOf(migrate);
+    // A migration that has not ended in 4 minutes says where it stands (instead of the suite's timeout).
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      exitOf(migrate),
+      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`qemu migrate still runs; last lines: ${JSON.stringify(mout.lines.slice(-4))}`)), 240_000))),
+    ]).finally(() => clearTimeout(timer));
     step('migrate exited');
     const result = mout.lines[mout.lines.length - 1];
     assert.equal(result.outcome, 'done', JSON.stringify(result).slice(0, 2000));
