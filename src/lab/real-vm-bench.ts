@@ -11,13 +11,17 @@
  * Disks: `shared` (the default) is QEMU's shared-storage case: source and
  * target open the same image path (a file on this machine standing for
  * NFS/Ceph); QEMU inactivates it on the source and activates it on the
- * target. `DiskMode` is where a non-shared mode (NBD + blockdev-mirror)
- * plugs in: it decides each side's -drive arguments and what a run copies.
+ * target. `copy` is non-shared storage: each side has its own image (the
+ * target's empty); presync mirrors the disk into the target QEMU's NBD export
+ * from the start of presync (`qemu serve --nbd-listen`, `qemu migrate
+ * --copy-storage all --verify-disk`), stock QEMU as libvirt's
+ * --copy-storage-all does: NBD export + blockdev-mirror started at launch,
+ * migrate once the mirror is ready, the mirror completed at pre-switchover.
  *
  * The target is started as users start it, `presync qemu serve -- qemu-system-x86_64
  * ARGS…`; stock QEMU's target is the same command line without presync.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, PresyncError, toPresyncError } from '../core/errors.ts';
@@ -25,6 +29,7 @@ import { makeResults, readResults, type ResultRun, type ResultsFile } from '../e
 import { metaPath } from '../guest/target-image.ts';
 import { checkContinuity, lastHeartbeat, type ContinuityVerdict } from '../qemu/guest-continuity.ts';
 import { qmpTimestampMs } from '../qemu/qemu-controller.ts';
+import { DiskMirror, startNbdExports, stopNbdExports } from '../qemu/disk-mirror.ts';
 import type { QmpEvent } from '../qemu/qmp.ts';
 import { SerialLog } from '../qemu/serial.ts';
 import { stockMigrate, UNCAPPED_BANDWIDTH } from '../qemu/stock.ts';
@@ -38,7 +43,9 @@ import { buildRealVm, checkDiskContinuity, copyRootDisk, ECHO_PORT, lastDiskWrit
 import { createVmNetwork, type VmNetwork } from './vm-network.ts';
 
 export const REAL_VM_WORKLOADS = ['text', 'audio', 'movie', 'idle'] as const;
-export const DISK_MODES = ['shared'] as const;
+export const DISK_MODES = ['shared', 'copy'] as const;
+/** The target QEMU's NBD port in the target namespace (disk mode copy; one run at a time). */
+const NBD_PORT = 10809;
 export type DiskModeName = (typeof DISK_MODES)[number];
 
 export interface RealVmBenchOptions {
@@ -114,6 +121,8 @@ interface DiskSetup {
   readonly sourceArgs: string[];
   readonly targetArgs: string[];
   readonly files: string[];
+  /** Non-shared: the disk is copied over NBD into the target's own image. */
+  readonly copy?: boolean;
 }
 
 /** How a disk mode prepares a run's disk (the place a non-shared mode plugs in). */
@@ -124,6 +133,14 @@ const DISK_MODE_SETUP: Record<DiskModeName, DiskMode> = {
   shared: (images, dir, name) => {
     const path = copyRootDisk(images, join(dir, `${name}.root.img`));
     return { sourceArgs: rootDiskArgs(path), targetArgs: rootDiskArgs(path), files: [path] };
+  },
+  // Non-shared storage: the target starts from an empty image of the same size.
+  copy: (images, dir, name) => {
+    const src = copyRootDisk(images, join(dir, `${name}.root.img`));
+    const dst = join(dir, `${name}.root-target.img`);
+    writeFileSync(dst, '');
+    truncateSync(dst, statSync(src).size);
+    return { sourceArgs: rootDiskArgs(src), targetArgs: rootDiskArgs(dst), files: [src, dst], copy: true };
   },
 };
 
@@ -196,10 +213,11 @@ function failed(workload: string, kind: RunKind, rep: number, e: unknown, client
  * ARGS…` with the target QEMU's own command line (the source's devices, its
  * own RAM file and tap); serve adds -incoming defer, -S and its QMP socket.
  */
-function startTarget(ctx: Ctx, launch: LaunchOptions): JsonChild {
+function startTarget(ctx: Ctx, launch: LaunchOptions, copy: boolean): JsonChild {
   const host = ctx.net.link.addrB;
   return new JsonChild(
     [...ctx.net.exec(ctx.net.targetNs), process.execPath, CLI, 'qemu', 'serve', '--listen', `${host}:0`, '--secret-file', ctx.secretFile, '--qemu-listen', `${host}:0`, '--json',
+      ...(copy ? ['--nbd-listen', `${host}:${NBD_PORT}`] : []),
       '--', 'qemu-system-x86_64', ...buildQemuArgs({ ...launch, incoming: undefined })],
     'presync qemu serve',
   );
@@ -234,12 +252,13 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
       // The launcher's own QMP socket (serve adds presync's).
       memPath: dstRam, qmpSocket: `${dstRam}.launcher.qmp`, serialLog: dstSerialPath, extraArgs: [...disk.targetArgs, ...ctx.net.nicArgs('target')],
     });
-    serve = startTarget(ctx, targetLaunch);
+    serve = startTarget(ctx, targetLaunch, disk.copy === true);
     const listening = await serve.next((l) => l.event === 'listening', 120_000, 'listening line');
     migrate = new JsonChild(
       [...ctx.net.exec(ctx.net.sourceNs), process.execPath, CLI, 'qemu', 'migrate', '--qmp', presyncQmp, '--to', `${ctx.net.link.addrB}:${String(listening.port)}`,
         '--qemu-uri', String(listening.qemuUri), '--secret-file', ctx.secretFile, '--launch-after', `${ctx.o.presyncForMs}ms`, '--json', '--out', outFile,
-        '--policy', ctx.o.policy ?? 'presync'],
+        '--policy', ctx.o.policy ?? 'presync',
+        ...(disk.copy ? ['--copy-storage', 'all', '--nbd', `${ctx.net.link.addrB}:${NBD_PORT}`, '--verify-disk'] : [])],
       'presync qemu migrate',
     );
     const code = await migrate.wait(ctx.o.presyncForMs + 240_000);
@@ -281,12 +300,13 @@ async function presyncRun(ctx: Ctx, workload: string, rep: number): Promise<Real
         residualPagesAtLaunch: num(result.residualPagesAtLaunch),
         liveRounds: num(result.liveRounds),
         verified: result.verified === true,
+        ...(disk.copy ? { diskReadyMs: num(q.diskReadyMs), diskCompleteMs: num(q.diskCompleteMs), diskVerifyMs: num(q.diskVerifyMs), diskEqual: q.diskVerified === true } : {}),
         ...across.detail,
       },
       client: report,
       clientGapMs: across.clientGapMs,
       disk: diskVerdict,
-      diskBytes: 0,
+      diskBytes: num(q.diskBytes) ?? 0,
     };
   } catch (e) {
     const report = client ? await client.stop().catch(() => null) : null;
@@ -342,12 +362,31 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
       if (ev.event === 'RESUME' && resumedAt === null) resumedAt = qmpTimestampMs(ev);
     });
     let r;
+    // Non-shared disk, as libvirt's --copy-storage-all: at launch the target exports its disk, the source mirrors into it, migrate once ready.
+    const t0 = performance.now();
+    let mirror: DiskMirror | undefined;
+    let mirrorSetupMs = 0;
     try {
-      r = await stockMigrate(src.qmp, dst.qmp, { maxBandwidthBytesPerSec: ctx.stockBandwidth, listenUri: `tcp:${ctx.net.link.addrB}:0`, timeoutMs: 300_000 });
+      if (disk.copy) {
+        const nbd = { host: ctx.net.link.addrB, port: NBD_PORT };
+        await startNbdExports(dst.qmp, nbd);
+        mirror = await DiskMirror.start(src.qmp, { disks: 'all', nbd });
+        await mirror.whenReady(300_000);
+        mirrorSetupMs = performance.now() - t0;
+      }
+      const m = mirror;
+      r = await stockMigrate(src.qmp, dst.qmp, {
+        maxBandwidthBytesPerSec: ctx.stockBandwidth, listenUri: `tcp:${ctx.net.link.addrB}:0`, timeoutMs: 300_000,
+        ...(m ? { atPreSwitchover: () => m.complete() } : {}),
+      });
+    } catch (e) {
+      await mirror?.cancel();
+      throw e;
     } finally {
       offStop();
       offResume();
     }
+    if (disk.copy) await stopNbdExports(dst.qmp).catch(() => undefined);
     // QEMU leaves the source paused after a completed migration: stop it as a launcher would.
     await src.kill();
     const { guest, disk: diskVerdict, report } = await judge(src, dst.serial, client);
@@ -357,20 +396,21 @@ async function stockRun(ctx: Ctx, workload: string, rep: number): Promise<RealVm
     const across = acrossPause(report, st, rt);
     return {
       workload, kind: 'stock', rep, outcome: 'done', error: null,
-      launchToRunningMs: round1(r.launchToRunningMs),
+      launchToRunningMs: round1(mirrorSetupMs + r.launchToRunningMs),
       downtimeMs: st !== null && rt !== null ? round1(rt - st) : null,
       qemuDowntimeMs: r.downtimeMs,
       bytes: r.transferredBytes, presyncBytes: 0, finalBytes: r.transferredBytes, qemuStreamBytes: r.transferredBytes,
       guest,
       detail: {
         iterations: r.iterations, totalTimeMs: r.totalTimeMs, mbps: r.mbps, ramTotal: r.ramTotal, maxBandwidthBytesPerSec: ctx.stockBandwidth,
+        ...(mirror ? { diskMirrorSetupMs: round1(mirrorSetupMs), diskCompleteMs: mirror.figures.completeMs } : {}),
         ...across.detail,
       },
       series: [],
       client: report,
       clientGapMs: across.clientGapMs,
       disk: diskVerdict,
-      diskBytes: 0,
+      diskBytes: mirror?.figures.bytes ?? 0,
     };
   } catch (e) {
     const report = client ? await client.stop().catch(() => null) : null;

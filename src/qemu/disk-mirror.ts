@@ -22,6 +22,7 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { BlockInfo, BlockJobInfo, BlockdevAddNbd, BlockdevMirrorArgs } from './qmp-commands.ts';
 import type { QmpClient, QmpEvent } from './qmp.ts';
@@ -407,23 +408,67 @@ export interface DiskDigest {
 }
 
 const CHUNK = 1 << 20;
+const ZERO_CHUNK = Buffer.alloc(CHUNK);
 
-/** SHA-256 of a disk file's bytes (a hole reads as zeros, as the guest sees it). Runs with the guest stopped. */
+/**
+ * SHA-256 over a disk file's contents as the guest sees them (a hole reads
+ * as zeros). All-zero 1 MiB chunks, most of a fresh or sparse disk, are
+ * recorded by their index only: comparing with zeros is several times
+ * cheaper than hashing, and both ends digest the same way. Runs with the
+ * guest stopped.
+ */
 export function digestDiskFile(key: string, path: string): DiskDigest {
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
     const h = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
-    for (let off = 0; off < size; ) {
+    const tag = Buffer.alloc(9);
+    for (let off = 0, i = 0; off < size; i++) {
       const n = readSync(fd, buf, 0, Math.min(CHUNK, size - off), off);
       if (n <= 0) throw new PresyncError(ErrorCodes.IMAGE, `${path} ended at byte ${off} of ${size} while it was hashed`);
-      h.update(buf.subarray(0, n));
+      const chunk = buf.subarray(0, n);
+      const zero = chunk.equals(ZERO_CHUNK.subarray(0, n));
+      tag[0] = zero ? 0x5a : 0x44;
+      tag.writeUInt32BE(Math.floor(i / 2 ** 32), 1);
+      tag.writeUInt32BE(i >>> 0, 5);
+      h.update(tag);
+      if (!zero) h.update(chunk);
       off += n;
     }
     return { key, bytes: size, sha256: h.digest('hex') };
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * digestDiskFile with the reads on libuv's thread pool: the caller's event
+ * loop goes on meanwhile (presync's final copy and verify overlap the
+ * hashing). Same digest as digestDiskFile.
+ */
+export async function digestDiskFileAsync(key: string, path: string): Promise<DiskDigest> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(CHUNK);
+    const tag = Buffer.alloc(9);
+    for (let off = 0, i = 0; off < size; i++) {
+      const { bytesRead: n } = await fh.read(buf, 0, Math.min(CHUNK, size - off), off);
+      if (n <= 0) throw new PresyncError(ErrorCodes.IMAGE, `${path} ended at byte ${off} of ${size} while it was hashed`);
+      const chunk = buf.subarray(0, n);
+      const zero = chunk.equals(ZERO_CHUNK.subarray(0, n));
+      tag[0] = zero ? 0x5a : 0x44;
+      tag.writeUInt32BE(Math.floor(i / 2 ** 32), 1);
+      tag.writeUInt32BE(i >>> 0, 5);
+      h.update(tag);
+      if (!zero) h.update(chunk);
+      off += n;
+    }
+    return { key, bytes: size, sha256: h.digest('hex') };
+  } finally {
+    await fh.close();
   }
 }
 

@@ -20,7 +20,7 @@
  */
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
 import type { GuestController } from '../guest/controller.ts';
-import { DiskMirror, digestDiskFile, encodeDiskDigests, type DiskMirrorOptions } from './disk-mirror.ts';
+import { DiskMirror, digestDiskFileAsync, encodeDiskDigests, type DiskMirrorOptions } from './disk-mirror.ts';
 import type { MigrationInfo } from './qmp-commands.ts';
 import type { QmpClient, QmpEvent } from './qmp.ts';
 import { completedFigures, continueSwitchover, rollbackSource, setCapabilities, startMigrate, waitMigrationCompleted, waitPreSwitchover } from './switchover.ts';
@@ -116,6 +116,8 @@ export class QemuGuestController implements GuestController {
   /** The disk mirrors, once prepare() started them. */
   disks: DiskMirror | undefined;
   #diskDigests: Uint8Array = new Uint8Array(0);
+  /** --verify-disk: the source's digests being taken (from the mirrors' completion until the device state goes). */
+  #digesting: Promise<Uint8Array> | undefined;
   #stopOff: (() => void) | undefined;
   #completed: MigrationInfo | undefined;
   #prepared = false;
@@ -125,7 +127,7 @@ export class QemuGuestController implements GuestController {
       throw new PresyncError(ErrorCodes.BAD_ARGUMENT, `target QEMU uri must look like tcp:HOST:PORT, got "${o.targetUri}"`);
     }
     this.pauseLagMs = o.pauseLagMs ?? QEMU_PAUSE_LAG_MS;
-    this.deviceState = o.copyStorage?.verify === true ? () => Promise.resolve(this.#diskDigests) : undefined;
+    this.deviceState = o.copyStorage?.verify === true ? () => this.#digesting ?? Promise.resolve(this.#diskDigests) : undefined;
   }
 
   /**
@@ -185,9 +187,13 @@ export class QemuGuestController implements GuestController {
     this.figures.diskCompleteMs = d.figures.completeMs;
     this.figures.diskBytes = d.figures.bytes;
     if (this.o.copyStorage?.verify !== true) return;
+    // The vCPUs stay stopped until commit(): the disks hash while presync's final copy and verify go on.
     const t0 = performance.now();
-    this.#diskDigests = encodeDiskDigests(d.plans.map((p) => digestDiskFile(p.disk.key, p.disk.file)));
-    this.figures.diskVerifyMs = Math.round((performance.now() - t0) * 10) / 10;
+    this.#digesting = Promise.all(d.plans.map((p) => digestDiskFileAsync(p.disk.key, p.disk.file))).then((digests) => {
+      this.figures.diskVerifyMs = Math.round((performance.now() - t0) * 10) / 10;
+      return (this.#diskDigests = encodeDiskDigests(digests));
+    });
+    this.#digesting.catch(() => undefined);
   }
 
   async resume(): Promise<void> {
@@ -197,6 +203,8 @@ export class QemuGuestController implements GuestController {
     // After commit() QEMU's stream has completed, but presync's target QEMU
     // runs with -S and starts the guest only at HANDOVER, which the engine
     // has not sent when it rolls back: the guest is safe to resume here.
+    // A hash still reading the disk only reads: its digest is dropped.
+    this.#digesting = undefined;
     await rollbackSource(this.qmp, 30_000, { targetHeldPaused: this.#completed !== undefined });
     this.#completed = undefined;
     // The guest runs again on its own disk (it never pivoted); a mirror still running is stopped.

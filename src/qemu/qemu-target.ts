@@ -25,7 +25,7 @@ import { writeFileAtomic } from '../guest/atomic-file.ts';
 import { qmpTimestampMs, TARGET_CAPABILITIES } from './qemu-controller.ts';
 import { QmpClient, type QmpEvent } from './qmp.ts';
 import { setCapabilities, startIncomingGuest } from './switchover.ts';
-import { compareDiskDigests, decodeDiskDigests, digestDiskFile, startNbdExports, stopNbdExports, type NbdAddress, type VmDisk } from './disk-mirror.ts';
+import { compareDiskDigests, decodeDiskDigests, digestDiskFileAsync, startNbdExports, stopNbdExports, type DiskDigest, type NbdAddress, type VmDisk } from './disk-mirror.ts';
 import { describeVm, launchVm, type LaunchOptions, type Vm, type VmDescription } from './vm.ts';
 import { sleep } from '../transport/deadline.ts';
 
@@ -108,6 +108,10 @@ export class QemuTarget {
   #restarting: Promise<void> | undefined;
   #resumedAtMs: number | null = null;
   #exported: VmDisk[] = [];
+  /** The exported disks' digests, taken from the verify phase on (prehashDisks). */
+  #prehash: { at: number; digests: Promise<DiskDigest[]> } | undefined;
+  /** This QEMU's NBD server has been stopped (once per QEMU: a second nbd-server-stop is an error). */
+  #nbdStop: Promise<void> | undefined;
   /** Attach mode: why the attached QEMU can take no more attempts. */
   #spoiled: Spoiled | undefined;
 
@@ -214,7 +218,26 @@ export class QemuTarget {
 
   /** --nbd-listen: the waiting QEMU serves its writable disks over NBD for the source's mirrors. */
   async #exportDisks(qmp: QmpClient): Promise<void> {
+    this.#prehash = undefined;
+    this.#nbdStop = undefined;
     if (this.o.nbd) this.#exported = await startNbdExports(qmp, this.o.nbd.listen, this.o.nbd.disks ?? 'all');
+  }
+
+  /**
+   * Starts hashing the exported disks for --verify-disk ahead of HANDOVER.
+   * Call once the source's mirrors have completed: presync's verify phase
+   * begins after the source's pause, and the pause completes the mirrors
+   * (every NBD write acknowledged) before it ends. Overlaps the hashing with
+   * the RAM verify and QEMU's device state instead of adding it at `cont`.
+   * The NBD server stops first, so nothing writes the disks after they are
+   * hashed (this QEMU is paused until `cont`).
+   */
+  prehashDisks(): void {
+    const qmp = this.qmp;
+    if (!this.o.nbd || this.#exported.length === 0 || this.#prehash || !qmp) return;
+    const digests = this.#stopNbd(qmp).then(() => Promise.all(this.#exported.map((d) => digestDiskFileAsync(d.key, d.file))));
+    digests.catch(() => undefined);
+    this.#prehash = { at: performance.now(), digests };
   }
 
   #nbdInfo(): { nbd: string | null; disks: string[] } {
@@ -334,15 +357,18 @@ export class QemuTarget {
    * more, and with --verify-disk the source's digests (taken with its vCPUs
    * stopped, after its mirrors completed) must match this side's disks.
    */
+  #stopNbd(qmp: QmpClient): Promise<void> {
+    this.#nbdStop ??= this.o.nbd ? stopNbdExports(qmp) : Promise.resolve();
+    return this.#nbdStop;
+  }
+
   async #beforeCont(qmp: QmpClient, deviceState: Uint8Array): Promise<void> {
-    if (this.o.nbd) await stopNbdExports(qmp);
+    await this.#stopNbd(qmp);
     const want = decodeDiskDigests(deviceState);
     if (!want) return;
-    const t0 = performance.now();
-    const mine = want.map((w) => {
-      const d = this.#exported.find((x) => x.key === w.key);
-      return d ? digestDiskFile(d.key, d.file) : { key: w.key, bytes: -1, sha256: '' };
-    });
+    this.prehashDisks();
+    const t0 = this.#prehash?.at ?? performance.now();
+    const mine = (await this.#prehash?.digests) ?? [];
     const diff = compareDiskDigests(want, mine);
     if (diff.length > 0) throw new PresyncError(ErrorCodes.DISK_VERIFY, `the target's disks differ from the source's: ${diff.join('; ')}`);
     this.o.onEvent?.({ event: 'disk-verified', disks: want.map((w) => w.key), ms: Math.round((performance.now() - t0) * 10) / 10 });

@@ -31,6 +31,12 @@ export interface StockMigrationOptions {
   pollMs?: number;
   /** Called with every query-migrate sample of the source. */
   onProgress?: (info: MigrationInfo, elapsedMs: number) => void;
+  /**
+   * Runs with the source vCPUs stopped before QEMU sends the device state
+   * (pause-before-switchover), as libvirt completes its NBD disk mirrors
+   * there with --copy-storage-all; counts in the downtime.
+   */
+  atPreSwitchover?: () => Promise<void>;
 }
 
 export interface StockMigrationResult {
@@ -83,7 +89,7 @@ export async function stockMigrate(source: QmpClient, target: QmpClient, opts: S
   await target.execute('migrate-incoming', { uri: listenUri });
   const uri = opts.connectUri ?? (await resolveListenUri(target, listenUri));
 
-  await setCapabilities(source, { ...caps, 'pause-before-switchover': false });
+  await setCapabilities(source, { ...caps, 'pause-before-switchover': opts.atPreSwitchover !== undefined });
   await source.execute('migrate-set-parameters', {
     'max-bandwidth': bandwidth,
     'downtime-limit': downtime,
@@ -106,6 +112,16 @@ export async function stockMigrate(source: QmpClient, target: QmpClient, opts: S
       opts.onProgress?.(info, elapsed);
       if (progressChannel.hasSubscribers) progressChannel.publish({ info, elapsedMs: elapsed });
       if (info.status === 'completed') break;
+      if (info.status === 'pre-switchover' && opts.atPreSwitchover) {
+        try {
+          await opts.atPreSwitchover();
+        } catch (e) {
+          await source.execute('migrate_cancel').catch(() => {});
+          throw e;
+        }
+        await source.execute('migrate-continue', { state: 'pre-switchover' });
+        continue;
+      }
       if (info.status === 'failed' || info.status === 'cancelled') {
         throw new PresyncError(ErrorCodes.QEMU, `stock migration ${info.status}${info.errorDesc ? `: ${info.errorDesc}` : ''}`);
       }

@@ -101,7 +101,10 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     await lab.cleanup();
   });
 
-  async function rig(name: string, o: { shared: boolean; hook?: (inner: HandoverHook, dstDisk: string, srcDisk: string) => HandoverHook }): Promise<Rig> {
+  async function rig(
+    name: string,
+    o: { shared: boolean; hook?: (inner: HandoverHook, dstDisk: string, srcDisk: string) => HandoverHook; atVerifyPhase?: (dstDisk: string) => void },
+  ): Promise<Rig> {
     const spec = { ...lab.spec({ name: `${name}-src`, memMiB: 128, guestMem: '16M', workload: 'text' }), initrd };
     const srcDisk = join(lab.dir, `${name}-src.raw`);
     writeFileSync(srcDisk, '');
@@ -127,7 +130,15 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
     });
     closers.push(() => target.close({ alsoRunning: true }));
     const hook = o.hook ? o.hook(target.hook(), dstDisk, srcDisk) : target.hook();
-    const agent = await TargetAgent.start({ transport: new TcpTransport(), listen: { host: '127.0.0.1', port: 0 }, imagePath: dstPaths.memPath, secret: Buffer.from(SECRET), force: true, hook });
+    const agent = await TargetAgent.start({
+      transport: new TcpTransport(), listen: { host: '127.0.0.1', port: 0 }, imagePath: dstPaths.memPath, secret: Buffer.from(SECRET), force: true, hook,
+      // As qemu serve does: the source's mirrors completed before its verify phase.
+      onEvent: (e) => {
+        if (e.event !== 'phase' || e.phase !== 'verify') return;
+        o.atVerifyPhase?.(dstDisk);
+        target.prehashDisks();
+      },
+    });
     closers.push(() => agent.close());
     const secretFile = join(lab.dir, `${name}.secret`);
     writeFileSync(secretFile, `${SECRET}\n`);
@@ -305,15 +316,12 @@ describe('disks of migrated QEMU VMs', { skip: qemuMissing, timeout: 600_000 }, 
   it('non-shared disk, --verify-disk: a target disk that differs at HANDOVER is refused; rolled back, the source re-activates its disk and writes on', async () => {
     const r = await rig('bad', {
       shared: false,
-      // After the mirror completed: one byte of the target's copy changes behind QEMU's back.
-      hook: (inner, dst) => ({
-        start: async (ctx) => {
-          const fd = openSync(dst, 'r+');
-          writeSync(fd, Buffer.from([0xa5]), 0, 1, 8 << 20);
-          closeSync(fd);
-          await inner.start(ctx);
-        },
-      }),
+      // After the mirror completed (the source is paused), before the target hashes: one byte of its copy changes behind QEMU's back.
+      atVerifyPhase: (dst) => {
+        const fd = openSync(dst, 'r+');
+        writeSync(fd, Buffer.from([0xa5]), 0, 1, 8 << 20);
+        closeSync(fd);
+      },
     });
     const { code, result, stderr } = await migrate(ends(r), ['--copy-storage', 'all', '--nbd', `127.0.0.1:${r.nbdPort}`, '--verify-disk', '--launch-when-ready']).done;
     assert.equal(result.outcome, 'rolled-back', stderr);

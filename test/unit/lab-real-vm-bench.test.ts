@@ -50,3 +50,23 @@ describe('bench qemu --vm real: summary', () => {
     assert.equal(w.stockGuestOk, false, 'no stock run: not OK');
   });
 });
+
+describe('bench qemu --vm real: JSON line', () => {
+  it('carries the fields the issue names, per workload', async () => {
+    const { realVmBenchJson } = await import('../../src/lab/real-vm-bench.ts');
+    const runs = [run('presync', 0, { l2r: 100, gap: 210 }), run('stock', 0, { l2r: 1000, gap: 300 })];
+    const json = realVmBenchJson({
+      network: 'n', versions: 'v',
+      options: { reps: 1, memBytes: 1 << 30, presyncForMs: 15000, accel: 'tcg', policy: 'presync', disk: 'shared', stockBandwidthBytesPerSec: 2 ** 40, clientRtoMinMs: null, workloads: ['text'] },
+      runs, workloads: summarizeRealVm(['text'], runs),
+    });
+    assert.equal(json.vm, 'real');
+    const [w] = json.workloads as Record<string, unknown>[];
+    for (const k of ['workload', 'presyncLaunchToRunningMsMedian', 'stockLaunchToRunningMsMedian', 'ratio', 'presyncDowntimeMsMedian', 'presyncClientGapMsMedian', 'stockClientGapMsMedian', 'connectionSurvived', 'diskVerified', 'guestOk', 'stockGuestOk']) {
+      assert.ok(k in w, k);
+    }
+    assert.equal(w.presyncClientGapMsMedian, 210);
+    assert.equal(w.ratio, 10);
+    assert.equal(JSON.parse(JSON.stringify(json)).workloads.length, 1);
+  });
+});

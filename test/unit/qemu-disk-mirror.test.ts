@@ -11,6 +11,7 @@ import {
   compareDiskDigests,
   decodeDiskDigests,
   digestDiskFile,
+  digestDiskFileAsync,
   encodeDiskDigests,
   parseNbdAddress,
   planExports,
@@ -113,7 +114,7 @@ test('query-block validator keeps device, node name, file and read-only', () => 
   ]);
 });
 
-test('disk digests: a sparse file hashes as its zeros; one changed byte is seen; the blob round-trips', () => {
+test('disk digests: a sparse file hashes as its zeros; one changed byte is seen; the blob round-trips', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'presync-disk-'));
   try {
     const sparse = join(dir, 'a.raw');
@@ -128,6 +129,7 @@ test('disk digests: a sparse file hashes as its zeros; one changed byte is seen;
     changed[(2 << 20) + 7] = 1;
     writeFileSync(full, changed);
     const b = digestDiskFile('disk0', full);
+    assert.deepEqual(await digestDiskFileAsync('disk0', full), b, 'the async digest is the same digest');
     assert.deepEqual(compareDiskDigests([a], [b]), ['disk0: contents differ']);
     assert.deepEqual(compareDiskDigests([a], [a]), []);
     assert.deepEqual(compareDiskDigests([a], []), ['disk0: the target has no such disk']);

@@ -226,6 +226,8 @@ async function qemuServe(argvAll: string[], io: CommandIO, signal?: AbortSignal)
         else if (e.event === 'verify') metrics.onVerify(e.match);
         else if (e.event === 'session-end') metrics.onEnd(e.outcome, null);
       }
+      // The source's disk mirrors completed in its pause, before the verify phase: the target's disks can be hashed from here on.
+      if (e.event === 'phase' && e.phase === 'verify' && nbdListen) t.prehashDisks();
       if (json) io.out(jsonLine({ ...e, ts: new Date().toISOString() }));
       else if (e.event === 'session-end') io.err(`presync qemu serve: session ${e.sessionId} ${e.outcome}${e.error ? ` (${e.error.code}: ${e.error.message})` : ''}, ${e.pagesWritten} pages written\n`);
       else if (e.event === 'session-start') io.err(`presync qemu serve: session ${e.sessionId} from ${e.remote}, image ${e.imageId}${e.resume ? ' (resuming)' : ''}\n`);
