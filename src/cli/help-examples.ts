@@ -8,6 +8,8 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
     'presync qemu migrate --qmp /run/vm.qmp --to target:7070 --qemu-uri tcp:target:7071 --secret-file secret --launch-after 30s',
   ],
   'qemu serve': [
+    '# your own command line (the source VM\'s devices); presync adds -incoming defer, -S and its QMP socket\n  presync qemu serve --listen 0.0.0.0:7070 --secret-file secret --qemu-listen 0.0.0.0:7071 -- \\\n    qemu-system-x86_64 -machine q35,memory-backend=ram0 -m 1G -object memory-backend-file,id=ram0,size=1G,mem-path=/dev/shm/vm.ram,share=on \\\n    -drive file=/srv/vm.qcow2,if=virtio -netdev tap,id=n0,ifname=tap0,script=no -device virtio-net-pci,netdev=n0 -display none',
+    '# a QEMU your launcher started with -incoming defer -S and a second -qmp for presync\n  presync qemu serve --listen 0.0.0.0:7070 --secret-file secret --qemu-listen 0.0.0.0:7071 --image /dev/shm/vm.ram --attach-qmp /run/vm-presync.qmp',
     'presync qemu serve --listen 0.0.0.0:7070 --image /dev/shm/vm.ram --secret-file secret --qemu-listen 0.0.0.0:7071 \\\n    --kernel vmlinuz --initrd initrd.img --memory 1G --metrics 0.0.0.0:9464',
   ],
   'qemu migrate': [

@@ -67,3 +67,12 @@ test('--attach-qmp to a socket no QEMU listens on: one line, exit 1', () => {
   assert.equal(r.status, 1);
   assert.match(r.line, /^presync qemu: PRESYNC_ERR_/);
 });
+
+test('a handed-over RAM file named by the command line is refused before any QEMU maps it (PRESYNC_ERR_IMAGE_EXISTS, exit 1)', () => {
+  const used = join(dir, 'handed.ram');
+  writeFileSync(used, '');
+  writeFileSync(`${used}.presync`, JSON.stringify({ format: 'presync-image/1', imageId: 'vm', pageSize: 4096, pageCount: 16384, state: 'valid' }) + '\n');
+  const r = serve(['--', 'qemu-system-x86_64', '-machine', 'pc,memory-backend=ram0', '-object', `memory-backend-file,id=ram0,size=64M,mem-path=${used},share=on`]);
+  assert.equal(r.status, 1);
+  assert.match(r.line, /PRESYNC_ERR_IMAGE_EXISTS: .*handed\.ram was handed over/);
+});
