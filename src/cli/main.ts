@@ -73,5 +73,15 @@ export async function run(argv: string[], io: CommandIO = processIO): Promise<nu
 
 const invokedDirectly = process.argv[1] !== undefined && /(?:^|[\\/])(?:main\.(?:ts|js)|presync(?:\.js)?)$/.test(process.argv[1]);
 if (invokedDirectly) {
-  process.exitCode = await run(process.argv.slice(2));
+  const code = await run(process.argv.slice(2));
+  process.exitCode = code;
+  // A finished command exits once its output is out. Left to Node's own
+  // shutdown, `qemu migrate --leave-stopped` sometimes spun for minutes in
+  // its handle cleanup after printing the result (1 run in 3 here).
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
+}
+
+function flushed(s: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => s.write('', () => resolve()));
 }
