@@ -47,10 +47,12 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
   });
   if (typeof values.out === 'string') writeResults(values.out, realVmBenchResults(res, `presync bench qemu ${argv.join(' ')}`.trim()));
   const o = res.options;
-  io.out(`presync bench qemu --vm real: ${o.memBytes / 2 ** 20} MiB real VM (${res.versions.split('\n')[0]}), ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, disk ${o.disk}, client TCP rto_min ${o.clientRtoMinMs === null ? 'kernel default (200 ms)' : `${o.clientRtoMinMs} ms`}, presync for ${o.presyncForMs / 1000} s before launch\n`);
-  io.out(`network: ${res.network}\n`);
-  io.out(`medians; pause = source STOP → target RESUME (QMP); client gap = the longest gap between echo answers, seen from the client namespace, that overlaps the pause\n\n`);
-  io.out(
+  // With --json, stdout carries only the JSON line; the table goes to stderr.
+  const text = (t: string): void => (values.json === true ? io.err(t) : io.out(t));
+  text(`presync bench qemu --vm real: ${o.memBytes / 2 ** 20} MiB real VM (${res.versions.split('\n')[0]}), ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, disk ${o.disk}, client TCP rto_min ${o.clientRtoMinMs === null ? 'kernel default (200 ms)' : `${o.clientRtoMinMs} ms`}, presync for ${o.presyncForMs / 1000} s before launch\n`);
+  text(`network: ${res.network}\n`);
+  text(`medians; pause = source STOP → target RESUME (QMP); client gap = the longest gap between echo answers, seen from the client namespace, that overlaps the pause\n\n`);
+  text(
     formatTable(
       ['workload', 'presync launch→run ms', 'stock launch→run ms', 'ratio', 'presync pause ms', 'stock pause ms', 'presync client gap ms', 'stock client gap ms', 'connection', 'presync bytes', 'stock bytes', 'disk', 'presync guest', 'stock guest'],
       res.workloads.map((w) => [
@@ -72,7 +74,7 @@ export async function benchQemuReal(values: Flags, argv: string[], io: CommandIO
     ) + '\n',
   );
   for (const r of res.runs.filter((x) => x.outcome !== 'done' || x.guest?.ok !== true || x.disk?.ok !== true || x.client?.connectionSurvived !== true)) {
-    io.out(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest: ${r.guest?.reason || 'ok'}; disk: ${r.disk?.reason || 'ok'}; client: ${r.client?.error ?? 'ok'}`}\n`);
+    text(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest: ${r.guest?.reason || 'ok'}; disk: ${r.disk?.reason || 'ok'}; client: ${r.client?.error ?? 'ok'}`}\n`);
   }
   if (values.json === true) io.out(JSON.stringify(realVmBenchJson(res)) + '\n');
   return res.workloads.every((w) => w.guestOk && w.diskVerified && w.connectionSurvived) ? 0 : 1;

@@ -93,13 +93,15 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
     onProgress: (line: string) => io.err(`bench qemu: ${line}\n`),
   };
   const res = await runQemuBench(opts);
+  // With --json, stdout carries only the JSON line; the table goes to stderr.
+  const text = (t: string): void => (values.json ? io.err(t) : io.out(t));
   if (values.out) writeResults(values.out, qemuBenchResults(res, `presync bench qemu ${argv.join(' ')}`.trim()));
   const o = res.options;
   const cap = o.stockBandwidthBytesPerSec >= UNCAPPED_BANDWIDTH ? 'uncapped' : `${fmtBytes(o.stockBandwidthBytesPerSec)}/s`;
-  io.out(`presync bench qemu: ${o.memBytes / 2 ** 20} MiB guest, ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, presync for ${o.presyncForMs / 1000} s before launch, stock max-bandwidth ${cap}\n`);
-  io.out(`link: ${res.link.kind}: ${res.link.description}\n`);
-  io.out(`medians; downtime = source STOP → target RESUME (QMP); ratio = stock ÷ presync launch→running\n\n`);
-  io.out(
+  text(`presync bench qemu: ${o.memBytes / 2 ** 20} MiB guest, ${o.accel}, ${o.reps} rep(s), policy ${o.policy}, presync for ${o.presyncForMs / 1000} s before launch, stock max-bandwidth ${cap}\n`);
+  text(`link: ${res.link.kind}: ${res.link.description}\n`);
+  text(`medians; downtime = source STOP → target RESUME (QMP); ratio = stock ÷ presync launch→running\n\n`);
+  text(
     formatTable(
       ['workload', 'presync launch→run ms', 'stock launch→run ms', 'ratio', 'presync downtime ms', 'stock downtime ms', 'presync bytes', 'stock bytes', 'presync guest', 'stock guest'],
       res.workloads.map((w) => [
@@ -118,9 +120,9 @@ export async function benchQemu(argv: string[], io: CommandIO): Promise<number> 
   );
   const failed = res.runs.filter((r) => r.outcome !== 'done' || r.guest?.ok !== true);
   for (const r of failed) {
-    io.out(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest check: ${r.guest?.reason}`}\n`);
+    text(`  ${r.workload} #${r.rep + 1} ${r.kind}: ${r.outcome !== 'done' ? `${r.outcome}: ${r.error?.code}: ${r.error?.message}` : `guest check: ${r.guest?.reason}`}\n`);
     const tail = r.guest?.targetConsoleTail?.slice(-12) ?? [];
-    if (tail.length > 0) io.out(`    target console, last lines:\n${tail.map((l) => `      | ${l}`).join('\n')}\n`);
+    if (tail.length > 0) text(`    target console, last lines:\n${tail.map((l) => `      | ${l}`).join('\n')}\n`);
   }
   if (values.json) io.out(JSON.stringify(qemuBenchJson(res)) + '\n');
   // The exit status is presync's: a stock QEMU guest that failed its check is QEMU's result, printed above.
