@@ -10,13 +10,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { CLI } from '../../src/lab/cli-entry.ts';
 import { QmpClient } from '../../src/qemu/qmp.ts';
 import { SerialLog } from '../../src/qemu/serial.ts';
 import { launchVm } from '../../src/qemu/vm.ts';
 import { buildGuest, failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
+import { exitOf, jsonLines } from '../helpers/json-lines.ts';
 
 const SECRET = 'qemu-numa-e2e-secret-0123456789abcdef';
 const PAGE = 4096;
@@ -43,39 +43,7 @@ function numaArgs(o: { m0: string; m1: string; serial: string; m1Object?: string
   ];
 }
 
-function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; next: (pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    try {
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      return;
-    }
-    for (const w of [...waiters]) w();
-  });
-  const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 120_000) =>
-    new Promise<Record<string, unknown>>((res, rej) => {
-      const check = () => {
-        const hit = lines.find(pred);
-        if (!hit) return;
-        clearTimeout(t);
-        waiters.delete(check);
-        res(hit);
-      };
-      const t = setTimeout(() => {
-        waiters.delete(check);
-        rej(new Error(`timed out; lines so far: ${JSON.stringify(lines).slice(0, 2000)}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { lines, next };
-}
 
-function exitOf(c: ChildProcess): Promise<number | null> {
-  return new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
-}
 
 /** Non-zero pages of `a`, and how many of them `b` holds identically. */
 function sameNonZero(a: Buffer, b: Buffer): { nonZero: number; same: number } {
@@ -122,7 +90,7 @@ describe('two NUMA nodes, each a memory-backend-file', { skip: qemuMissing, time
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(serve);
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 120_000);
     const listening = await out.next((l) => l.event === 'listening');
     if (typeof listening.pid === 'number') targetPids.push(listening.pid);
     return { serve, out, m0, m1, serial, qmp, listening };
@@ -147,7 +115,7 @@ describe('two NUMA nodes, each a memory-backend-file', { skip: qemuMissing, time
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.push(migrate);
-    const mout = jsonLines(migrate);
+    const mout = jsonLines(migrate, 120_000);
     // A migration that has not ended in 4 minutes says where it stands (instead of the suite's timeout).
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([

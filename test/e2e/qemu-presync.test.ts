@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { createPolicy } from '../../src/core/policies/registry.ts';
 import { SourceMigration } from '../../src/engine/source-session.ts';
@@ -23,37 +22,9 @@ import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixt
 
 const ROOT = resolve(import.meta.dirname, '../..');
 import { CLI } from '../../src/lab/cli-entry.ts';
+import { jsonLines } from '../helpers/json-lines.ts';
 const SECRET = 'qemu-e2e-secret-0123456789abcdef';
 
-function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; next: (pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    try {
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      return;
-    }
-    for (const w of [...waiters]) w();
-  });
-  const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 60_000) =>
-    new Promise<Record<string, unknown>>((res, rej) => {
-      const check = () => {
-        const hit = lines.find(pred);
-        if (!hit) return;
-        clearTimeout(t);
-        waiters.delete(check);
-        res(hit);
-      };
-      const t = setTimeout(() => {
-        waiters.delete(check);
-        rej(new Error(`timed out; lines so far: ${JSON.stringify(lines).slice(0, 2000)}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { lines, next };
-}
 
 /** The target continues the source's guest: OK past the source's last heartbeat, heartbeats continuing, no FAIL anywhere. */
 async function assertContinues(target: SerialLog, source: SerialLog, lastSourceHb: number): Promise<void> {

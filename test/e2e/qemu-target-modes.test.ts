@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { CLI } from '../../src/lab/cli-entry.ts';
 import { createPolicy } from '../../src/core/policies/registry.ts';
@@ -24,45 +23,14 @@ import { attachVm, launchVm, machineArgs, type MachineSpec, type Vm } from '../.
 import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
 import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
+import { exitOf, jsonLines } from '../helpers/json-lines.ts';
 
 const SECRET = 'qemu-modes-e2e-secret-0123456789abcdef';
 
 /** Devices the command line presync builds never has: a NIC on user networking and a virtio-rng. */
 const EXTRA_DEVICES = ['-netdev', 'user,id=n0,restrict=on', '-device', 'virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56', '-device', 'virtio-rng-pci'];
 
-function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; next: (pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    try {
-      lines.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      return;
-    }
-    for (const w of [...waiters]) w();
-  });
-  const next = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 90_000) =>
-    new Promise<Record<string, unknown>>((res, rej) => {
-      const check = () => {
-        const hit = lines.find(pred);
-        if (!hit) return;
-        clearTimeout(t);
-        waiters.delete(check);
-        res(hit);
-      };
-      const t = setTimeout(() => {
-        waiters.delete(check);
-        rej(new Error(`timed out; lines so far: ${JSON.stringify(lines).slice(0, 2000)}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { lines, next };
-}
 
-function exitOf(c: ChildProcess): Promise<number | null> {
-  return new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
-}
 
 /** Pids of processes whose command line contains `token`. */
 function processesWith(token: string): number[] {
@@ -146,7 +114,7 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(serve);
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 90_000);
     const listening = await out.next((l) => l.event === 'listening');
     assert.equal(listening.mode, 'command');
     assert.equal(listening.image, dstRam, 'the image is the RAM backend\'s mem-path');
@@ -196,7 +164,7 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(serve);
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 90_000);
     const listening = await out.next((l) => l.event === 'listening');
     assert.deepEqual(listening.ram, [{ id: 'node0', path: dstRams[0], bytes: 64 << 20 }, { id: 'node1', path: dstRams[1], bytes: 64 << 20 }]);
     const targetPid = listening.pid as number;
@@ -238,7 +206,7 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.push(serve);
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 90_000);
     const listening = await out.next((l) => l.event === 'listening');
     assert.equal(listening.mode, 'attach');
     assert.equal(listening.pid, null);
@@ -297,7 +265,7 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
     children.push(serve);
     let stderr = '';
     serve.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 90_000);
     await out.next((l) => l.event === 'listening');
     await waiting.kill();
     assert.equal(await exitOf(serve), 1, stderr);
@@ -315,7 +283,7 @@ describe('qemu serve: the target QEMU from the user\'s command line, or attached
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(serve);
-    const out = jsonLines(serve);
+    const out = jsonLines(serve, 90_000);
     const listening = await out.next((l) => l.event === 'listening');
     const vm = await attachVm(presyncQmp);
     const proxy = await FaultProxy.start({ upstream: { host: '127.0.0.1', port: listening.port as number } });
