@@ -531,15 +531,20 @@ export function qemuBenchJson(res: QemuBenchResult): Record<string, unknown> {
   };
 }
 
-/** `presync-results/1` of kind qemu-bench: one run per migration (stock runs under policy `qemu-stock`) and the medians table. */
-export function qemuBenchResults(res: QemuBenchResult, createdBy: string): ResultsFile {
-  const runs: ResultRun[] = res.runs.map((r) => ({
-    label: `${r.workload} · ${r.kind === 'presync' ? res.options.policy : 'qemu-stock'} #${r.rep + 1}`,
+/**
+ * One migration of a QEMU bench as a results run (stock runs under policy
+ * `qemu-stock`); `extra` adds a bench's own figures to the summary, before
+ * the run's detail.
+ */
+export function benchRunRecord(r: QemuBenchRun, o: { policy: string; presyncForMs: number }, labelPrefix = '', extra: Record<string, unknown> = {}): ResultRun {
+  const policy = r.kind === 'presync' ? o.policy : 'qemu-stock';
+  return {
+    label: `${labelPrefix}${r.workload} · ${policy} #${r.rep + 1}`,
     workload: r.workload,
-    policy: r.kind === 'presync' ? res.options.policy : 'qemu-stock',
+    policy,
     seed: null,
     shell: 'real',
-    launchAtMs: r.kind === 'presync' ? res.options.presyncForMs : 0,
+    launchAtMs: r.kind === 'presync' ? o.presyncForMs : 0,
     summary: {
       outcome: r.outcome === 'failed' ? 'rolled-back' : r.outcome,
       error: r.error,
@@ -555,10 +560,16 @@ export function qemuBenchResults(res: QemuBenchResult, createdBy: string): Resul
       qemuDowntimeMs: r.qemuDowntimeMs,
       qemuStreamBytes: r.qemuStreamBytes,
       bytes: r.bytes,
+      ...extra,
       ...r.detail,
     },
     series: r.series,
-  }));
+  };
+}
+
+/** `presync-results/1` of kind qemu-bench: one run per migration (stock runs under policy `qemu-stock`) and the medians table. */
+export function qemuBenchResults(res: QemuBenchResult, createdBy: string): ResultsFile {
+  const runs: ResultRun[] = res.runs.map((r) => benchRunRecord(r, res.options));
   return makeResults({
     kind: 'qemu-bench',
     createdBy,

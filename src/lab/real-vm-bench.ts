@@ -38,7 +38,7 @@ import { sleep } from '../transport/deadline.ts';
 import { BlackoutClient, blackoutClientScript, gapAcross, type BlackoutReport } from './blackout-client.ts';
 import { JsonChild, type JsonRecord } from './child-json.ts';
 import { CLI } from './cli-entry.ts';
-import { median, switchoverBreakdown, type QemuBenchRun, type RunKind } from './qemu-bench.ts';
+import { benchRunRecord, median, switchoverBreakdown, type QemuBenchRun, type RunKind } from './qemu-bench.ts';
 import { buildRealVm, checkDiskContinuity, copyRootDisk, ECHO_PORT, lastDiskWritten, realVmSpec, rootDiskArgs, type DiskVerdict, type RealVmImages } from './real-vm.ts';
 import { createVmNetwork, type VmNetwork } from './vm-network.ts';
 
@@ -535,35 +535,15 @@ export function realVmBenchJson(res: RealVmBenchResult): Record<string, unknown>
 
 /** presync-results/1 of kind qemu-bench, like the test guest's bench, with the client and disk figures in each run's summary. */
 export function realVmBenchResults(res: RealVmBenchResult, createdBy: string): ResultsFile {
-  const runs: ResultRun[] = res.runs.map((r) => ({
-    label: `real ${r.workload} · ${r.kind === 'presync' ? res.options.policy : 'qemu-stock'} #${r.rep + 1}`,
-    workload: r.workload,
-    policy: r.kind === 'presync' ? res.options.policy : 'qemu-stock',
-    seed: null,
-    shell: 'real',
-    launchAtMs: r.kind === 'presync' ? res.options.presyncForMs : 0,
-    summary: {
-      outcome: r.outcome === 'failed' ? 'rolled-back' : r.outcome,
-      error: r.error,
-      launchToRunningMs: r.launchToRunningMs,
-      downtimeMs: r.downtimeMs,
-      presyncBytes: r.presyncBytes,
-      finalBytes: r.finalBytes,
-      verified: r.kind === 'presync' && r.detail.verified === true,
-      guestOk: r.guest?.ok === true,
-      guestCheck: r.guest?.reason || 'ok',
-      qemuDowntimeMs: r.qemuDowntimeMs,
-      qemuStreamBytes: r.qemuStreamBytes,
-      bytes: r.bytes,
+  const runs: ResultRun[] = res.runs.map((r) =>
+    benchRunRecord(r, res.options, 'real ', {
       clientGapMs: r.clientGapMs,
       clientLongestGapMs: r.client?.longestGapMs ?? null,
       connectionSurvived: r.client?.connectionSurvived === true,
       diskVerified: r.disk?.ok === true,
       diskCheck: r.disk?.reason || (r.disk ? 'ok' : 'not checked'),
       diskBytes: r.diskBytes,
-      ...r.detail,
-    },
-    series: r.series,
-  }));
+    }),
+  );
   return makeResults({ kind: 'qemu-bench', createdBy, params: { vm: 'real', network: res.network, versions: res.versions, ...res.options }, runs, table: res.workloads.map((w) => ({ ...w })) });
 }
