@@ -20,7 +20,7 @@
  * Names checked against QEMU 7.2's QMP schema (query-qmp-schema): 7.2 has no
  * `block-job-change`, so the copy mode is chosen when the job starts.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ErrorCodes, PresyncError } from '../core/errors.ts';
@@ -423,23 +423,28 @@ export function digestDiskFile(key: string, path: string): DiskDigest {
     const size = fstatSync(fd).size;
     const h = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
-    const tag = Buffer.alloc(9);
     for (let off = 0, i = 0; off < size; i++) {
       const n = readSync(fd, buf, 0, Math.min(CHUNK, size - off), off);
-      if (n <= 0) throw new PresyncError(ErrorCodes.IMAGE, `${path} ended at byte ${off} of ${size} while it was hashed`);
-      const chunk = buf.subarray(0, n);
-      const zero = chunk.equals(ZERO_CHUNK.subarray(0, n));
-      tag[0] = zero ? 0x5a : 0x44;
-      tag.writeUInt32BE(Math.floor(i / 2 ** 32), 1);
-      tag.writeUInt32BE(i >>> 0, 5);
-      h.update(tag);
-      if (!zero) h.update(chunk);
-      off += n;
+      off += hashChunk(h, buf, n, i, path, off, size);
     }
     return { key, bytes: size, sha256: h.digest('hex') };
   } finally {
     closeSync(fd);
   }
+}
+
+/** Adds chunk `i` (its first `n` bytes of `buf`) to the digest: an all-zero chunk by its index only. Returns n. */
+function hashChunk(h: Hash, buf: Buffer, n: number, i: number, path: string, off: number, size: number): number {
+  if (n <= 0) throw new PresyncError(ErrorCodes.IMAGE, `${path} ended at byte ${off} of ${size} while it was hashed`);
+  const chunk = buf.subarray(0, n);
+  const zero = chunk.equals(ZERO_CHUNK.subarray(0, n));
+  const tag = Buffer.alloc(9);
+  tag[0] = zero ? 0x5a : 0x44;
+  tag.writeUInt32BE(Math.floor(i / 2 ** 32), 1);
+  tag.writeUInt32BE(i >>> 0, 5);
+  h.update(tag);
+  if (!zero) h.update(chunk);
+  return n;
 }
 
 /**
@@ -453,18 +458,9 @@ export async function digestDiskFileAsync(key: string, path: string): Promise<Di
     const size = (await fh.stat()).size;
     const h = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
-    const tag = Buffer.alloc(9);
     for (let off = 0, i = 0; off < size; i++) {
       const { bytesRead: n } = await fh.read(buf, 0, Math.min(CHUNK, size - off), off);
-      if (n <= 0) throw new PresyncError(ErrorCodes.IMAGE, `${path} ended at byte ${off} of ${size} while it was hashed`);
-      const chunk = buf.subarray(0, n);
-      const zero = chunk.equals(ZERO_CHUNK.subarray(0, n));
-      tag[0] = zero ? 0x5a : 0x44;
-      tag.writeUInt32BE(Math.floor(i / 2 ** 32), 1);
-      tag.writeUInt32BE(i >>> 0, 5);
-      h.update(tag);
-      if (!zero) h.update(chunk);
-      off += n;
+      off += hashChunk(h, buf, n, i, path, off, size);
     }
     return { key, bytes: size, sha256: h.digest('hex') };
   } finally {
