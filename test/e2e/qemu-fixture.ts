@@ -2,12 +2,15 @@
  * Shared set-up for the real-QEMU tests: builds the test guest once, boots
  * VMs with their RAM in /dev/shm, and cleans everything up.
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestGuest as buildGuest } from '../../src/lab/test-guest.ts';
 import { launchVm, matchingTargetOptions, type LaunchOptions, type MachineSpec, type RamBackend, type Vm } from '../../src/qemu/vm.ts';
+import { failures, heartbeats } from '../../src/qemu/guest-continuity.ts';
+import type { SerialLog } from '../../src/qemu/serial.ts';
 
 
 /** Why the real-QEMU tests cannot run here, or undefined if they can. */
@@ -70,4 +73,16 @@ export { failures, heartbeats } from '../../src/qemu/guest-continuity.ts';
 export async function waitHealthy(vm: Vm, timeoutMs = 60_000): Promise<number> {
   const ok = await vm.serial.waitForLine(/^OK (\d+)/, timeoutMs);
   return Number(ok.match[1]);
+}
+
+/** The target continues the source's guest: OK past the source's last heartbeat, heartbeats continuing, no FAIL anywhere. */
+export async function assertContinues(target: SerialLog, source: SerialLog, lastSourceHb: number): Promise<void> {
+  const ok = await target.waitForLine(/^OK (\d+)/, 60_000);
+  assert.ok(Number(ok.match[1]) > lastSourceHb, `target OK ${ok.match[1]} continues past the source's last heartbeat ${lastSourceHb}`);
+  const hb = heartbeats(target);
+  assert.ok(hb.length > 0 && hb[0] >= lastSourceHb, `target heartbeats start at ${hb[0]}, source stopped at ${lastSourceHb}`);
+  // One more OK: the verifier completed another pass over the buffer on the target.
+  await target.waitForLine(/^OK/, 30_000, target.nextIndex);
+  assert.deepEqual(failures(target), []);
+  assert.deepEqual(failures(source), []);
 }

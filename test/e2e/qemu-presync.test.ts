@@ -18,25 +18,13 @@ import { SerialLog } from '../../src/qemu/serial.ts';
 import { attachVm, matchingTargetOptions } from '../../src/qemu/vm.ts';
 import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
-import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
+import { failures, heartbeats, Lab, qemuMissing, waitHealthy, assertContinues } from './qemu-fixture.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 import { CLI } from '../../src/lab/cli-entry.ts';
 import { jsonLines } from '../helpers/json-lines.ts';
 const SECRET = 'qemu-e2e-secret-0123456789abcdef';
 
-
-/** The target continues the source's guest: OK past the source's last heartbeat, heartbeats continuing, no FAIL anywhere. */
-async function assertContinues(target: SerialLog, source: SerialLog, lastSourceHb: number): Promise<void> {
-  const ok = await target.waitForLine(/^OK (\d+)/, 60_000);
-  assert.ok(Number(ok.match[1]) > lastSourceHb, `target OK ${ok.match[1]} continues past the source's last heartbeat ${lastSourceHb}`);
-  const hb = heartbeats(target);
-  assert.ok(hb.length > 0 && hb[0] >= lastSourceHb, `target heartbeats start at ${hb[0]}, source stopped at ${lastSourceHb}`);
-  // One more OK: the verifier completed another pass over the buffer on the target.
-  await target.waitForLine(/^OK/, 30_000, target.nextIndex);
-  assert.deepEqual(failures(target), []);
-  assert.deepEqual(failures(source), []);
-}
 
 describe('presync migrates real QEMU VMs', { skip: qemuMissing, timeout: 300_000 }, () => {
   const lab = new Lab();

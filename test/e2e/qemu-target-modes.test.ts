@@ -22,7 +22,7 @@ import { SerialLog } from '../../src/qemu/serial.ts';
 import { attachVm, launchVm, machineArgs, type MachineSpec, type Vm } from '../../src/qemu/vm.ts';
 import { FaultProxy } from '../../src/transport/fault-proxy.ts';
 import { TcpTransport } from '../../src/transport/tcp.ts';
-import { failures, heartbeats, Lab, qemuMissing, waitHealthy } from './qemu-fixture.ts';
+import { failures, heartbeats, Lab, qemuMissing, waitHealthy, assertContinues } from './qemu-fixture.ts';
 import { exitOf, jsonLines } from '../helpers/json-lines.ts';
 
 const SECRET = 'qemu-modes-e2e-secret-0123456789abcdef';
@@ -53,17 +53,6 @@ function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** The target continues the source's guest: OK past the source's last heartbeat, heartbeats continuing, no FAIL anywhere. */
-async function assertContinues(target: SerialLog, source: SerialLog, lastSourceHb: number): Promise<void> {
-  const ok = await target.waitForLine(/^OK (\d+)/, 60_000);
-  assert.ok(Number(ok.match[1]) > lastSourceHb, `target OK ${ok.match[1]} continues past the source's last heartbeat ${lastSourceHb}`);
-  const hb = heartbeats(target);
-  assert.ok(hb.length > 0 && hb[0] >= lastSourceHb, `target heartbeats start at ${hb[0]}, source stopped at ${lastSourceHb}`);
-  await target.waitForLine(/^OK/, 30_000, target.nextIndex);
-  assert.deepEqual(failures(target), []);
-  assert.deepEqual(failures(source), []);
 }
 
 describe('qemu serve: the target QEMU from the user\'s command line, or attached', { skip: qemuMissing, timeout: 400_000 }, () => {
